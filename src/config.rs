@@ -1,0 +1,118 @@
+//! The validated, effective configuration: what the server will really do, including what
+//! the kernel grants (backlog, descriptor limit). The start-up line is printed from it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::cli::{Args, IoKind, PatternKind};
+use crate::io::sys::{FdLimit, raise_fd_limit};
+use crate::net::Backlog;
+use crate::ws::Limits;
+
+/// Descriptors kept free for listeners, epoll, eventfds, stdio and the connections that are
+/// accepted only to be told 503.
+const FD_RESERVE: u64 = 64;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub pattern: PatternKind,
+    pub io: IoKind,
+    pub backlog: Backlog,
+    pub nodelay: bool,
+    pub max_conns: usize,
+    pub fd_limit: FdLimit,
+    pub limits: Limits,
+    pub max_outbound: usize,
+    pub stats_interval: Option<Duration>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read the open-file limit: {0}")]
+    FdLimit(#[source] std::io::Error),
+    #[error(
+        "--max-conns {requested} exceeds what the open-file limit allows ({allowed}); raise the hard limit (ulimit -Hn) or lower --max-conns"
+    )]
+    MaxConnsOverFdLimit { requested: u64, allowed: u64 },
+    #[error("--max-message must be at least 125 bytes (a control frame's payload)")]
+    MaxMessageTooSmall,
+    #[error("--close-timeout and --handshake-timeout must be greater than zero")]
+    ZeroTimeout,
+}
+
+impl Config {
+    /// Validates `args` and raises the soft descriptor limit to the hard one.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let fd_limit = raise_fd_limit().map_err(ConfigError::FdLimit)?;
+        let allowed = fd_limit.soft.saturating_sub(FD_RESERVE).max(1);
+        let max_conns = match args.max_conns {
+            Some(requested) if requested > allowed => {
+                return Err(ConfigError::MaxConnsOverFdLimit { requested, allowed });
+            }
+            Some(requested) => requested,
+            None => allowed,
+        };
+        if args.max_message < 125 {
+            return Err(ConfigError::MaxMessageTooSmall);
+        }
+        if args.close_timeout.is_zero() || args.handshake_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout);
+        }
+        Ok(Config {
+            addr: args.addr,
+            pattern: args.pattern,
+            io: args.io,
+            backlog: Backlog::new(args.backlog),
+            nodelay: !args.no_nodelay,
+            max_conns: usize::try_from(max_conns).unwrap_or(usize::MAX),
+            fd_limit,
+            limits: Limits {
+                max_message: args.max_message,
+                handshake_timeout: args.handshake_timeout,
+                close_timeout: args.close_timeout,
+            },
+            max_outbound: args.max_outbound,
+            stats_interval: args.stats_interval,
+        })
+    }
+
+    /// The start-up line: everything that decides the numbers, as the kernel granted it.
+    pub fn startup_line(&self, bound: SocketAddr, threads: &str) -> String {
+        let backlog = match self.backlog.somaxconn {
+            Some(max) => format!(
+                "{} (requested {}, somaxconn {max})",
+                self.backlog.granted(),
+                self.backlog.requested
+            ),
+            None => format!("{} (somaxconn unknown)", self.backlog.requested),
+        };
+        format!(
+            "wschat listening on {bound} pattern={} io={} threads={threads} backlog={backlog} \
+             nodelay={} max-conns={} fd-limit={}/{} max-message={} max-outbound={}",
+            self.pattern.name(),
+            self.io.name(),
+            if self.nodelay { "on" } else { "off" },
+            self.max_conns,
+            self.fd_limit.soft,
+            self.fd_limit.hard,
+            self.limits.max_message,
+            self.max_outbound,
+        )
+    }
+
+    /// A warning to print when somaxconn silently shortened the accept queue.
+    pub fn backlog_warning(&self) -> Option<String> {
+        self.backlog.is_capped().then(|| {
+            format!(
+                "warning: --backlog {} is capped to {} by net.core.somaxconn; raise it with \
+                 `sysctl -w net.core.somaxconn={}`",
+                self.backlog.requested,
+                self.backlog.granted(),
+                self.backlog.requested
+            )
+        })
+    }
+}

@@ -1,0 +1,359 @@
+//! The epoll reactor: edge-triggered, every socket registered once.
+//!
+//! Connections are registered for READ|WRITE|RDHUP edges at accept and never modified, so a
+//! flush costs no `epoll_ctl`: "wants to write" is just "outbox not empty", and a short write
+//! waits for the next WRITE edge. Edge-triggered means a source must be drained until EAGAIN
+//! or until a named budget stops it; a budget-stopped source goes on `ready` and is served by
+//! the next `poll` without waiting for an edge that would never come.
+//!
+//! epoll is used through a thin libc wrapper rather than mio so that one implementation can
+//! offer what mio hides (EPOLLEXCLUSIVE for the shared-listener pattern, RDHUP to skip a read).
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::sys::syscall;
+use super::{ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker};
+
+/// Accepts per listener per wake-up: enough to empty a burst in one go, small enough that a
+/// connect storm cannot starve the connections already being served.
+const ACCEPTS_PER_WAKEUP: usize = 64;
+/// Bytes read from one connection per wake-up before the others get their turn.
+const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// The per-thread read buffer; one read takes up to this much.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// epoll_wait returns at most this many events per call.
+const EVENTS_PER_WAIT: usize = 1024;
+/// Slices per sendmsg; Linux's IOV_MAX.
+const IOV_MAX: usize = 1024;
+
+/// epoll user data: connections use their key; listeners and the waker use the top bit.
+const LISTENER_TAG: u64 = 1 << 63;
+const WAKER_TOKEN: u64 = u64::MAX;
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Listener(usize),
+    Conn(ConnId),
+}
+
+/// One thread's epoll instance and the sockets registered in it.
+pub struct EpollReactor {
+    epoll: OwnedFd,
+    events: Vec<libc::epoll_event>,
+    listeners: Vec<Option<TcpListener>>,
+    conns: Vec<Option<TcpStream>>,
+    /// Sources stopped by a budget, served by the next poll.
+    ready: Vec<Source>,
+    read_buf: Box<[u8]>,
+    iov: Vec<libc::iovec>,
+    waker: Waker,
+    counters: IoCounters,
+}
+
+impl EpollReactor {
+    pub fn new() -> io::Result<EpollReactor> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut reactor = EpollReactor {
+            epoll,
+            events: Vec::with_capacity(EVENTS_PER_WAIT),
+            listeners: Vec::new(),
+            conns: Vec::new(),
+            ready: Vec::new(),
+            read_buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+            iov: Vec::with_capacity(IOV_MAX),
+            waker: Waker::new()?,
+            counters: IoCounters::default(),
+        };
+        let waker_fd = reactor.waker.raw_fd();
+        reactor.register(waker_fd, libc::EPOLLIN | libc::EPOLLET, WAKER_TOKEN)?;
+        Ok(reactor)
+    }
+
+    fn register(&mut self, fd: i32, flags: i32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: flags as u32,
+            u64: token,
+        };
+        self.counters.epoll_ctl += 1;
+        // SAFETY: `event` is a valid epoll_event; `fd` is open for the duration of the call.
+        syscall!(epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            &mut event
+        ))?;
+        Ok(())
+    }
+
+    /// Accepts until EAGAIN or the budget. `on_edge` is true when an epoll event (not the
+    /// ready list) brought us here: only then is an empty first accept a futile wake-up.
+    fn accept_from(&mut self, index: usize, on_edge: bool, on_event: &mut dyn FnMut(Event<'_>)) {
+        let Some(Some(listener)) = self.listeners.get(index) else {
+            return;
+        };
+        let id = ListenerId(index);
+        for n in 0..ACCEPTS_PER_WAKEUP {
+            match accept4(listener) {
+                Ok((stream, peer)) => on_event(Event::Accepted {
+                    listener: id,
+                    stream,
+                    peer,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n == 0 && on_edge {
+                        self.counters.futile_accepts += 1;
+                    }
+                    return;
+                }
+                // The connection died in the accept queue, or a signal interrupted us: the
+                // next one may be fine (accept(2), "Error handling").
+                Err(e) if is_transient_accept_error(&e) => {}
+                Err(error) => {
+                    on_event(Event::AcceptFailed {
+                        listener: id,
+                        error,
+                    });
+                    return;
+                }
+            }
+        }
+        self.ready.push(Source::Listener(index));
+    }
+
+    /// Reads until EAGAIN, EOF or the budget. A read shorter than the buffer means the socket
+    /// was drained, and any later arrival raises a new edge, so we stop there and save the
+    /// EAGAIN read, unless the peer's FIN was already seen (`until_eof`): then no edge will
+    /// come and we must read on to the 0.
+    fn read_from(&mut self, conn: ConnId, until_eof: bool, on_event: &mut dyn FnMut(Event<'_>)) {
+        let Some(Some(stream)) = self.conns.get(conn) else {
+            return;
+        };
+        let mut budget = READ_BUDGET_BYTES;
+        loop {
+            self.counters.reads += 1;
+            match (&*stream).read(&mut self.read_buf) {
+                Ok(0) => return on_event(Event::Eof { conn }),
+                Ok(n) => {
+                    on_event(Event::Received {
+                        conn,
+                        bytes: &self.read_buf[..n],
+                    });
+                    if n < self.read_buf.len() && !until_eof {
+                        return;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.ready.push(Source::Conn(conn));
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return on_event(Event::Failed { conn, error }),
+            }
+        }
+    }
+}
+
+impl Reactor for EpollReactor {
+    fn add_listener(&mut self, listener: TcpListener) -> io::Result<ListenerId> {
+        let index = self.listeners.len();
+        self.register(
+            listener.as_raw_fd(),
+            libc::EPOLLIN | libc::EPOLLET,
+            LISTENER_TAG | index as u64,
+        )?;
+        self.listeners.push(Some(listener));
+        Ok(ListenerId(index))
+    }
+
+    fn close_listeners(&mut self) {
+        // Dropping closes the socket, which also removes it from the epoll set.
+        self.listeners.iter_mut().for_each(|l| *l = None);
+    }
+
+    fn resume_accepting(&mut self, listener: ListenerId) {
+        self.ready.push(Source::Listener(listener.0));
+    }
+
+    fn add_conn(&mut self, conn: ConnId, stream: TcpStream) -> io::Result<()> {
+        let flags = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+        self.register(stream.as_raw_fd(), flags, conn as u64)?;
+        if self.conns.len() <= conn {
+            self.conns.resize_with(conn + 1, || None);
+        }
+        self.conns[conn] = Some(stream);
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()> {
+        let timeout_ms = if !self.ready.is_empty() {
+            0
+        } else {
+            // Round up: waking before a deadline would only spin.
+            timeout.map_or(-1, |d| {
+                d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            })
+        };
+        self.events.clear();
+        // SAFETY: the buffer has room for EVENTS_PER_WAIT events, and epoll_wait writes at
+        // most that many.
+        let n = match syscall!(epoll_wait(
+            self.epoll.as_raw_fd(),
+            self.events.as_mut_ptr(),
+            EVENTS_PER_WAIT as i32,
+            timeout_ms
+        )) {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: epoll_wait initialised the first `n` entries.
+        unsafe { self.events.set_len(n) };
+        self.counters.wakeups += 1;
+
+        for source in std::mem::take(&mut self.ready) {
+            match source {
+                Source::Listener(index) => self.accept_from(index, false, on_event),
+                Source::Conn(conn) => self.read_from(conn, true, on_event),
+            }
+        }
+        for i in 0..n {
+            let event = self.events[i];
+            let (flags, token) = (event.events as i32, event.u64);
+            if token == WAKER_TOKEN {
+                self.waker.drain();
+                on_event(Event::Wake);
+            } else if token & LISTENER_TAG != 0 {
+                self.counters.listener_wakeups += 1;
+                self.accept_from((token & !LISTENER_TAG) as usize, true, on_event);
+            } else {
+                let conn = token as ConnId;
+                let hangup = flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+                if flags & libc::EPOLLIN != 0 || hangup {
+                    self.read_from(conn, hangup, on_event);
+                }
+                if flags & libc::EPOLLOUT != 0 {
+                    on_event(Event::Writable { conn });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, conn: ConnId, outbox: &mut Outbox) -> io::Result<SendOutcome> {
+        let Some(Some(stream)) = self.conns.get(conn) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut outcome = SendOutcome::default();
+        while !outbox.is_empty() {
+            self.iov.clear();
+            let mut offered = 0;
+            for slice in outbox.slices().take(IOV_MAX) {
+                self.iov.push(libc::iovec {
+                    iov_base: slice.as_ptr() as *mut _,
+                    iov_len: slice.len(),
+                });
+                offered += slice.len();
+            }
+            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = self.iov.as_mut_ptr();
+            msg.msg_iovlen = self.iov.len();
+            self.counters.writev += 1;
+            // sendmsg is writev plus flags: MSG_NOSIGNAL turns a write to a reset connection
+            // into EPIPE instead of a process-killing SIGPIPE.
+            // SAFETY: every iovec points into a frame owned by `outbox`, which is borrowed
+            // for the whole call and not modified until it returns.
+            match syscall!(sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)) {
+                Ok(written) => {
+                    let written = written as usize;
+                    outcome.bytes += written;
+                    outcome.frames += outbox.advance(written);
+                    if written < offered {
+                        break; // the send buffer is full: wait for the WRITE edge
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn shutdown_write(&mut self, conn: ConnId) {
+        if let Some(Some(stream)) = self.conns.get(conn) {
+            // Fails only if the peer already reset the connection; closing follows anyway.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        // Dropping the only descriptor closes it and removes it from the epoll set; a stale
+        // entry on `ready` for this key just reads EAGAIN (or the next owner's bytes).
+        if let Some(slot) = self.conns.get_mut(conn) {
+            *slot = None;
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn counters(&self) -> IoCounters {
+        self.counters
+    }
+}
+
+/// accept4 with NONBLOCK|CLOEXEC in one call (plain accept would need two more syscalls).
+fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    // SAFETY: try_init passes a zeroed sockaddr_storage and its size; accept4 writes at most
+    // that many bytes and updates the length.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            syscall!(accept4(
+                listener.as_raw_fd(),
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+            ))
+        })
+    }?;
+    // SAFETY: `fd` is a new descriptor returned by accept4 and owned by nobody else.
+    let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let peer = addr
+        .as_socket()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    Ok((stream, peer))
+}
+
+/// accept(2) errors that concern one dead connection, not the listener: keep accepting.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}

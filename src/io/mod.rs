@@ -1,0 +1,117 @@
+//! Reactors: the only layer that makes I/O system calls, and the only one with `unsafe`.
+//!
+//! Owns: sockets after they are accepted, the readiness/completion mechanism, the per-thread
+//! read buffer, cross-thread wake-ups, and the budgets that bound the work per wake-up.
+//! Reports what happened as [`Event`]s: a connection accepted, bytes received, a connection
+//! writable again, the peer gone, a wake-up. The layer above answers by handing an
+//! [`Outbox`] to [`Reactor::send`]; it never sees a file descriptor.
+//! Must never: parse WebSocket or HTTP, know about chat, or decide policy (what to close,
+//! when to time out); it moves bytes and reports.
+//!
+//! The boundary is completion-shaped on purpose ("these bytes arrived", "you may send
+//! again"), so that a readiness backend (epoll: read until EAGAIN, then report) and a
+//! completion backend (io_uring) can sit behind the same trait.
+
+#![allow(unsafe_code)]
+
+pub mod epoll;
+pub mod outbox;
+pub mod signals;
+pub mod sys;
+pub mod waker;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+pub use epoll::EpollReactor;
+pub use outbox::Outbox;
+pub use waker::Waker;
+
+/// A connection's key, chosen by the caller when it hands the socket over (a slab index).
+pub type ConnId = usize;
+
+/// A listener's key, returned by [`Reactor::add_listener`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerId(pub usize);
+
+/// Something the reactor observed or did.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A connection was accepted (non-blocking, close-on-exec); not yet registered.
+    Accepted {
+        listener: ListenerId,
+        stream: TcpStream,
+        peer: SocketAddr,
+    },
+    /// Accepting failed for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM). The listener
+    /// is paused until [`Reactor::resume_accepting`]; transient errors never get here.
+    AcceptFailed {
+        listener: ListenerId,
+        error: io::Error,
+    },
+    /// Bytes arrived on a connection. The slice is the reactor's read buffer: process or copy
+    /// it before returning.
+    Received { conn: ConnId, bytes: &'a [u8] },
+    /// The connection can take more output (its send buffer drained).
+    Writable { conn: ConnId },
+    /// The peer finished sending (FIN).
+    Eof { conn: ConnId },
+    /// The connection failed (reset, or another error); it should be closed.
+    Failed { conn: ConnId, error: io::Error },
+    /// A [`Waker`] was signalled.
+    Wake,
+}
+
+/// What one [`Reactor::send`] achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    pub bytes: usize,
+    /// Frames written completely.
+    pub frames: usize,
+}
+
+/// Counters the reactor keeps about its own system calls (plain integers: one owner).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IoCounters {
+    /// Returns from the blocking wait (epoll_wait).
+    pub wakeups: u64,
+    /// Wake-ups that reported a listener readable.
+    pub listener_wakeups: u64,
+    /// Listener wake-ups whose first accept found nothing (another waiter took it).
+    pub futile_accepts: u64,
+    pub reads: u64,
+    /// Vectored writes (one per flushed connection unless its buffer filled).
+    pub writev: u64,
+    pub epoll_ctl: u64,
+}
+
+/// An event loop's view of the kernel. One per thread; not shared.
+pub trait Reactor {
+    /// Starts accepting on `listener` (which must be non-blocking).
+    fn add_listener(&mut self, listener: TcpListener) -> io::Result<ListenerId>;
+    /// Stops accepting on every listener and closes them (shutdown).
+    fn close_listeners(&mut self);
+    /// Resumes a listener paused by [`Event::AcceptFailed`].
+    fn resume_accepting(&mut self, listener: ListenerId);
+    /// Takes ownership of an accepted connection under the caller's key `conn`, which must
+    /// not be in use.
+    fn add_conn(&mut self, conn: ConnId, stream: TcpStream) -> io::Result<()>;
+    /// Waits up to `timeout` (forever if `None`) and reports what happened. Work stopped by a
+    /// budget is remembered and reported by the next call without waiting.
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()>;
+    /// Writes as much of `outbox` as the socket takes now, removing what was written. What is
+    /// left is resumed after the next [`Event::Writable`].
+    fn send(&mut self, conn: ConnId, outbox: &mut Outbox) -> io::Result<SendOutcome>;
+    /// Sends FIN after the queued bytes; reading goes on.
+    fn shutdown_write(&mut self, conn: ConnId);
+    /// Closes the connection; its key may be reused at once.
+    fn close(&mut self, conn: ConnId);
+    /// A handle other threads use to interrupt [`Reactor::poll`].
+    fn waker(&self) -> Waker;
+    fn counters(&self) -> IoCounters;
+}

@@ -1,0 +1,39 @@
+//! wschat: a WebSocket chat server whose execution pattern (how threads listen, accept,
+//! read and process) is chosen at run time, built to be read and measured.
+//!
+//! # Architecture map (data flows down, dependencies point down)
+//! ```text
+//!   main.rs     Args -> Config -> patterns::run -> exit code
+//!   cli.rs      flags and WSCHAT_* variables      config.rs  the validated effective Config
+//!   patterns/   one file per pattern: threads, listeners, how sockets and work travel
+//!   shard/      one event loop: reactor events -> ws -> chat -> outboxes -> flush
+//!   chat/       rooms, names, notices, commands, fan-out plan (pure)
+//!   ws/         RFC 6455: handshake, frames, masking, UTF-8, close, state machine (pure)
+//!   io/         reactors (epoll), outbox, waker, signals, rlimits: all the unsafe code
+//!   net/        listeners (backlog, SO_REUSEPORT), socket options
+//!   stats.rs    per-thread counters, /stats JSON, interval lines
+//! ```
+//!
+//! # Architecture invariants
+//! - **ws/ and chat/ never do I/O**: no syscalls, no clock, no threads; bytes and time in,
+//!   events and bytes out. `scripts/check-layers.sh` greps for violations.
+//! - **All unsafe is in io/**: the crate denies `unsafe_code`; only `io` allows it, and every
+//!   block carries a `// SAFETY:` comment (clippy `undocumented_unsafe_blocks` is denied).
+//! - **A pattern file never touches protocol or chat state**: it wires threads and sockets
+//!   to shards; one protocol implementation serves every pattern and backend.
+//! - **A frame is encoded once** per message and shared by reference by every receiver.
+//! - **Output is corked per loop iteration**: one writev per dirty connection per iteration,
+//!   never a write inside the fan-out loop.
+//! - **Nothing on an input path panics**: bad input becomes an HTTP status or a close code.
+
+#![deny(unsafe_code)]
+
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod io;
+pub mod net;
+pub mod patterns;
+pub mod shard;
+pub mod stats;
+pub mod ws;

@@ -1,0 +1,51 @@
+//! A shard's typed inbox: other threads push, the shard drains the whole batch at once.
+//!
+//! `push` wakes the shard only when the inbox goes from empty to non-empty, so a burst of
+//! messages costs one eventfd write and one wake-up (memcached's `cq_push` + notify).
+
+use std::sync::Mutex;
+
+use crate::io::Waker;
+
+/// Messages a shard accepts from other threads.
+#[derive(Debug)]
+pub enum InboxMsg {
+    /// Stop accepting, close every connection with 1001, then return from `run`.
+    Stop,
+}
+
+/// Many-producer inbox of one shard.
+#[derive(Debug)]
+pub struct Inbox {
+    queue: Mutex<Vec<InboxMsg>>,
+    waker: Waker,
+}
+
+impl Inbox {
+    pub fn new(waker: Waker) -> Inbox {
+        Inbox {
+            queue: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    /// Queues `msg`; wakes the shard if it may be asleep (the inbox was empty).
+    pub fn push(&self, msg: InboxMsg) {
+        let was_empty = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = queue.is_empty();
+            queue.push(msg);
+            was_empty
+        };
+        if was_empty {
+            self.waker.wake();
+        }
+    }
+
+    /// Swaps the queued batch into `batch` (which should be empty), holding the lock only for
+    /// the swap.
+    pub fn drain_into(&self, batch: &mut Vec<InboxMsg>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *queue, batch);
+    }
+}

@@ -1,0 +1,225 @@
+//! Per-thread counters, their totals, and how they are shown (`GET /stats`, interval lines).
+//!
+//! Each counter has exactly one writer, the thread it belongs to, which updates it with a
+//! relaxed load and store (no locked read-modify-write on the hot path); readers on other
+//! threads see a value at most one update old. Must never: block a writer.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// One thread's counters (written only by that thread).
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of counters at one moment, or their sum over threads.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub struct CounterValues {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            pub fn snapshot(&self) -> CounterValues {
+                CounterValues { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl CounterValues {
+            fn add(&mut self, other: &CounterValues) {
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted by this thread.
+    accepted,
+    /// Connections this thread currently owns (handshaking, open or closing).
+    active,
+    /// WebSocket frames received.
+    frames_in,
+    /// Frames (and HTTP responses) written completely.
+    frames_out,
+    bytes_in,
+    bytes_out,
+    /// Returns from the reactor's wait.
+    wakeups,
+    /// Wake-ups that reported a listener readable.
+    listener_wakeups,
+    /// Listener wake-ups whose first accept returned EAGAIN.
+    futile_accepts,
+    /// The thread's voluntary context switches (sleeps), refreshed while it is awake.
+    voluntary_switches,
+    /// Vectored write system calls.
+    writev,
+    /// epoll_ctl system calls.
+    epoll_ctl,
+    /// Receivers disconnected with 1008 for exceeding --max-outbound.
+    slow_consumer_kicks,
+    /// Handshakes answered 503 because of --max-conns.
+    rejected_over_capacity,
+    /// Requests answered with a 4xx error.
+    handshake_errors,
+    /// Connections dropped for not finishing the handshake in time.
+    handshake_timeouts,
+    /// Times accepting paused because descriptors or memory ran out.
+    accept_pauses,
+}
+
+/// Adds `n` to a counter owned by the calling thread.
+pub fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed) + n, Relaxed);
+}
+
+/// Sets a gauge owned by the calling thread.
+pub fn set(counter: &AtomicU64, value: u64) {
+    counter.store(value, Relaxed);
+}
+
+/// One thread's identity and counters.
+#[derive(Debug)]
+pub struct ThreadStats {
+    pub id: usize,
+    pub role: &'static str,
+    pub counters: Counters,
+}
+
+/// Every thread's stats, for reading from anywhere.
+#[derive(Debug)]
+pub struct StatsRegistry {
+    started: Instant,
+    pattern: &'static str,
+    io: &'static str,
+    threads: Mutex<Vec<Arc<ThreadStats>>>,
+}
+
+/// The JSON document of `GET /stats`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub pattern: &'static str,
+    pub io: &'static str,
+    pub uptime_secs: f64,
+    pub totals: CounterValues,
+    pub threads: Vec<ThreadReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadReport {
+    pub id: usize,
+    pub role: &'static str,
+    #[serde(flatten)]
+    pub counters: CounterValues,
+}
+
+impl StatsRegistry {
+    pub fn new(pattern: &'static str, io: &'static str, now: Instant) -> Arc<StatsRegistry> {
+        Arc::new(StatsRegistry {
+            started: now,
+            pattern,
+            io,
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Registers a thread (at start-up) and returns its counters.
+    pub fn add_thread(&self, role: &'static str) -> Arc<ThreadStats> {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = Arc::new(ThreadStats {
+            id: threads.len(),
+            role,
+            counters: Counters::default(),
+        });
+        threads.push(stats.clone());
+        stats
+    }
+
+    pub fn report(&self, now: Instant) -> Report {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let threads: Vec<ThreadReport> = threads
+            .iter()
+            .map(|t| ThreadReport {
+                id: t.id,
+                role: t.role,
+                counters: t.counters.snapshot(),
+            })
+            .collect();
+        let mut totals = CounterValues::default();
+        threads.iter().for_each(|t| totals.add(&t.counters));
+        Report {
+            pattern: self.pattern,
+            io: self.io,
+            uptime_secs: now.duration_since(self.started).as_secs_f64(),
+            totals,
+            threads,
+        }
+    }
+}
+
+impl Report {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain integers and strings cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// One line for `--stats-interval`: totals as rates since `previous`, plus what makes
+    /// imbalance visible (active connections and wake-ups per thread).
+    pub fn interval_line(&self, previous: &Report) -> String {
+        let secs = (self.uptime_secs - previous.uptime_secs).max(1e-9);
+        let rate = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / secs;
+        let (t, p) = (&self.totals, &previous.totals);
+        let mut line = format!(
+            "stats t={:.1}s active={} accepted/s={:.0} frames_in/s={:.0} frames_out/s={:.0} \
+             writev/s={:.0} wakeups/s={:.0} kicks={} threads[active/wakeups/s]=",
+            self.uptime_secs,
+            t.active,
+            rate(t.accepted, p.accepted),
+            rate(t.frames_in, p.frames_in),
+            rate(t.frames_out, p.frames_out),
+            rate(t.writev, p.writev),
+            rate(t.wakeups, p.wakeups),
+            t.slow_consumer_kicks,
+        );
+        for (now, before) in self.threads.iter().zip(&previous.threads) {
+            let _ = write!(
+                line,
+                " {}:{}/{:.0}",
+                now.role,
+                now.counters.active,
+                rate(now.counters.wakeups, before.counters.wakeups)
+            );
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_the_threads() {
+        let now = Instant::now();
+        let registry = StatsRegistry::new("single-thread", "epoll", now);
+        let a = registry.add_thread("loop");
+        let b = registry.add_thread("loop");
+        bump(&a.counters.accepted, 2);
+        bump(&b.counters.accepted, 3);
+        set(&b.counters.active, 1);
+        let report = registry.report(now);
+        assert_eq!(report.totals.accepted, 5);
+        assert_eq!(report.totals.active, 1);
+        assert_eq!(report.threads[1].id, 1);
+        let json: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+        assert_eq!(json["threads"][0]["accepted"], 2);
+        assert_eq!(json["totals"]["accepted"], 5);
+        assert_eq!(json["pattern"], "single-thread");
+    }
+}

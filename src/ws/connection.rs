@@ -1,0 +1,516 @@
+//! The server side of one WebSocket connection as a pure state machine.
+//!
+//! ```text
+//!  Handshaking --head--> AwaitingDecision --accept()--> Open --close()--> Closing
+//!       |                      |  respond()/reject()      |  peer Close,       | peer Close,
+//!       |                      v                          |  protocol error    | timeout
+//!       +---- timeout -----> Closed <---------------------+--------------------+
+//! ```
+//!
+//! Bytes and time go in (`handle_input`, `handle_eof`, `handle_timeout`); events, output
+//! frames and a deadline come out (`poll_event`, `poll_output`, `poll_timeout`). After every
+//! input, drain `poll_event` first (a `Request` must be answered with `accept`, `respond` or
+//! `reject` before more input), then `poll_output`, then re-read `poll_timeout`. When
+//! `finish()` returns `Some`, the session is over and the transport should be shut down as it
+//! says. No syscall, no clock, no panic on any input.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::close::{CloseCode, parse_close_payload};
+use super::error::{HandshakeError, ProtocolError};
+use super::frame::{FrameHeader, MAX_HEADER_LEN, Opcode, SharedFrame, server_frame};
+use super::handshake::{
+    MAX_REQUEST_HEAD, Request, error_response, find_head_end, parse_request, switching_protocols,
+};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// Per-connection limits, from the server configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message (sum of its fragments' payloads); larger closes with 1009.
+    pub max_message: usize,
+    /// Time from accept to a complete request head.
+    pub handshake_timeout: Duration,
+    /// Time we wait for the peer's Close after sending ours.
+    pub close_timeout: Duration,
+}
+
+/// The kind of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
+/// A complete, validated message (text is valid UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub data: Vec<u8>,
+}
+
+/// What the application must react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A valid request head arrived: answer with `accept` (upgrades only), `respond` or
+    /// `reject` before feeding more input.
+    Request(Request),
+    /// The request was invalid; an error response is already queued.
+    HandshakeFailed(HandshakeError),
+    /// No complete request head within the handshake timeout; the transport should go.
+    HandshakeTimedOut,
+    Message(Message),
+    /// The WebSocket session ended (emitted once, only for sessions that were open).
+    /// `by_peer` is false when we initiated it (an error of the peer's, or `close`).
+    Closed {
+        code: CloseCode,
+        by_peer: bool,
+    },
+}
+
+/// How to end the transport once the session is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Send what is queued, then shut down (our FIN first, RFC 6455 7.1.1).
+    AfterFlush,
+    /// Drop the transport now: the peer stopped responding or is gone.
+    Now,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Handshaking {
+        head: Vec<u8>,
+        scanned: usize,
+        deadline: Instant,
+    },
+    AwaitingDecision {
+        key: Option<String>,
+        rest: Vec<u8>,
+        deadline: Instant,
+    },
+    Open,
+    Closing {
+        deadline: Instant,
+    },
+    Closed(Finish),
+}
+
+/// Where the frame reader is within the current frame.
+#[derive(Debug)]
+enum Reader {
+    Header {
+        buf: [u8; MAX_HEADER_LEN],
+        len: usize,
+    },
+    Payload {
+        header: FrameHeader,
+        received: u64,
+    },
+}
+
+impl Reader {
+    fn new() -> Reader {
+        Reader::Header {
+            buf: [0; MAX_HEADER_LEN],
+            len: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PartialMessage {
+    kind: MessageKind,
+    data: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+/// One server-side WebSocket connection (see the module docs for the call order).
+#[derive(Debug)]
+pub struct Connection {
+    phase: Phase,
+    reader: Reader,
+    message: Option<PartialMessage>,
+    /// Payload of the control frame being read (at most 125 bytes).
+    control: Vec<u8>,
+    events: VecDeque<Event>,
+    output: VecDeque<SharedFrame>,
+    limits: Limits,
+    frames_received: u64,
+}
+
+impl Connection {
+    /// A connection whose transport was just accepted at `now`.
+    pub fn new(limits: Limits, now: Instant) -> Connection {
+        Connection {
+            phase: Phase::Handshaking {
+                head: Vec::new(),
+                scanned: 0,
+                deadline: now + limits.handshake_timeout,
+            },
+            reader: Reader::new(),
+            message: None,
+            control: Vec::new(),
+            events: VecDeque::new(),
+            output: VecDeque::new(),
+            limits,
+            frames_received: 0,
+        }
+    }
+
+    /// Feeds bytes received from the transport.
+    pub fn handle_input(&mut self, data: &[u8]) {
+        match &mut self.phase {
+            Phase::Handshaking {
+                head,
+                scanned,
+                deadline,
+            } => {
+                let deadline = *deadline;
+                head.extend_from_slice(data);
+                match find_head_end(head, *scanned) {
+                    Some(end) => {
+                        let rest = head.split_off(end);
+                        let head = std::mem::take(head);
+                        self.on_request_head(&head, rest, deadline);
+                    }
+                    None if head.len() > MAX_REQUEST_HEAD => {
+                        self.reject(&HandshakeError::HeadTooLarge {
+                            limit: MAX_REQUEST_HEAD,
+                        });
+                    }
+                    None => *scanned = head.len(),
+                }
+            }
+            Phase::AwaitingDecision { rest, .. } => {
+                // Input before the decision (the caller skipped draining events): keep it,
+                // bounded like a request head.
+                if rest.len() + data.len() > MAX_REQUEST_HEAD {
+                    self.phase = Phase::Closed(Finish::Now);
+                } else {
+                    rest.extend_from_slice(data);
+                }
+            }
+            Phase::Open | Phase::Closing { .. } => self.read_frames(data),
+            Phase::Closed(_) => {}
+        }
+    }
+
+    /// The peer finished sending (read returned 0) or the transport failed.
+    pub fn handle_eof(&mut self) {
+        match self.phase {
+            Phase::Open => {
+                self.events.push_back(Event::Closed {
+                    code: CloseCode::ABNORMAL,
+                    by_peer: true,
+                });
+                self.phase = Phase::Closed(Finish::Now);
+            }
+            // A queued response or Close still goes out: the peer may only have half-closed.
+            Phase::Closed(_) => {}
+            Phase::Handshaking { .. } | Phase::AwaitingDecision { .. } | Phase::Closing { .. } => {
+                self.phase = Phase::Closed(Finish::Now);
+            }
+        }
+    }
+
+    /// Advances time: handshake and close deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Handshaking { deadline, .. } | Phase::AwaitingDecision { deadline, .. }
+                if now >= deadline =>
+            {
+                self.events.push_back(Event::HandshakeTimedOut);
+                self.phase = Phase::Closed(Finish::Now);
+            }
+            Phase::Closing { deadline } if now >= deadline => {
+                self.phase = Phase::Closed(Finish::Now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next frame (or HTTP response) to send, in order.
+    pub fn poll_output(&mut self) -> Option<SharedFrame> {
+        self.output.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshaking { deadline, .. }
+            | Phase::AwaitingDecision { deadline, .. }
+            | Phase::Closing { deadline } => Some(deadline),
+            Phase::Open | Phase::Closed(_) => None,
+        }
+    }
+
+    /// Completes the upgrade requested by the last `Event::Request`.
+    pub fn accept(&mut self) -> Result<(), HandshakeError> {
+        let Phase::AwaitingDecision {
+            key: Some(key),
+            rest,
+            ..
+        } = &mut self.phase
+        else {
+            return Err(HandshakeError::UpgradeNotWebSocket);
+        };
+        let rest = std::mem::take(rest);
+        self.output.push_back(switching_protocols(key).into());
+        self.phase = Phase::Open;
+        self.read_frames(&rest);
+        Ok(())
+    }
+
+    /// Answers the request with a complete HTTP response and ends the connection after it.
+    pub fn respond(&mut self, response: Vec<u8>) {
+        self.output.push_back(response.into());
+        self.phase = Phase::Closed(Finish::AfterFlush);
+    }
+
+    /// Answers the request with the error's status and reason.
+    pub fn reject(&mut self, err: &HandshakeError) {
+        self.respond(error_response(err));
+        self.events.push_back(Event::HandshakeFailed(err.clone()));
+    }
+
+    /// Starts the closing handshake with `code` (1001 at shutdown, 1008 for a slow consumer).
+    /// Before the upgrade there is no session to close: the transport is dropped.
+    pub fn close(&mut self, code: CloseCode, now: Instant) {
+        match self.phase {
+            Phase::Open => {
+                self.queue_close(Some(code));
+                self.events.push_back(Event::Closed {
+                    code,
+                    by_peer: false,
+                });
+                self.phase = Phase::Closing {
+                    deadline: now + self.limits.close_timeout,
+                };
+            }
+            Phase::Handshaking { .. } | Phase::AwaitingDecision { .. } => {
+                self.phase = Phase::Closed(Finish::Now);
+            }
+            Phase::Closing { .. } | Phase::Closed(_) => {}
+        }
+    }
+
+    /// Whether application messages may be sent (the upgrade is done and no Close was sent).
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// `Some` once the session is over.
+    pub fn finish(&self) -> Option<Finish> {
+        match self.phase {
+            Phase::Closed(finish) => Some(finish),
+            _ => None,
+        }
+    }
+
+    /// Frames received since the last call (for statistics).
+    pub fn take_frames_received(&mut self) -> u64 {
+        std::mem::take(&mut self.frames_received)
+    }
+
+    fn on_request_head(&mut self, head: &[u8], rest: Vec<u8>, deadline: Instant) {
+        match parse_request(head) {
+            Ok(request) => {
+                let key = request.upgrade.as_ref().map(|u| u.key.clone());
+                self.phase = Phase::AwaitingDecision {
+                    key,
+                    rest,
+                    deadline,
+                };
+                self.events.push_back(Event::Request(request));
+            }
+            Err(err) => self.reject(&err),
+        }
+    }
+
+    fn read_frames(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && matches!(self.phase, Phase::Open | Phase::Closing { .. }) {
+            let step = match &mut self.reader {
+                Reader::Header { buf, len } => {
+                    let take = (MAX_HEADER_LEN - *len).min(data.len());
+                    buf[*len..*len + take].copy_from_slice(&data[..take]);
+                    match FrameHeader::parse(&buf[..*len + take]) {
+                        Ok(None) => {
+                            *len += take;
+                            data = &data[take..];
+                            Ok(())
+                        }
+                        Ok(Some((header, header_len))) => {
+                            data = &data[header_len - *len..];
+                            self.frames_received += 1;
+                            self.on_frame_start(header)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Reader::Payload { header, received } => {
+                    let header = *header;
+                    let offset = *received;
+                    let take = (header.payload_len - offset).min(data.len() as u64) as usize;
+                    let (chunk, rest) = data.split_at(take);
+                    data = rest;
+                    *received += take as u64;
+                    let done = *received == header.payload_len;
+                    self.on_payload(&header, offset, chunk).and_then(|()| {
+                        if done {
+                            self.on_frame_end(header)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                }
+            };
+            if let Err(err) = step {
+                self.fail(err);
+            }
+        }
+    }
+
+    fn on_frame_start(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        if header.mask.is_none() {
+            return Err(ProtocolError::UnmaskedFrame);
+        }
+        self.reader = Reader::Payload {
+            header,
+            received: 0,
+        };
+        if header.opcode.is_control() {
+            self.control.clear();
+        } else {
+            let kind = match (header.opcode, &self.message) {
+                (Opcode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (Opcode::Continuation, Some(m)) => m.kind,
+                (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+                (Opcode::Text, None) => MessageKind::Text,
+                _ => MessageKind::Binary,
+            };
+            let message = self.message.get_or_insert_with(|| PartialMessage {
+                kind,
+                data: Vec::new(),
+                utf8: Utf8Validator::default(),
+            });
+            let total = (message.data.len() as u64).saturating_add(header.payload_len);
+            if total > self.limits.max_message as u64 {
+                return Err(ProtocolError::MessageTooBig {
+                    limit: self.limits.max_message,
+                });
+            }
+            // Bounded by max_message (checked above), so the peer cannot make us reserve more.
+            message.data.reserve(header.payload_len as usize);
+        }
+        if header.payload_len == 0 {
+            self.on_frame_end(header)?;
+        }
+        Ok(())
+    }
+
+    fn on_payload(
+        &mut self,
+        header: &FrameHeader,
+        offset: u64,
+        chunk: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let key = header.mask.unwrap_or_default();
+        let target = if header.opcode.is_control() {
+            &mut self.control
+        } else if let Some(message) = &mut self.message {
+            &mut message.data
+        } else {
+            return Ok(());
+        };
+        let start = target.len();
+        target.extend_from_slice(chunk);
+        apply_mask(&mut target[start..], key, (offset % 4) as usize);
+        if let Some(message) = &mut self.message
+            && !header.opcode.is_control()
+            && message.kind == MessageKind::Text
+        {
+            // Fail fast: validate what arrived, not only the finished message.
+            message
+                .utf8
+                .feed(&message.data[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    fn on_frame_end(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        self.reader = Reader::new();
+        match header.opcode {
+            Opcode::Ping => {
+                if self.is_open() {
+                    self.output
+                        .push_back(server_frame(Opcode::Pong, &[&self.control]));
+                }
+            }
+            Opcode::Pong => {}
+            Opcode::Close => self.on_peer_close()?,
+            Opcode::Text | Opcode::Binary | Opcode::Continuation => {
+                if header.fin
+                    && let Some(mut message) = self.message.take()
+                {
+                    message
+                        .utf8
+                        .finish()
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if self.is_open() {
+                        self.events.push_back(Event::Message(Message {
+                            kind: message.kind,
+                            data: message.data,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_peer_close(&mut self) -> Result<(), ProtocolError> {
+        let payload = parse_close_payload(&self.control)?;
+        if self.is_open() {
+            self.queue_close(payload.code);
+            self.events.push_back(Event::Closed {
+                code: payload.code.unwrap_or(CloseCode::NO_STATUS),
+                by_peer: true,
+            });
+        }
+        self.message = None;
+        self.phase = Phase::Closed(Finish::AfterFlush);
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 7.1.7): Close with the error's code, then end.
+    fn fail(&mut self, err: ProtocolError) {
+        if self.is_open() {
+            let code = err.close_code();
+            self.queue_close(Some(code));
+            self.events.push_back(Event::Closed {
+                code,
+                by_peer: false,
+            });
+        }
+        self.message = None;
+        self.phase = Phase::Closed(Finish::AfterFlush);
+    }
+
+    fn queue_close(&mut self, code: Option<CloseCode>) {
+        let payload = code.map(|c| c.0.to_be_bytes());
+        let frame = server_frame(
+            Opcode::Close,
+            &[payload.as_ref().map_or(&[][..], |p| &p[..])],
+        );
+        self.output.push_back(frame);
+    }
+}

@@ -1,0 +1,23 @@
+//! RFC 6455 WebSocket, sans-IO: the upgrade handshake, the frame codec, masking, incremental
+//! UTF-8 validation, close codes and the per-connection state machine.
+//!
+//! Owns: every rule of the protocol and what the peer is told when it breaks one.
+//! Must never: make a syscall, read the clock (time is passed in), spawn a thread, hold a
+//! socket, or panic on any input. `scripts/check-layers.sh` enforces the first three.
+
+pub mod close;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod utf8;
+
+pub use close::CloseCode;
+pub use connection::{Connection, Event, Finish, Limits, Message, MessageKind};
+pub use error::{HandshakeError, ProtocolError};
+pub use frame::{Opcode, SharedFrame};
+pub use handshake::{Request, Upgrade};
+
+#[cfg(test)]
+mod tests;

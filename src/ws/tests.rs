@@ -1,0 +1,357 @@
+//! State-machine tests of `Connection` with byte vectors and explicit time.
+
+use std::time::{Duration, Instant};
+
+use super::frame::{FrameHeader, encode_frame};
+use super::*;
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+const LIMITS: Limits = Limits {
+    max_message: 1024,
+    handshake_timeout: Duration::from_secs(10),
+    close_timeout: Duration::from_secs(2),
+};
+const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A client frame with explicit FIN and opcode bits, masked with `KEY`.
+fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    let mut rest = encode_frame(Opcode::Binary, &[payload], Some(KEY));
+    rest.remove(0);
+    out.extend(rest);
+    out
+}
+
+fn text(payload: &str) -> Vec<u8> {
+    frame(true, 0x1, payload.as_bytes())
+}
+
+fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    frame(true, 0x8, &payload)
+}
+
+/// A connection past the handshake, with the 101 and the Request event drained.
+fn open() -> (Connection, Instant) {
+    let now = Instant::now();
+    let mut conn = Connection::new(LIMITS, now);
+    conn.handle_input(UPGRADE);
+    assert!(matches!(conn.poll_event(), Some(Event::Request(_))));
+    conn.accept().unwrap();
+    let response = conn.poll_output().unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+    assert!(
+        std::str::from_utf8(&response)
+            .unwrap()
+            .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n")
+    );
+    (conn, now)
+}
+
+fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+fn outputs(conn: &mut Connection) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| conn.poll_output())
+        .map(|f| f.to_vec())
+        .collect()
+}
+
+/// The close code of an unmasked server Close frame.
+fn close_code_of(frame: &[u8]) -> Option<u16> {
+    let (header, len) = FrameHeader::parse(frame).unwrap().unwrap();
+    assert_eq!(header.opcode, Opcode::Close);
+    frame
+        .get(len..len + 2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+}
+
+fn assert_failed_with(conn: &mut Connection, code: u16) {
+    let out = outputs(conn);
+    assert_eq!(out.len(), 1, "one Close frame");
+    assert_eq!(close_code_of(&out[0]), Some(code));
+    assert!(events(conn).contains(&Event::Closed {
+        code: CloseCode(code),
+        by_peer: false
+    }));
+    assert_eq!(conn.finish(), Some(Finish::AfterFlush));
+}
+
+fn message(kind: MessageKind, data: &[u8]) -> Event {
+    Event::Message(Message {
+        kind,
+        data: data.to_vec(),
+    })
+}
+
+#[test]
+fn text_message_after_handshake() {
+    let (mut conn, _) = open();
+    conn.handle_input(&text("Hello"));
+    assert_eq!(events(&mut conn), [message(MessageKind::Text, b"Hello")]);
+    assert!(conn.is_open());
+}
+
+#[test]
+fn frames_pipelined_behind_the_request_are_kept() {
+    let now = Instant::now();
+    let mut conn = Connection::new(LIMITS, now);
+    let mut bytes = UPGRADE.to_vec();
+    bytes.extend(text("early"));
+    conn.handle_input(&bytes);
+    assert!(matches!(conn.poll_event(), Some(Event::Request(_))));
+    conn.accept().unwrap();
+    assert_eq!(events(&mut conn), [message(MessageKind::Text, b"early")]);
+}
+
+#[test]
+fn every_split_of_the_input_gives_the_same_events() {
+    let mut stream = UPGRADE.to_vec();
+    stream.extend(frame(false, 0x1, "κό".as_bytes()));
+    stream.extend(frame(true, 0x9, b"ping!"));
+    stream.extend(frame(true, 0x0, "σμε".as_bytes()));
+    stream.extend(frame(true, 0x2, &[0u8; 300]));
+    for split in 0..stream.len() {
+        let mut conn = Connection::new(LIMITS, Instant::now());
+        let mut got = Vec::new();
+        for part in [&stream[..split], &stream[split..]] {
+            conn.handle_input(part);
+            while let Some(ev) = conn.poll_event() {
+                if matches!(ev, Event::Request(_)) {
+                    conn.accept().unwrap();
+                } else {
+                    got.push(ev);
+                }
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                message(MessageKind::Text, "κόσμε".as_bytes()),
+                message(MessageKind::Binary, &[0u8; 300])
+            ],
+            "split at {split}"
+        );
+        let out = outputs(&mut conn);
+        assert_eq!(out.len(), 2, "101 and the pong");
+        assert_eq!(out[1], [0x8a, 0x05, b'p', b'i', b'n', b'g', b'!']);
+    }
+}
+
+#[test]
+fn ping_is_answered_with_the_same_payload() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(true, 0x9, b"Hello"));
+    assert_eq!(
+        outputs(&mut conn),
+        [vec![0x8a, 0x05, b'H', b'e', b'l', b'l', b'o']]
+    );
+    assert!(events(&mut conn).is_empty());
+}
+
+#[test]
+fn unmasked_frame_closes_with_1002() {
+    let (mut conn, _) = open();
+    conn.handle_input(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+    assert_failed_with(&mut conn, 1002);
+}
+
+#[test]
+fn header_violations_close_with_1002() {
+    let cases: Vec<Vec<u8>> = vec![
+        frame(true, 0x41, b""),                        // RSV2
+        frame(true, 0x3, b""),                         // reserved opcode
+        frame(false, 0x9, b""),                        // fragmented ping
+        frame(true, 0x9, &[0; 126]),                   // long ping
+        frame(true, 0x0, b"x"),                        // continuation without a message
+        [frame(false, 0x1, b"a"), text("b")].concat(), // new message inside a fragmented one
+    ];
+    for bytes in cases {
+        let (mut conn, _) = open();
+        conn.handle_input(&bytes);
+        assert_failed_with(&mut conn, 1002);
+    }
+}
+
+#[test]
+fn invalid_utf8_fails_fast_across_fragments() {
+    let (mut conn, _) = open();
+    // First fragment ends in the lead byte of a 3-byte sequence; the second continues it
+    // with an ASCII byte: invalid before the message is finished.
+    conn.handle_input(&frame(false, 0x1, &[b'o', b'k', 0xe2]));
+    assert!(events(&mut conn).is_empty());
+    conn.handle_input(&frame(false, 0x0, b"x"));
+    assert_failed_with(&mut conn, 1007);
+}
+
+#[test]
+fn invalid_utf8_in_the_first_fragment_fails_before_the_message_ends() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(false, 0x1, &[0xce, 0xba, 0xff]));
+    assert_failed_with(&mut conn, 1007);
+}
+
+#[test]
+fn message_ending_inside_a_character_is_invalid() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(true, 0x1, &[b'a', 0xe2, 0x82]));
+    assert_failed_with(&mut conn, 1007);
+}
+
+#[test]
+fn oversized_message_fails_at_the_header() {
+    let (mut conn, _) = open();
+    // Only the header of a 2000-byte frame: the limit is known before the payload arrives.
+    let header = &frame(true, 0x2, &[0; 2000])[..8];
+    conn.handle_input(header);
+    assert_failed_with(&mut conn, 1009);
+}
+
+#[test]
+fn oversized_fragmented_message_fails() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(false, 0x2, &[0; 600]));
+    conn.handle_input(&frame(true, 0x0, &[0; 600]));
+    assert_failed_with(&mut conn, 1009);
+}
+
+#[test]
+fn peer_close_is_echoed_and_ends_the_session() {
+    let (mut conn, _) = open();
+    conn.handle_input(&close_frame(1000, b"bye"));
+    let out = outputs(&mut conn);
+    assert_eq!(out, [vec![0x88, 0x02, 0x03, 0xe8]]);
+    assert_eq!(
+        events(&mut conn),
+        [Event::Closed {
+            code: CloseCode::NORMAL,
+            by_peer: true
+        }]
+    );
+    assert_eq!(conn.finish(), Some(Finish::AfterFlush));
+    // Nothing after the Close is processed.
+    conn.handle_input(&text("late"));
+    assert!(events(&mut conn).is_empty());
+}
+
+#[test]
+fn empty_close_gets_an_empty_close() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(true, 0x8, b""));
+    assert_eq!(outputs(&mut conn), [vec![0x88, 0x00]]);
+    assert_eq!(
+        events(&mut conn),
+        [Event::Closed {
+            code: CloseCode::NO_STATUS,
+            by_peer: true
+        }]
+    );
+}
+
+#[test]
+fn bad_close_payloads() {
+    for (bytes, code) in [
+        (frame(true, 0x8, &[0x03]), 1002),
+        (close_frame(1005, b""), 1002),
+        (close_frame(999, b""), 1002),
+        (close_frame(5000, b""), 1002),
+        (close_frame(1000, &[0xff]), 1007),
+    ] {
+        let (mut conn, _) = open();
+        conn.handle_input(&bytes);
+        assert_failed_with(&mut conn, code);
+    }
+}
+
+#[test]
+fn our_close_waits_for_the_peer_then_times_out() {
+    let (mut conn, now) = open();
+    conn.close(CloseCode::GOING_AWAY, now);
+    assert_eq!(close_code_of(&outputs(&mut conn)[0]), Some(1001));
+    assert_eq!(
+        events(&mut conn),
+        [Event::Closed {
+            code: CloseCode::GOING_AWAY,
+            by_peer: false
+        }]
+    );
+    assert!(!conn.is_open());
+    assert_eq!(conn.poll_timeout(), Some(now + LIMITS.close_timeout));
+    // Data after our Close is discarded, not delivered.
+    conn.handle_input(&text("ignored"));
+    assert!(events(&mut conn).is_empty());
+    conn.handle_timeout(now + Duration::from_secs(1));
+    assert_eq!(conn.finish(), None);
+    conn.handle_timeout(now + LIMITS.close_timeout);
+    assert_eq!(conn.finish(), Some(Finish::Now));
+}
+
+#[test]
+fn our_close_completes_on_the_peer_close() {
+    let (mut conn, now) = open();
+    conn.close(CloseCode::POLICY_VIOLATION, now);
+    outputs(&mut conn);
+    events(&mut conn);
+    conn.handle_input(&close_frame(1008, b""));
+    assert!(outputs(&mut conn).is_empty(), "no second Close");
+    assert!(events(&mut conn).is_empty(), "Closed was reported once");
+    assert_eq!(conn.finish(), Some(Finish::AfterFlush));
+}
+
+#[test]
+fn handshake_times_out() {
+    let now = Instant::now();
+    let mut conn = Connection::new(LIMITS, now);
+    conn.handle_input(b"GET / HTTP/1.1\r\n");
+    assert_eq!(conn.poll_timeout(), Some(now + LIMITS.handshake_timeout));
+    conn.handle_timeout(now + LIMITS.handshake_timeout);
+    assert_eq!(events(&mut conn), [Event::HandshakeTimedOut]);
+    assert_eq!(conn.finish(), Some(Finish::Now));
+}
+
+#[test]
+fn oversized_head_gets_431() {
+    let mut conn = Connection::new(LIMITS, Instant::now());
+    conn.handle_input(b"GET / HTTP/1.1\r\n");
+    let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
+    for _ in 0..9 {
+        conn.handle_input(filler.as_bytes());
+    }
+    let out = outputs(&mut conn);
+    assert!(out[0].starts_with(b"HTTP/1.1 431 "));
+    assert!(matches!(events(&mut conn)[..], [Event::HandshakeFailed(_)]));
+    assert_eq!(conn.finish(), Some(Finish::AfterFlush));
+}
+
+#[test]
+fn eof_while_open_is_abnormal() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(false, 0x1, b"half"));
+    conn.handle_eof();
+    assert_eq!(
+        events(&mut conn),
+        [Event::Closed {
+            code: CloseCode::ABNORMAL,
+            by_peer: true
+        }]
+    );
+    assert_eq!(conn.finish(), Some(Finish::Now));
+}
+
+#[test]
+fn plain_request_is_answered_and_closed() {
+    let mut conn = Connection::new(LIMITS, Instant::now());
+    conn.handle_input(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+    let Some(Event::Request(req)) = conn.poll_event() else {
+        panic!("no request")
+    };
+    assert!(req.upgrade.is_none());
+    assert!(conn.accept().is_err(), "a plain request cannot be upgraded");
+    conn.respond(b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
+    assert_eq!(outputs(&mut conn).len(), 1);
+    assert_eq!(conn.finish(), Some(Finish::AfterFlush));
+}
