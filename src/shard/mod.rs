@@ -88,6 +88,8 @@ struct State {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     deliveries: Vec<Delivery<ConnId>>,
     kicks: Vec<ConnId>,
+    /// `fan_out` is running (see there).
+    fanning_out: bool,
     inbox: Arc<Inbox>,
     inbox_batch: Vec<InboxMsg>,
     stats: Arc<ThreadStats>,
@@ -124,6 +126,7 @@ impl<R: Reactor> Shard<R> {
                 timers: BinaryHeap::new(),
                 deliveries: Vec::new(),
                 kicks: Vec::new(),
+                fanning_out: false,
                 inbox,
                 inbox_batch: Vec::new(),
                 stats,
@@ -225,7 +228,6 @@ impl<R: Reactor> Shard<R> {
             }
             conn.ws.handle_timeout(now);
             self.state.pump(id);
-            self.state.fan_out();
         }
         let resumed = {
             let paused = &mut self.state.paused_listeners;
@@ -322,7 +324,6 @@ impl State {
                 bump(&self.stats.counters.bytes_in, bytes.len() as u64);
                 c.ws.handle_input(bytes);
                 self.pump(conn);
-                self.fan_out();
             }
             Event::Writable { conn } => {
                 if self.conns.get(conn).is_some_and(|c| !c.outbox.is_empty()) {
@@ -339,7 +340,6 @@ impl State {
                     c.outbox.clear();
                 }
                 self.pump(conn);
-                self.fan_out();
             }
             Event::Wake => self.drain_inbox(),
         }
@@ -367,12 +367,23 @@ impl State {
             }
             self.pump(id);
         }
-        self.fan_out();
     }
 
-    /// Reacts to everything the connection's state machine produced: events, then output.
+    /// Reacts to what the connection's state machine produced, in order: its output goes to
+    /// the outbox, then one event is handled and the deliveries it plans are queued, and so
+    /// on. A reply thus lands after the output that preceded its cause (the 101) and before
+    /// the output that followed it (our Close).
     fn pump(&mut self, id: ConnId) {
-        while let Some(event) = self.conns.get_mut(id).and_then(|c| c.ws.poll_event()) {
+        loop {
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            while let Some(frame) = conn.ws.poll_output() {
+                conn.outbox.push(frame);
+            }
+            let Some(event) = conn.ws.poll_event() else {
+                break;
+            };
             match event {
                 WsEvent::Request(request) => self.answer(id, &request),
                 WsEvent::HandshakeFailed(_) => bump(&self.stats.counters.handshake_errors, 1),
@@ -380,16 +391,13 @@ impl State {
                 WsEvent::Message(message) => self.on_message(id, &message),
                 WsEvent::Closed { .. } => self.chat.leave(id, &mut self.deliveries),
             }
+            self.fan_out();
         }
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        bump(
-            &self.stats.counters.frames_in,
-            conn.ws.take_frames_received(),
-        );
-        while let Some(frame) = conn.ws.poll_output() {
-            conn.outbox.push(frame);
+        if let Some(conn) = self.conns.get_mut(id) {
+            bump(
+                &self.stats.counters.frames_in,
+                conn.ws.take_frames_received(),
+            );
         }
         self.mark_dirty(id);
     }
@@ -457,7 +465,14 @@ impl State {
     /// Queues every planned delivery on its receivers' outboxes (the frame is shared, never
     /// copied), then disconnects receivers that went over --max-outbound, whose departure
     /// plans more deliveries; repeats until the plan is empty.
+    ///
+    /// Not re-entrant: a kicked receiver's departure, handled inside, only adds to the plan
+    /// that the outer loop is draining (so a chain of kicks cannot grow the stack).
     fn fan_out(&mut self) {
+        if self.fanning_out {
+            return;
+        }
+        self.fanning_out = true;
         while !self.deliveries.is_empty() {
             for delivery in std::mem::take(&mut self.deliveries) {
                 match &delivery.to {
@@ -493,6 +508,7 @@ impl State {
                 self.pump(id);
             }
         }
+        self.fanning_out = false;
     }
 
     fn queue(&mut self, id: ConnId, frame: &SharedFrame) {
@@ -562,7 +578,7 @@ impl State {
     }
 }
 
-/// Appends `frame` to an open receiver's outbox; a receiver now over `max_outbound` is put
+/// Appends `frame` to the outbox of a receiver that accepts messages; a receiver now over `max_outbound` is put
 /// on `kicks`. A free function so that the caller can hold the room's member list.
 fn queue_frame(
     conns: &mut Slab<Conn>,
@@ -575,7 +591,7 @@ fn queue_frame(
     let Some(conn) = conns.get_mut(id) else {
         return;
     };
-    if !conn.ws.is_open() {
+    if !conn.ws.accepts_messages() {
         return;
     }
     conn.outbox.push(frame.clone());

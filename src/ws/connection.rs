@@ -8,11 +8,17 @@
 //! ```
 //!
 //! Bytes and time go in (`handle_input`, `handle_eof`, `handle_timeout`); events, output
-//! frames and a deadline come out (`poll_event`, `poll_output`, `poll_timeout`). After every
-//! input, drain `poll_event` first (a `Request` must be answered with `accept`, `respond` or
-//! `reject` before more input), then `poll_output`, then re-read `poll_timeout`. When
-//! `finish()` returns `Some`, the session is over and the transport should be shut down as it
-//! says. No syscall, no clock, no panic on any input.
+//! frames and a deadline come out (`poll_event`, `poll_output`, `poll_timeout`).
+//!
+//! Events and output come out in the order they were produced: `poll_output` only returns
+//! frames that precede the next event, and `poll_event` only returns an event once the output
+//! before it was taken. So after every input, alternate: take all output, then one event
+//! (answering a `Request` with `accept`, `respond` or `reject`, and queueing any replies the
+//! event causes), and repeat until both are empty; then re-read `poll_timeout`. A reply to a
+//! message thus goes out after the output that preceded the message (the 101) and before the
+//! output that followed it (our Close). `accepts_messages` says whether application frames
+//! may still be queued. When `finish()` returns `Some`, the session is over and the transport
+//! should be shut down as it says. No syscall, no clock, no panic on any input.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -135,10 +141,22 @@ pub struct Connection {
     message: Option<PartialMessage>,
     /// Payload of the control frame being read (at most 125 bytes).
     control: Vec<u8>,
-    events: VecDeque<Event>,
-    output: VecDeque<SharedFrame>,
+    /// Events and output frames in the order they were produced.
+    queue: VecDeque<Item>,
+    /// Application frames may be queued: the upgrade is done and our Close not yet taken.
+    accepts_messages: bool,
     limits: Limits,
     frames_received: u64,
+}
+
+#[derive(Debug)]
+enum Item {
+    Event(Event),
+    /// `last`: our Close frame (or a final HTTP response): nothing may follow it.
+    Output {
+        frame: SharedFrame,
+        last: bool,
+    },
 }
 
 impl Connection {
@@ -153,8 +171,8 @@ impl Connection {
             reader: Reader::new(),
             message: None,
             control: Vec::new(),
-            events: VecDeque::new(),
-            output: VecDeque::new(),
+            queue: VecDeque::new(),
+            accepts_messages: false,
             limits,
             frames_received: 0,
         }
@@ -202,7 +220,7 @@ impl Connection {
     pub fn handle_eof(&mut self) {
         match self.phase {
             Phase::Open => {
-                self.events.push_back(Event::Closed {
+                self.event(Event::Closed {
                     code: CloseCode::ABNORMAL,
                     by_peer: true,
                 });
@@ -222,7 +240,7 @@ impl Connection {
             Phase::Handshaking { deadline, .. } | Phase::AwaitingDecision { deadline, .. }
                 if now >= deadline =>
             {
-                self.events.push_back(Event::HandshakeTimedOut);
+                self.event(Event::HandshakeTimedOut);
                 self.phase = Phase::Closed(Finish::Now);
             }
             Phase::Closing { deadline } if now >= deadline => {
@@ -232,14 +250,37 @@ impl Connection {
         }
     }
 
-    /// The next event for the application.
+    /// The next event, once every output produced before it was taken.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        match self.queue.front() {
+            Some(Item::Event(_)) => match self.queue.pop_front() {
+                Some(Item::Event(event)) => Some(event),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
-    /// The next frame (or HTTP response) to send, in order.
+    /// The next frame (or HTTP response) to send, if it precedes the next event.
     pub fn poll_output(&mut self) -> Option<SharedFrame> {
-        self.output.pop_front()
+        match self.queue.front() {
+            Some(Item::Output { .. }) => match self.queue.pop_front() {
+                Some(Item::Output { frame, last }) => {
+                    if last {
+                        self.accepts_messages = false;
+                    }
+                    Some(frame)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether an application frame queued now would be well placed: the upgrade is done
+    /// and our Close has not been taken by `poll_output` yet.
+    pub fn accepts_messages(&self) -> bool {
+        self.accepts_messages
     }
 
     /// When `handle_timeout` must be called next.
@@ -263,7 +304,9 @@ impl Connection {
             return Err(HandshakeError::UpgradeNotWebSocket);
         };
         let rest = std::mem::take(rest);
-        self.output.push_back(switching_protocols(key).into());
+        let response = switching_protocols(key).into();
+        self.output(response, false);
+        self.accepts_messages = true;
         self.phase = Phase::Open;
         self.read_frames(&rest);
         Ok(())
@@ -271,14 +314,14 @@ impl Connection {
 
     /// Answers the request with a complete HTTP response and ends the connection after it.
     pub fn respond(&mut self, response: Vec<u8>) {
-        self.output.push_back(response.into());
+        self.output(response.into(), true);
         self.phase = Phase::Closed(Finish::AfterFlush);
     }
 
     /// Answers the request with the error's status and reason.
     pub fn reject(&mut self, err: &HandshakeError) {
         self.respond(error_response(err));
-        self.events.push_back(Event::HandshakeFailed(err.clone()));
+        self.event(Event::HandshakeFailed(err.clone()));
     }
 
     /// Starts the closing handshake with `code` (1001 at shutdown, 1008 for a slow consumer).
@@ -287,7 +330,7 @@ impl Connection {
         match self.phase {
             Phase::Open => {
                 self.queue_close(Some(code));
-                self.events.push_back(Event::Closed {
+                self.event(Event::Closed {
                     code,
                     by_peer: false,
                 });
@@ -329,7 +372,7 @@ impl Connection {
                     rest,
                     deadline,
                 };
-                self.events.push_back(Event::Request(request));
+                self.event(Event::Request(request));
             }
             Err(err) => self.reject(&err),
         }
@@ -451,8 +494,8 @@ impl Connection {
         match header.opcode {
             Opcode::Ping => {
                 if self.is_open() {
-                    self.output
-                        .push_back(server_frame(Opcode::Pong, &[&self.control]));
+                    let pong = server_frame(Opcode::Pong, &[&self.control]);
+                    self.output(pong, false);
                 }
             }
             Opcode::Pong => {}
@@ -466,7 +509,7 @@ impl Connection {
                         .finish()
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                     if self.is_open() {
-                        self.events.push_back(Event::Message(Message {
+                        self.event(Event::Message(Message {
                             kind: message.kind,
                             data: message.data,
                         }));
@@ -481,7 +524,7 @@ impl Connection {
         let payload = parse_close_payload(&self.control)?;
         if self.is_open() {
             self.queue_close(payload.code);
-            self.events.push_back(Event::Closed {
+            self.event(Event::Closed {
                 code: payload.code.unwrap_or(CloseCode::NO_STATUS),
                 by_peer: true,
             });
@@ -496,7 +539,7 @@ impl Connection {
         if self.is_open() {
             let code = err.close_code();
             self.queue_close(Some(code));
-            self.events.push_back(Event::Closed {
+            self.event(Event::Closed {
                 code,
                 by_peer: false,
             });
@@ -511,6 +554,14 @@ impl Connection {
             Opcode::Close,
             &[payload.as_ref().map_or(&[][..], |p| &p[..])],
         );
-        self.output.push_back(frame);
+        self.output(frame, true);
+    }
+
+    fn output(&mut self, frame: SharedFrame, last: bool) {
+        self.queue.push_back(Item::Output { frame, last });
+    }
+
+    fn event(&mut self, event: Event) {
+        self.queue.push_back(Item::Event(event));
     }
 }

@@ -51,14 +51,26 @@ fn open() -> (Connection, Instant) {
     (conn, now)
 }
 
+/// Takes events and output in the order the connection produced them, as the shard does.
+fn drain(conn: &mut Connection) -> (Vec<Event>, Vec<Vec<u8>>) {
+    let (mut events, mut outputs) = (Vec::new(), Vec::new());
+    loop {
+        while let Some(frame) = conn.poll_output() {
+            outputs.push(frame.to_vec());
+        }
+        match conn.poll_event() {
+            Some(event) => events.push(event),
+            None => return (events, outputs),
+        }
+    }
+}
+
 fn events(conn: &mut Connection) -> Vec<Event> {
-    std::iter::from_fn(|| conn.poll_event()).collect()
+    drain(conn).0
 }
 
 fn outputs(conn: &mut Connection) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| conn.poll_output())
-        .map(|f| f.to_vec())
-        .collect()
+    drain(conn).1
 }
 
 /// The close code of an unmasked server Close frame.
@@ -71,10 +83,10 @@ fn close_code_of(frame: &[u8]) -> Option<u16> {
 }
 
 fn assert_failed_with(conn: &mut Connection, code: u16) {
-    let out = outputs(conn);
+    let (events, out) = drain(conn);
     assert_eq!(out.len(), 1, "one Close frame");
     assert_eq!(close_code_of(&out[0]), Some(code));
-    assert!(events(conn).contains(&Event::Closed {
+    assert!(events.contains(&Event::Closed {
         code: CloseCode(code),
         by_peer: false
     }));
@@ -117,14 +129,17 @@ fn every_split_of_the_input_gives_the_same_events() {
     stream.extend(frame(true, 0x2, &[0u8; 300]));
     for split in 0..stream.len() {
         let mut conn = Connection::new(LIMITS, Instant::now());
-        let mut got = Vec::new();
+        let (mut got, mut out) = (Vec::new(), Vec::new());
         for part in [&stream[..split], &stream[split..]] {
             conn.handle_input(part);
-            while let Some(ev) = conn.poll_event() {
-                if matches!(ev, Event::Request(_)) {
-                    conn.accept().unwrap();
-                } else {
-                    got.push(ev);
+            loop {
+                while let Some(frame) = conn.poll_output() {
+                    out.push(frame.to_vec());
+                }
+                match conn.poll_event() {
+                    Some(Event::Request(_)) => conn.accept().unwrap(),
+                    Some(event) => got.push(event),
+                    None => break,
                 }
             }
         }
@@ -136,7 +151,6 @@ fn every_split_of_the_input_gives_the_same_events() {
             ],
             "split at {split}"
         );
-        let out = outputs(&mut conn);
         assert_eq!(out.len(), 2, "101 and the pong");
         assert_eq!(out[1], [0x8a, 0x05, b'p', b'i', b'n', b'g', b'!']);
     }
@@ -223,10 +237,10 @@ fn oversized_fragmented_message_fails() {
 fn peer_close_is_echoed_and_ends_the_session() {
     let (mut conn, _) = open();
     conn.handle_input(&close_frame(1000, b"bye"));
-    let out = outputs(&mut conn);
+    let (events_seen, out) = drain(&mut conn);
     assert_eq!(out, [vec![0x88, 0x02, 0x03, 0xe8]]);
     assert_eq!(
-        events(&mut conn),
+        events_seen,
         [Event::Closed {
             code: CloseCode::NORMAL,
             by_peer: true
@@ -242,9 +256,10 @@ fn peer_close_is_echoed_and_ends_the_session() {
 fn empty_close_gets_an_empty_close() {
     let (mut conn, _) = open();
     conn.handle_input(&frame(true, 0x8, b""));
-    assert_eq!(outputs(&mut conn), [vec![0x88, 0x00]]);
+    let (events_seen, out) = drain(&mut conn);
+    assert_eq!(out, [vec![0x88, 0x00]]);
     assert_eq!(
-        events(&mut conn),
+        events_seen,
         [Event::Closed {
             code: CloseCode::NO_STATUS,
             by_peer: true
@@ -271,9 +286,10 @@ fn bad_close_payloads() {
 fn our_close_waits_for_the_peer_then_times_out() {
     let (mut conn, now) = open();
     conn.close(CloseCode::GOING_AWAY, now);
-    assert_eq!(close_code_of(&outputs(&mut conn)[0]), Some(1001));
+    let (events_seen, out) = drain(&mut conn);
+    assert_eq!(close_code_of(&out[0]), Some(1001));
     assert_eq!(
-        events(&mut conn),
+        events_seen,
         [Event::Closed {
             code: CloseCode::GOING_AWAY,
             by_peer: false
@@ -294,11 +310,11 @@ fn our_close_waits_for_the_peer_then_times_out() {
 fn our_close_completes_on_the_peer_close() {
     let (mut conn, now) = open();
     conn.close(CloseCode::POLICY_VIOLATION, now);
-    outputs(&mut conn);
-    events(&mut conn);
+    drain(&mut conn);
     conn.handle_input(&close_frame(1008, b""));
-    assert!(outputs(&mut conn).is_empty(), "no second Close");
-    assert!(events(&mut conn).is_empty(), "Closed was reported once");
+    let (events_seen, out) = drain(&mut conn);
+    assert!(out.is_empty(), "no second Close");
+    assert!(events_seen.is_empty(), "Closed was reported once");
     assert_eq!(conn.finish(), Some(Finish::AfterFlush));
 }
 
@@ -321,9 +337,9 @@ fn oversized_head_gets_431() {
     for _ in 0..9 {
         conn.handle_input(filler.as_bytes());
     }
-    let out = outputs(&mut conn);
+    let (events_seen, out) = drain(&mut conn);
     assert!(out[0].starts_with(b"HTTP/1.1 431 "));
-    assert!(matches!(events(&mut conn)[..], [Event::HandshakeFailed(_)]));
+    assert!(matches!(events_seen[..], [Event::HandshakeFailed(_)]));
     assert_eq!(conn.finish(), Some(Finish::AfterFlush));
 }
 
@@ -354,4 +370,34 @@ fn plain_request_is_answered_and_closed() {
     conn.respond(b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
     assert_eq!(outputs(&mut conn).len(), 1);
     assert_eq!(conn.finish(), Some(Finish::AfterFlush));
+}
+
+#[test]
+fn a_reply_to_a_message_fits_between_the_101_and_our_close() {
+    // Request, a message and a Close in one read: the application's reply to the message
+    // must follow the 101 and precede the Close echo.
+    let mut conn = Connection::new(LIMITS, Instant::now());
+    let mut bytes = UPGRADE.to_vec();
+    bytes.extend(text("echo me"));
+    bytes.extend(close_frame(1000, b""));
+    conn.handle_input(&bytes);
+    let mut wire: Vec<Vec<u8>> = Vec::new();
+    loop {
+        while let Some(frame) = conn.poll_output() {
+            wire.push(frame.to_vec());
+        }
+        match conn.poll_event() {
+            Some(Event::Request(_)) => conn.accept().unwrap(),
+            Some(Event::Message(m)) => {
+                assert!(conn.accepts_messages(), "the Close has not been taken yet");
+                wire.push(m.data);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(wire[0].starts_with(b"HTTP/1.1 101"));
+    assert_eq!(wire[1], b"echo me");
+    assert_eq!(close_code_of(&wire[2]), Some(1000));
+    assert!(!conn.accepts_messages(), "nothing may follow the Close");
 }
