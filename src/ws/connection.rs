@@ -189,10 +189,16 @@ impl Connection {
                 let deadline = *deadline;
                 head.extend_from_slice(data);
                 match find_head_end(head, *scanned) {
-                    Some(end) => {
+                    // The limit holds however the head arrived, in one read or many.
+                    Some(end) if end <= MAX_REQUEST_HEAD => {
                         let rest = head.split_off(end);
                         let head = std::mem::take(head);
                         self.on_request_head(&head, rest, deadline);
+                    }
+                    Some(_) => {
+                        self.reject(&HandshakeError::HeadTooLarge {
+                            limit: MAX_REQUEST_HEAD,
+                        });
                     }
                     None if head.len() > MAX_REQUEST_HEAD => {
                         self.reject(&HandshakeError::HeadTooLarge {

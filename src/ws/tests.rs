@@ -401,3 +401,17 @@ fn a_reply_to_a_message_fits_between_the_101_and_our_close() {
     assert_eq!(close_code_of(&wire[2]), Some(1000));
     assert!(!conn.accepts_messages(), "nothing may follow the Close");
 }
+
+#[test]
+fn oversized_head_arriving_whole_gets_431() {
+    // Regression: the limit was only checked while the head was still incomplete.
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let mut conn = Connection::new(LIMITS, Instant::now());
+    conn.handle_input(head.as_bytes());
+    let (events_seen, out) = drain(&mut conn);
+    assert!(out[0].starts_with(b"HTTP/1.1 431 "));
+    assert!(matches!(events_seen[..], [Event::HandshakeFailed(_)]));
+}

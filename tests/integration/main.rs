@@ -1,0 +1,16 @@
+//! Black-box integration tests for the `wschat` binary.
+//!
+//! One test binary (so the whole suite shares one link and runs its tests in
+//! parallel); every behaviour test is written once with `wstest!` and runs for
+//! every (pattern, io) combination listed in `tests/common/macros.rs`.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod chat;
+mod echo;
+mod frames;
+mod handshake;
+mod http;
+mod lifecycle;
