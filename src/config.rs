@@ -14,6 +14,8 @@ use crate::ws::Limits;
 /// Descriptors kept free for listeners, epoll, eventfds, stdio and the connections that are
 /// accepted only to be told 503.
 const FD_RESERVE: u64 = 64;
+/// The longest handshake or close timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,8 +41,8 @@ pub enum ConfigError {
     MaxConnsOverFdLimit { requested: u64, allowed: u64 },
     #[error("--max-message must be at least 125 bytes (a control frame's payload)")]
     MaxMessageTooSmall,
-    #[error("--close-timeout and --handshake-timeout must be greater than zero")]
-    ZeroTimeout,
+    #[error("--close-timeout and --handshake-timeout must be between 1ms and 24h")]
+    TimeoutOutOfRange,
 }
 
 impl Config {
@@ -58,8 +60,10 @@ impl Config {
         if args.max_message < 125 {
             return Err(ConfigError::MaxMessageTooSmall);
         }
-        if args.close_timeout.is_zero() || args.handshake_timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout);
+        // Deadlines are `now + timeout`: bounding the timeout keeps that sum representable.
+        let in_range = |d: Duration| (Duration::from_millis(1)..=MAX_TIMEOUT).contains(&d);
+        if !in_range(args.close_timeout) || !in_range(args.handshake_timeout) {
+            return Err(ConfigError::TimeoutOutOfRange);
         }
         Ok(Config {
             addr: args.addr,
@@ -114,5 +118,40 @@ impl Config {
                 self.backlog.requested
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("wschat").chain(args.iter().copied());
+        Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert!(matches!(
+            config(&["--close-timeout", "0s"]),
+            Err(ConfigError::TimeoutOutOfRange)
+        ));
+        assert!(matches!(
+            config(&["--handshake-timeout", "1000000years"]),
+            Err(ConfigError::TimeoutOutOfRange)
+        ));
+        assert!(config(&["--handshake-timeout", "500ms"]).is_ok());
+    }
+
+    #[test]
+    fn max_conns_cannot_exceed_the_fd_limit() {
+        assert!(matches!(
+            config(&["--max-conns", "100000000"]),
+            Err(ConfigError::MaxConnsOverFdLimit { .. })
+        ));
+        let c = config(&[]).unwrap();
+        assert_eq!(c.max_conns as u64, c.fd_limit.soft - FD_RESERVE);
     }
 }
