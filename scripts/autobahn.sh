@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Run the Autobahn|Testsuite fuzzing client against a release build of wschat.
+#
+#   scripts/autobahn.sh [--pattern P] [--io B] [--cases LIST] [--timeout SECS] [--bin PATH]
+#                       [-- SERVER_ARGS...]
+#   scripts/autobahn.sh --setup-only      # only create/refresh the wstest virtualenv
+#
+# The server runs as `wschat --addr 127.0.0.1:0 --max-message 20000000 --max-outbound
+# 100000000 [--pattern P] [--io B] SERVER_ARGS...`; the script reads its stdout for
+# `listening on 127.0.0.1:PORT` and points the suite at ws://127.0.0.1:PORT/echo.
+# --cases: comma-separated case ids or globs (default `*`; 12.* and 13.*, permessage-deflate,
+# are always excluded). --timeout: bound on the wstest run (default 900 s).
+# --bin: test that server binary instead of building target/release/wschat.
+#
+# The suite (wstest) runs on Python 2.7 only. It lives in a virtualenv under
+# ${WSCHAT_CACHE:-$HOME/.cache/wschat}/autobahn-venv, made from pyenv's 2.7.18 (or
+# $WSCHAT_PY27), and is rebuilt whenever scripts/autobahn/requirements.txt changes.
+#
+# The report goes to target/autobahn/<pattern>-<io>/ (open reports/index.html there).
+# Exit status: 0 when no case FAILED; 1 on FAILED cases, a run without results or any
+# other error; 3 when Python 2.7 or the virtualenv cannot be had (the tool is missing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REQUIREMENTS=$ROOT/scripts/autobahn/requirements.txt
+SUMMARIZE=$ROOT/scripts/autobahn/summarize.py
+CACHE=${WSCHAT_CACHE:-$HOME/.cache/wschat}
+VENV=$CACHE/autobahn-venv
+BOOTSTRAP=$CACHE/virtualenv-bootstrap
+# virtualenv 20.22 dropped support for creating Python 2 environments. Its own
+# dependencies are pinned too; it runs on the machine's python3.
+BOOTSTRAP_PINS=(virtualenv==20.21.1 distlib==0.4.4 filelock==3.32.7 platformdirs==3.11.0)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+EXIT_TOOL_MISSING=3
+
+usage() {
+    sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+}
+
+log() { printf 'autobahn.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+tool_missing() { log "$*"; exit "$EXIT_TOOL_MISSING"; }
+
+# --- options ---------------------------------------------------------------------------
+pattern=""  # names the report directory
+io=""
+server_args=(--addr 127.0.0.1:0 --max-message 20000000 --max-outbound 100000000)
+cases="*"
+wstest_timeout=900
+setup_only=false
+server_bin=""
+server_extra=()
+while (($#)); do
+    case $1 in
+        --pattern) pattern=${2:?--pattern needs a value}; server_args+=("$1" "$2"); shift 2 ;;
+        --io) io=${2:?--io needs a value}; server_args+=("$1" "$2"); shift 2 ;;
+        --cases) cases=${2:?--cases needs a value}; shift 2 ;;
+        --timeout) wstest_timeout=${2:?--timeout needs a value}; shift 2 ;;
+        --bin) server_bin=${2:?--bin needs a value}; shift 2 ;;
+        --setup-only) setup_only=true; shift ;;
+        -h | --help) usage; exit 0 ;;
+        --) shift; server_extra=("$@"); break ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+done
+
+# --pattern/--io given after `--` also name the report directory.
+for ((i = 0; i < ${#server_extra[@]}; i++)); do
+    case ${server_extra[i]} in
+        --pattern) pattern=${server_extra[i + 1]:-$pattern} ;;
+        --pattern=*) pattern=${server_extra[i]#--pattern=} ;;
+        --io) io=${server_extra[i + 1]:-$io} ;;
+        --io=*) io=${server_extra[i]#--io=} ;;
+    esac
+done
+
+# --- the wstest virtualenv -------------------------------------------------------------
+find_python27() {
+    if [[ -n ${WSCHAT_PY27:-} ]]; then
+        printf '%s\n' "$WSCHAT_PY27"
+        return
+    fi
+    local root
+    root=$(pyenv root 2>/dev/null) || root=${PYENV_ROOT:-$HOME/.pyenv}
+    printf '%s\n' "$root/versions/2.7.18/bin/python"
+}
+
+setup_venv() {
+    local py27 want have=""
+    py27=$(find_python27)
+    [[ -x $py27 ]] || tool_missing "Python 2.7 not found at $py27 (install: pyenv install 2.7.18)"
+    "$py27" -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null ||
+        tool_missing "$py27 is not a working Python 2.7"
+    command -v python3 >/dev/null || tool_missing "python3 not found"
+
+    want=$(cat "$REQUIREMENTS" <(printf '%s\n' "$py27" "${BOOTSTRAP_PINS[@]}") | sha256sum | cut -d' ' -f1)
+    [[ -f $VENV/.requirements-sha256 ]] && have=$(<"$VENV/.requirements-sha256")
+    if [[ $have == "$want" && -x $VENV/bin/wstest ]]; then
+        log "reusing virtualenv $VENV"
+        return
+    fi
+
+    log "creating virtualenv $VENV (Python 2.7, Autobahn|Testsuite)"
+    local start=$SECONDS
+    mkdir -p "$CACHE"
+    if [[ ! -f $BOOTSTRAP/.pins ]] || [[ $(<"$BOOTSTRAP/.pins") != "${BOOTSTRAP_PINS[*]}" ]]; then
+        rm -rf "$BOOTSTRAP"
+        python3 -m pip install --quiet --disable-pip-version-check --no-input \
+            --root-user-action=ignore --target "$BOOTSTRAP" "${BOOTSTRAP_PINS[@]}" ||
+            tool_missing "could not install ${BOOTSTRAP_PINS[0]} for python3"
+        printf '%s' "${BOOTSTRAP_PINS[*]}" >"$BOOTSTRAP/.pins"
+    fi
+    rm -rf "$VENV"
+    PYTHONPATH=$BOOTSTRAP VIRTUALENV_OVERRIDE_APP_DATA=$CACHE/virtualenv-app-data \
+        python3 -m virtualenv --quiet --no-periodic-update -p "$py27" "$VENV" ||
+        tool_missing "could not create a Python 2.7 virtualenv at $VENV"
+    # --no-deps: requirements.txt is the complete lock (it leaves out autobahn's optional
+    # C accelerator on purpose; see the file).
+    "$VENV/bin/pip" install --quiet --no-python-version-warning --disable-pip-version-check \
+        --no-input --no-deps -r "$REQUIREMENTS" ||
+        tool_missing "could not install $REQUIREMENTS into $VENV"
+    "$VENV/bin/pip" check --no-python-version-warning --disable-pip-version-check >/dev/null ||
+        tool_missing "pip check failed in $VENV"
+    "$VENV/bin/wstest" --autobahnversion >/dev/null 2>&1 ||
+        tool_missing "wstest does not start in $VENV"
+    printf '%s\n' "$want" >"$VENV/.requirements-sha256"
+    log "virtualenv ready in $((SECONDS - start))s"
+}
+
+setup_venv
+if $setup_only; then
+    exit 0
+fi
+
+# --- build and start the server --------------------------------------------------------
+if [[ -z $server_bin ]]; then
+    log "building wschat (release)"
+    (cd "$ROOT" && cargo build --release --bin wschat) || die "cargo build failed"
+    server_bin=$TARGET_DIR/release/wschat
+fi
+
+run_name="${pattern:-single-thread}-${io:-epoll}"
+run_dir=$TARGET_DIR/autobahn/$run_name
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+
+server_args+=("${server_extra[@]}")
+
+server_pid=""
+wstest_pid=""
+stop_wstest() {
+    [[ -n $wstest_pid ]] || return 0
+    kill -TERM "$wstest_pid" 2>/dev/null || true # timeout(1) passes it on to wstest
+    wait "$wstest_pid" 2>/dev/null || true
+    wstest_pid=""
+}
+stop_server() {
+    [[ -n $server_pid ]] || return 0
+    if kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 10))
+        while kill -0 "$server_pid" 2>/dev/null && ((SECONDS < deadline)); do
+            sleep 0.1
+        done
+        if kill -0 "$server_pid" 2>/dev/null; then
+            log "server did not stop within 10s of SIGTERM; sending SIGKILL"
+            kill -KILL "$server_pid" 2>/dev/null || true
+        fi
+    fi
+    local code=0
+    wait "$server_pid" 2>/dev/null || code=$?
+    log "server exited with status $code"
+    server_pid=""
+}
+trap 'stop_wstest; stop_server' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+: >"$run_dir/server.stdout"
+log "starting: $server_bin ${server_args[*]}"
+"$server_bin" "${server_args[@]}" >"$run_dir/server.stdout" 2>"$run_dir/server.stderr" &
+server_pid=$!
+
+# Wait (bounded) for "listening on 127.0.0.1:PORT" on the server's stdout.
+port=""
+deadline=$((SECONDS + 30))
+while [[ -z $port ]]; do
+    if [[ $(<"$run_dir/server.stdout") =~ listening\ on\ +(ws://)?127\.0\.0\.1:([0-9]+) ]] &&
+        ((BASH_REMATCH[2] > 0)); then
+        port=${BASH_REMATCH[2]}
+    elif ! kill -0 "$server_pid" 2>/dev/null; then
+        tail -n 20 "$run_dir/server.stdout" "$run_dir/server.stderr" >&2 || true
+        die "the server exited before printing 'listening on 127.0.0.1:PORT' on stdout"
+    elif ((SECONDS >= deadline)); then
+        tail -n 20 "$run_dir/server.stdout" "$run_dir/server.stderr" >&2 || true
+        die "no 'listening on 127.0.0.1:PORT' line on the server's stdout within 30s"
+    else
+        sleep 0.1
+    fi
+done
+log "server (pid $server_pid) listening on 127.0.0.1:$port"
+
+# --- run the fuzzing client ------------------------------------------------------------
+spec=$run_dir/fuzzingclient.json
+python3 - "$spec" "$run_dir/reports" "wschat-$run_name" "ws://127.0.0.1:$port/echo" "$cases" <<'PY'
+import json, sys
+spec, outdir, agent, url, cases = sys.argv[1:]
+with open(spec, "w") as f:
+    json.dump({
+        "outdir": outdir,
+        "servers": [{"agent": agent, "url": url}],
+        "cases": [c.strip() for c in cases.split(",") if c.strip()],
+        # permessage-deflate is not implemented (the server declines the offer).
+        "exclude-cases": ["12.*", "13.*"],
+        "exclude-agent-cases": {},
+    }, f, indent=2)
+    f.write("\n")
+PY
+
+log "running wstest -m fuzzingclient (cases: $cases, at most ${wstest_timeout}s; log: $run_dir/wstest.log)"
+start=$SECONDS
+# In the background, so that the INT/TERM traps run at once rather than after wstest.
+timeout --kill-after=30 "$wstest_timeout" "$VENV/bin/wstest" -m fuzzingclient -s "$spec" \
+    >"$run_dir/wstest.log" 2>&1 &
+wstest_pid=$!
+status=0
+wait "$wstest_pid" || status=$?
+wstest_pid=""
+log "wstest finished in $((SECONDS - start))s with status $status"
+
+server_died=false
+if ! kill -0 "$server_pid" 2>/dev/null; then
+    server_died=true
+    log "error: the server exited during the run"
+    tail -n 20 "$run_dir/server.stderr" >&2 || true
+fi
+stop_server
+
+if ((status != 0)); then
+    tail -n 10 "$run_dir/wstest.log" >&2 || true
+    if ((status == 124 || status == 137)); then
+        log "wstest timed out after ${wstest_timeout}s; last case started:"
+        grep -i 'case' "$run_dir/wstest.log" | tail -n 1 >&2 || true
+    fi
+fi
+
+[[ -f $run_dir/reports/index.html ]] && log "report: $run_dir/reports/index.html"
+summary_status=0
+python3 "$SUMMARIZE" "$run_dir/reports" || summary_status=$?
+((status == 0 && summary_status == 0)) && ! $server_died

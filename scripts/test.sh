@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The project's test command.
+#
+#   scripts/test.sh                # cargo test, then every external suite whose tools are here
+#   scripts/test.sh --quick        # cargo test only
+#   scripts/test.sh --require-all  # a suite whose tools are missing is a failure, not a skip
+#
+# External suites: Autobahn|Testsuite (scripts/autobahn.sh; needs pyenv's Python 2.7.18).
+# Exits non-zero if anything failed (or, with --require-all, was skipped).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+quick=false
+require_all=false
+for arg in "$@"; do
+    case $arg in
+        --quick) quick=true ;;
+        --require-all) require_all=true ;;
+        -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "test.sh: unknown option: $arg" >&2; exit 2 ;;
+    esac
+done
+
+passed=()
+failed=()
+skipped=()
+
+section() { printf '\n==> %s\n' "$*"; }
+
+# run NAME COMMAND...: run one step, record whether it passed.
+run() {
+    local name=$1
+    shift
+    section "$name: $*"
+    if "$@"; then
+        passed+=("$name")
+    else
+        failed+=("$name")
+    fi
+}
+
+# skip NAME INSTALL_HINT: a suite whose tools are missing.
+skip() {
+    echo "SKIPPED: $1 (install: $2)"
+    skipped+=("$1")
+    if $require_all; then
+        failed+=("$1 (missing tools; --require-all)")
+    fi
+}
+
+run "layer check" bash scripts/check-layers.sh
+run "cargo test" cargo test --workspace --all-targets
+run "doc tests" cargo test --workspace --doc
+
+if ! $quick; then
+    # Autobahn|Testsuite: present when the Python 2.7 virtualenv can be set up
+    # (scripts/autobahn.sh exits 3 when it cannot).
+    section "autobahn: setting up wstest"
+    setup=0
+    bash scripts/autobahn.sh --setup-only || setup=$?
+    if ((setup == 3)); then
+        skip autobahn "pyenv install 2.7.18 && scripts/autobahn.sh --setup-only"
+    elif ((setup != 0)); then
+        failed+=("autobahn (setup)")
+    else
+        run autobahn bash scripts/autobahn.sh
+    fi
+fi
+
+# list NAME...: the names joined with ", ", or "none".
+list() {
+    (($#)) || { echo none; return; }
+    local joined
+    joined=$(printf ', %s' "$@")
+    echo "${joined#, }"
+}
+
+section summary
+echo "passed:  $(list "${passed[@]}")"
+echo "skipped: $(list "${skipped[@]}")"
+echo "failed:  $(list "${failed[@]}")"
+((${#failed[@]} == 0))
