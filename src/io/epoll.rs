@@ -15,7 +15,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::sys::syscall;
-use super::{ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker};
+use super::{
+    AcceptWakeup, ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker,
+};
 
 /// Accepts per listener per wake-up: enough to empty a burst in one go, small enough that a
 /// connect storm cannot starve the connections already being served.
@@ -39,12 +41,23 @@ enum Source {
     Conn(ConnId),
 }
 
+/// A registered connection.
+#[derive(Debug)]
+struct ConnSlot {
+    stream: TcpStream,
+    /// `pause_reading` is in force.
+    paused: bool,
+    /// An input edge arrived (or a budget stopped a read) while paused: on resume the
+    /// connection goes on `ready`, since that edge will not come again.
+    unread: bool,
+}
+
 /// One thread's epoll instance and the sockets registered in it.
 pub struct EpollReactor {
     epoll: OwnedFd,
     events: Vec<libc::epoll_event>,
     listeners: Vec<Option<TcpListener>>,
-    conns: Vec<Option<TcpStream>>,
+    conns: Vec<Option<ConnSlot>>,
     /// Sources stopped by a budget, served by the next poll.
     ready: Vec<Source>,
     read_buf: Box<[u8]>,
@@ -131,9 +144,14 @@ impl EpollReactor {
     /// EAGAIN read, unless the peer's FIN was already seen (`until_eof`): then no edge will
     /// come and we must read on to the 0.
     fn read_from(&mut self, conn: ConnId, until_eof: bool, on_event: &mut dyn FnMut(Event<'_>)) {
-        let Some(Some(stream)) = self.conns.get(conn) else {
+        let Some(Some(slot)) = self.conns.get_mut(conn) else {
             return;
         };
+        if slot.paused {
+            slot.unread = true;
+            return;
+        }
+        let stream = &slot.stream;
         let mut budget = READ_BUDGET_BYTES;
         loop {
             self.counters.reads += 1;
@@ -162,13 +180,19 @@ impl EpollReactor {
 }
 
 impl Reactor for EpollReactor {
-    fn add_listener(&mut self, listener: TcpListener) -> io::Result<ListenerId> {
+    fn add_listener(
+        &mut self,
+        listener: TcpListener,
+        wakeup: AcceptWakeup,
+    ) -> io::Result<ListenerId> {
         let index = self.listeners.len();
-        self.register(
-            listener.as_raw_fd(),
-            libc::EPOLLIN | libc::EPOLLET,
-            LISTENER_TAG | index as u64,
-        )?;
+        // EPOLLEXCLUSIVE (Linux 4.5): of the epoll instances holding this socket with the
+        // flag, the kernel wakes one that has a thread waiting, instead of all of them.
+        let flags = match wakeup {
+            AcceptWakeup::Exclusive => libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE,
+            AcceptWakeup::All => libc::EPOLLIN | libc::EPOLLET,
+        };
+        self.register(listener.as_raw_fd(), flags, LISTENER_TAG | index as u64)?;
         self.listeners.push(Some(listener));
         Ok(ListenerId(index))
     }
@@ -188,8 +212,27 @@ impl Reactor for EpollReactor {
         if self.conns.len() <= conn {
             self.conns.resize_with(conn + 1, || None);
         }
-        self.conns[conn] = Some(stream);
+        self.conns[conn] = Some(ConnSlot {
+            stream,
+            paused: false,
+            unread: false,
+        });
         Ok(())
+    }
+
+    fn pause_reading(&mut self, conn: ConnId) {
+        if let Some(Some(slot)) = self.conns.get_mut(conn) {
+            slot.paused = true;
+        }
+    }
+
+    fn resume_reading(&mut self, conn: ConnId) {
+        if let Some(Some(slot)) = self.conns.get_mut(conn) {
+            slot.paused = false;
+            if std::mem::take(&mut slot.unread) {
+                self.ready.push(Source::Conn(conn));
+            }
+        }
     }
 
     fn poll(
@@ -252,7 +295,7 @@ impl Reactor for EpollReactor {
     }
 
     fn send(&mut self, conn: ConnId, outbox: &mut Outbox) -> io::Result<SendOutcome> {
-        let Some(Some(stream)) = self.conns.get(conn) else {
+        let Some(Some(ConnSlot { stream, .. })) = self.conns.get(conn) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
         let mut outcome = SendOutcome::default();
@@ -293,7 +336,7 @@ impl Reactor for EpollReactor {
     }
 
     fn shutdown_write(&mut self, conn: ConnId) {
-        if let Some(Some(stream)) = self.conns.get(conn) {
+        if let Some(Some(ConnSlot { stream, .. })) = self.conns.get(conn) {
             // Fails only if the peer already reset the connection; closing follows anyway.
             let _ = stream.shutdown(std::net::Shutdown::Write);
         }

@@ -31,6 +31,17 @@ pub use waker::Waker;
 /// A connection's key, chosen by the caller when it hands the socket over (a slab index).
 pub type ConnId = usize;
 
+/// How a listener shared by several reactors wakes them when a connection arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptWakeup {
+    /// One waiting reactor is woken per arrival (epoll's EPOLLEXCLUSIVE); the default, and
+    /// irrelevant for a listener that only one reactor holds.
+    Exclusive,
+    /// Every reactor holding the listener is woken, and all but one find nothing to accept:
+    /// the thundering herd, offered so that it can be measured.
+    All,
+}
+
 /// A listener's key, returned by [`Reactor::add_listener`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerId(pub usize);
@@ -88,8 +99,13 @@ pub struct IoCounters {
 
 /// An event loop's view of the kernel. One per thread; not shared.
 pub trait Reactor {
-    /// Starts accepting on `listener` (which must be non-blocking).
-    fn add_listener(&mut self, listener: TcpListener) -> io::Result<ListenerId>;
+    /// Starts accepting on `listener` (which must be non-blocking). Several reactors may hold
+    /// the same listening socket (`try_clone`); `wakeup` says how they are woken.
+    fn add_listener(
+        &mut self,
+        listener: TcpListener,
+        wakeup: AcceptWakeup,
+    ) -> io::Result<ListenerId>;
     /// Stops accepting on every listener and closes them (shutdown).
     fn close_listeners(&mut self);
     /// Resumes a listener paused by [`Event::AcceptFailed`].
@@ -97,6 +113,13 @@ pub trait Reactor {
     /// Takes ownership of an accepted connection under the caller's key `conn`, which must
     /// not be in use.
     fn add_conn(&mut self, conn: ConnId, stream: TcpStream) -> io::Result<()>;
+    /// Stops reading `conn`: from the next `poll` on, no `Received` or `Eof` is reported for
+    /// it, and what the peer sends stays in the kernel, so TCP flow control pushes back on
+    /// the peer. Writing goes on. Idempotent.
+    fn pause_reading(&mut self, conn: ConnId);
+    /// Undoes [`Reactor::pause_reading`]: input that arrived meanwhile is reported by the next
+    /// `poll` without waiting for new input. Idempotent.
+    fn resume_reading(&mut self, conn: ConnId);
     /// Waits up to `timeout` (forever if `None`) and reports what happened. Work stopped by a
     /// budget is remembered and reported by the next call without waiting.
     fn poll(

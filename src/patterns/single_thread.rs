@@ -20,6 +20,7 @@ use anyhow::Context as _;
 
 use super::{NewReactor, announce, registry, start_helpers};
 use crate::config::Config;
+use crate::io::AcceptWakeup;
 use crate::io::signals::TerminationSignals;
 use crate::net;
 use crate::shard::Shard;
@@ -37,7 +38,7 @@ pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> a
         registry.clone(),
     );
     shard
-        .add_listener(listener)
+        .add_listener(listener, AcceptWakeup::Exclusive)
         .context("registering the listener")?;
     let _helpers = start_helpers(&config, signals, vec![shard.inbox()], registry)?;
     announce(&config, bound, "1 (1 loop)");

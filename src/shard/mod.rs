@@ -30,7 +30,7 @@ pub use inbox::{Inbox, InboxMsg};
 
 use crate::chat::{self, Audience, Chat, Delivery, Name, Route};
 use crate::config::Config;
-use crate::io::{ConnId, Event, ListenerId, Outbox, Reactor, sys};
+use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor, sys};
 use crate::net;
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
 use crate::ws::Event as WsEvent;
@@ -143,8 +143,12 @@ impl<R: Reactor> Shard<R> {
         self.state.inbox.clone()
     }
 
-    pub fn add_listener(&mut self, listener: TcpListener) -> io::Result<ListenerId> {
-        self.io.add_listener(listener)
+    pub fn add_listener(
+        &mut self,
+        listener: TcpListener,
+        wakeup: AcceptWakeup,
+    ) -> io::Result<ListenerId> {
+        self.io.add_listener(listener, wakeup)
     }
 
     /// Runs until `InboxMsg::Stop` and every connection has closed.
