@@ -13,6 +13,33 @@ use clap::{Parser, ValueEnum};
 pub enum PatternKind {
     /// One event loop listens, accepts, reads and processes.
     SingleThread,
+    /// One acceptor thread hands connections to --threads reader loops (memcached).
+    AcceptorReaders,
+    /// One I/O loop reads and parses; --workers threads process messages from a queue
+    /// (RAMCloud).
+    WorkQueue,
+    /// --threads loops accept on one shared listening socket.
+    MultiAccept,
+    /// --threads loops, each with its own SO_REUSEPORT listener and accept queue.
+    Reuseport,
+}
+
+/// How acceptor-readers picks the reader for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Assign {
+    /// Readers in turn.
+    RoundRobin,
+    /// The reader with the fewest connections.
+    LeastConns,
+}
+
+/// Which of the loops sharing a listener (multi-accept) a new connection wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcceptWakeupArg {
+    /// One waiting loop (EPOLLEXCLUSIVE).
+    Exclusive,
+    /// Every loop: the thundering herd, to measure it.
+    All,
 }
 
 /// The I/O mechanism under every pattern.
@@ -26,6 +53,10 @@ impl PatternKind {
     pub fn name(self) -> &'static str {
         match self {
             PatternKind::SingleThread => "single-thread",
+            PatternKind::AcceptorReaders => "acceptor-readers",
+            PatternKind::WorkQueue => "work-queue",
+            PatternKind::MultiAccept => "multi-accept",
+            PatternKind::Reuseport => "reuseport",
         }
     }
 }
@@ -53,6 +84,38 @@ pub struct Args {
     /// I/O backend.
     #[arg(long, env = "WSCHAT_IO", value_enum, default_value_t = IoKind::Epoll)]
     pub io: IoKind,
+
+    /// Event-loop threads (readers, or accepting loops). Default: the CPUs this process may
+    /// run on (its affinity mask, so `taskset` decides).
+    #[arg(long, env = "WSCHAT_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// Worker threads of work-queue. Default: the CPUs in the affinity mask.
+    #[arg(long, env = "WSCHAT_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// How acceptor-readers assigns a connection to a reader. Default: round-robin.
+    #[arg(long, env = "WSCHAT_ASSIGN", value_enum)]
+    pub assign: Option<Assign>,
+
+    /// Capacity of work-queue's queue, in messages. Default: 1024.
+    #[arg(long, env = "WSCHAT_QUEUE_DEPTH",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub queue_depth: Option<u32>,
+
+    /// Synthetic CPU work per chat message, in microseconds (every pattern; work-queue runs
+    /// it on its workers).
+    #[arg(long, env = "WSCHAT_WORK_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub work_us: u32,
+
+    /// How multi-accept's loops are woken by a new connection. Default: exclusive.
+    #[arg(long, env = "WSCHAT_ACCEPT_WAKEUP", value_enum)]
+    pub accept_wakeup: Option<AcceptWakeupArg>,
+
+    /// Pin each thread to one CPU of the affinity mask (in turn, wrapping around).
+    #[arg(long, env = "WSCHAT_PIN")]
+    pub pin: bool,
 
     /// listen() backlog; the kernel caps it at net.core.somaxconn (the start-up line says).
     #[arg(long, env = "WSCHAT_BACKLOG", default_value_t = 4096,
@@ -144,6 +207,25 @@ mod tests {
         let err = Args::try_parse_from(["wschat", "--pattern", "fork-per-conn"]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("single-thread"), "{text}");
+    }
+
+    #[test]
+    fn every_pattern_parses() {
+        for (flag, kind) in [
+            ("single-thread", PatternKind::SingleThread),
+            ("acceptor-readers", PatternKind::AcceptorReaders),
+            ("work-queue", PatternKind::WorkQueue),
+            ("multi-accept", PatternKind::MultiAccept),
+            ("reuseport", PatternKind::Reuseport),
+        ] {
+            let args = Args::try_parse_from(["wschat", "--pattern", flag]).unwrap();
+            assert_eq!(args.pattern, kind);
+            assert_eq!(kind.name(), flag);
+        }
+        let err = Args::try_parse_from(["wschat", "--threads", "0"]).unwrap_err();
+        assert!(err.to_string().contains("1..=1024"), "{err}");
+        let err = Args::try_parse_from(["wschat", "--assign", "random"]).unwrap_err();
+        assert!(err.to_string().contains("least-conns"), "{err}");
     }
 
     #[test]

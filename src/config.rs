@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::cli::{Args, IoKind, PatternKind};
+use crate::cli::{AcceptWakeupArg, Args, Assign, IoKind, PatternKind};
+use crate::io::AcceptWakeup;
 use crate::io::sys::{FdLimit, raise_fd_limit};
 use crate::net::Backlog;
 use crate::ws::Limits;
@@ -29,6 +30,21 @@ pub struct Config {
     pub limits: Limits,
     pub max_outbound: usize,
     pub stats_interval: Option<Duration>,
+    /// Event-loop threads (1 for single-thread and work-queue).
+    pub threads: usize,
+    /// Worker threads (work-queue only; 0 otherwise).
+    pub workers: usize,
+    pub assign: Assign,
+    pub queue_depth: usize,
+    /// Synthetic CPU work per chat message (`--work-us`).
+    pub work_cost: Duration,
+    pub accept_wakeup: AcceptWakeup,
+    /// The CPUs of the process's affinity mask, in order; `--pin` places thread i on
+    /// `cpus[i % len]`. Empty if the mask could not be read.
+    pub cpus: Vec<usize>,
+    pub pin: bool,
+    /// Flags given that the chosen pattern does not use (reported at start-up).
+    pub ignored_flags: Vec<&'static str>,
 }
 
 #[derive(Debug, Error)]
@@ -65,7 +81,53 @@ impl Config {
         if !in_range(args.close_timeout) || !in_range(args.handshake_timeout) {
             return Err(ConfigError::TimeoutOutOfRange);
         }
+        let cpus: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|core| core.id)
+            .collect();
+        let default_threads = cpus.len().max(1);
+        let pattern = args.pattern;
+        let uses = |flag: &str| match flag {
+            "--threads" => !matches!(pattern, PatternKind::SingleThread | PatternKind::WorkQueue),
+            "--workers" | "--queue-depth" => pattern == PatternKind::WorkQueue,
+            "--assign" => pattern == PatternKind::AcceptorReaders,
+            "--accept-wakeup" => pattern == PatternKind::MultiAccept,
+            _ => true,
+        };
+        let given = [
+            ("--threads", args.threads.is_some()),
+            ("--workers", args.workers.is_some()),
+            ("--queue-depth", args.queue_depth.is_some()),
+            ("--assign", args.assign.is_some()),
+            ("--accept-wakeup", args.accept_wakeup.is_some()),
+        ];
+        let ignored_flags = given
+            .into_iter()
+            .filter(|&(flag, given)| given && !uses(flag))
+            .map(|(flag, _)| flag)
+            .collect();
         Ok(Config {
+            threads: if uses("--threads") {
+                args.threads.map_or(default_threads, usize::from)
+            } else {
+                1
+            },
+            workers: if uses("--workers") {
+                args.workers.map_or(default_threads, usize::from)
+            } else {
+                0
+            },
+            assign: args.assign.unwrap_or(Assign::RoundRobin),
+            queue_depth: args.queue_depth.map_or(1024, |d| d as usize),
+            work_cost: Duration::from_micros(args.work_us.into()),
+            accept_wakeup: match args.accept_wakeup {
+                Some(AcceptWakeupArg::All) => AcceptWakeup::All,
+                Some(AcceptWakeupArg::Exclusive) | None => AcceptWakeup::Exclusive,
+            },
+            cpus,
+            pin: args.pin,
+            ignored_flags,
             addr: args.addr,
             pattern: args.pattern,
             io: args.io,
@@ -104,7 +166,36 @@ impl Config {
             self.fd_limit.hard,
             self.limits.max_message,
             self.max_outbound,
-        )
+        ) + &self.pattern_settings()
+    }
+
+    /// The settings that only the chosen pattern uses, and the ones every pattern may add.
+    fn pattern_settings(&self) -> String {
+        let mut out = match self.pattern {
+            PatternKind::AcceptorReaders => format!(
+                " assign={}",
+                match self.assign {
+                    Assign::RoundRobin => "round-robin",
+                    Assign::LeastConns => "least-conns",
+                }
+            ),
+            PatternKind::WorkQueue => format!(" queue-depth={}", self.queue_depth),
+            PatternKind::MultiAccept => format!(
+                " accept-wakeup={}",
+                match self.accept_wakeup {
+                    AcceptWakeup::Exclusive => "exclusive",
+                    AcceptWakeup::All => "all",
+                }
+            ),
+            PatternKind::SingleThread | PatternKind::Reuseport => String::new(),
+        };
+        if !self.work_cost.is_zero() {
+            out += &format!(" work-us={}", self.work_cost.as_micros());
+        }
+        if self.pin {
+            out += &format!(" pin=on cpus={:?}", self.cpus);
+        }
+        out
     }
 
     /// A warning to print when somaxconn silently shortened the accept queue.
@@ -130,6 +221,31 @@ mod tests {
     fn config(args: &[&str]) -> Result<Config, ConfigError> {
         let argv = std::iter::once("wschat").chain(args.iter().copied());
         Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn flags_a_pattern_does_not_use_are_reported() {
+        let c = config(&["--pattern", "reuseport", "--workers", "3", "--threads", "2"]).unwrap();
+        assert_eq!(c.ignored_flags, ["--workers"]);
+        assert_eq!((c.threads, c.workers), (2, 0));
+        let c = config(&[
+            "--pattern",
+            "work-queue",
+            "--workers",
+            "3",
+            "--threads",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.ignored_flags, ["--threads"]);
+        assert_eq!((c.threads, c.workers), (1, 3));
+        let c = config(&["--pattern", "multi-accept", "--accept-wakeup", "all"]).unwrap();
+        assert!(c.ignored_flags.is_empty());
+        assert!(
+            c.startup_line("127.0.0.1:1".parse().unwrap(), "2")
+                .contains("accept-wakeup=all")
+        );
+        assert!(c.threads >= 1, "defaults to the CPUs of the affinity mask");
     }
 
     #[test]

@@ -42,6 +42,8 @@ macro_rules! counters {
 counters! {
     /// Connections accepted by this thread.
     accepted,
+    /// Connections another thread accepted and handed to this one (acceptor-readers).
+    adopted,
     /// Connections this thread currently owns (handshaking, open or closing).
     active,
     /// WebSocket frames received.
@@ -72,6 +74,19 @@ counters! {
     handshake_timeouts,
     /// Times accepting paused because descriptors or memory ran out.
     accept_pauses,
+    /// Chat members this thread holds now.
+    members,
+    /// Accepted connections handed to another thread (acceptor-readers' acceptor).
+    handoffs,
+    /// Batches of room deliveries sent to other loops (one inbox item per loop per batch).
+    peer_batches_out,
+    /// Batches of room deliveries received from other loops.
+    peer_batches_in,
+    /// Chat messages waiting for a worker now: in the queue, or held by the loop while the
+    /// queue is full (work-queue's I/O loop).
+    queue_depth,
+    /// Chat messages interpreted (work-queue's workers).
+    work_items,
 }
 
 /// Adds `n` to a counter owned by the calling thread.
@@ -177,7 +192,7 @@ impl Report {
         let (t, p) = (&self.totals, &previous.totals);
         let mut line = format!(
             "stats t={:.1}s active={} accepted/s={:.0} frames_in/s={:.0} frames_out/s={:.0} \
-             writev/s={:.0} wakeups/s={:.0} kicks={} threads[active/wakeups/s]=",
+             writev/s={:.0} wakeups/s={:.0} kicks={} queue={} threads[active/wakeups/s]=",
             self.uptime_secs,
             t.active,
             rate(t.accepted, p.accepted),
@@ -186,6 +201,7 @@ impl Report {
             rate(t.writev, p.writev),
             rate(t.wakeups, p.wakeups),
             t.slow_consumer_kicks,
+            t.queue_depth,
         );
         for (now, before) in self.threads.iter().zip(&previous.threads) {
             let _ = write!(

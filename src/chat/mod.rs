@@ -5,6 +5,13 @@
 //! Every outgoing message is encoded into a WebSocket frame exactly once here, and the plan
 //! (`Delivery`) names its audience instead of listing receivers, so that whoever holds the
 //! connections (one shard, or each of several) resolves it without copying the frame.
+//!
+//! Three pieces, so that a server can split them across threads:
+//! - [`interpret`]: message + sender's name -> [`Intent`]. Stateless: the CPU part.
+//! - [`Chat`]: the members one shard holds. Plans deliveries for them.
+//! - [`Roster`]: every member of the server by room, in join order, for `/who`. Touched by
+//!   joins, leaves and renames only, never by a plain message.
+//!
 //! Must never: do I/O, read the clock, know about threads or sockets.
 
 pub mod names;
@@ -37,16 +44,111 @@ pub struct Delivery<M> {
     pub to: Audience<M>,
 }
 
+/// What a member's message asks for, decided from the message and the sender's name alone.
+///
+/// [`interpret`] is the CPU part of handling a message (command parsing, validation, the one
+/// encoding of the outgoing frame) and needs no chat state, so a pattern may run it on another
+/// thread (work-queue); applying the intent to the state is cheap and stays with the owner.
+#[derive(Debug, Clone)]
+pub enum Intent {
+    /// A frame for the others in the sender's room: a chat line, or a binary message verbatim.
+    ToRoom(SharedFrame),
+    /// A frame for the sender alone: the answer to a bad command.
+    ToSender(SharedFrame),
+    /// `/nick <name>`.
+    Rename(Name),
+    /// `/who`.
+    ListMembers,
+}
+
+/// Reads a complete message from a member called `name`.
+pub fn interpret(name: &Name, message: &Message) -> Intent {
+    let text = match message.kind {
+        MessageKind::Binary => {
+            return Intent::ToRoom(server_frame(Opcode::Binary, &[&message.data]));
+        }
+        // The connection validated the UTF-8; a lossy view cannot differ from it.
+        MessageKind::Text => String::from_utf8_lossy(&message.data),
+    };
+    let Some(command) = text.strip_prefix('/') else {
+        return Intent::ToRoom(text_frame(&[name.as_str(), " says: ", &text]));
+    };
+    let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
+    match verb {
+        "nick" => match Name::parse(arg) {
+            Ok(new) => Intent::Rename(new),
+            Err(e) => Intent::ToSender(text_frame(&["error: /nick <name>: ", &e.to_string()])),
+        },
+        "who" if arg.trim().is_empty() => Intent::ListMembers,
+        _ => Intent::ToSender(text_frame(&[
+            "error: unknown command /",
+            verb,
+            " (commands: /nick <name>, /who)",
+        ])),
+    }
+}
+
+/// Who is in which room across the whole server, under which name, in join order: what `/who`
+/// lists. A server has one, shared by its shards; it changes on join, leave and rename and is
+/// read by `/who`, never touched by a plain message (the caller decides how it is shared).
+#[derive(Debug)]
+pub struct Roster<M> {
+    rooms: HashMap<RoomName, Vec<(M, Name)>>,
+}
+
+impl<M> Default for Roster<M> {
+    fn default() -> Self {
+        Roster {
+            rooms: HashMap::new(),
+        }
+    }
+}
+
+impl<M: Copy + Eq> Roster<M> {
+    fn add(&mut self, room: &RoomName, member: M, name: &Name) {
+        let list = self.rooms.entry(room.clone()).or_default();
+        list.push((member, name.clone()));
+    }
+
+    fn remove(&mut self, room: &RoomName, member: M) {
+        if let Some(list) = self.rooms.get_mut(room) {
+            list.retain(|(m, _)| *m != member);
+            if list.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    fn rename(&mut self, room: &RoomName, member: M, name: &Name) {
+        let entry = self
+            .rooms
+            .get_mut(room)
+            .and_then(|list| list.iter_mut().find(|(m, _)| *m == member));
+        if let Some((_, old)) = entry {
+            *old = name.clone();
+        }
+    }
+
+    /// The names in `room`, in join order.
+    pub fn names(&self, room: &RoomName) -> Vec<&str> {
+        self.rooms.get(room).map_or_else(Vec::new, |list| {
+            list.iter().map(|(_, n)| n.as_str()).collect()
+        })
+    }
+}
+
 #[derive(Debug)]
 struct MemberState {
     name: Name,
     room: RoomName,
 }
 
-/// The chat state of one server, keyed by a member handle `M` chosen by the caller.
+/// The chat state of the members one owner (a shard) holds, keyed by a member handle `M`
+/// that is unique across the server, so that a delivery planned here can be resolved by any
+/// shard.
 #[derive(Debug)]
 pub struct Chat<M> {
-    /// Members of each room in join order (the order `/who` lists them).
+    /// Members of each room in join order.
     rooms: HashMap<RoomName, Vec<M>>,
     members: HashMap<M, MemberState>,
 }
@@ -62,8 +164,15 @@ impl<M> Default for Chat<M> {
 
 impl<M: Copy + Eq + Hash> Chat<M> {
     /// Adds `member` to `room`; the others get `"<name> just connected"`.
-    pub fn join(&mut self, member: M, room: RoomName, name: Name, out: &mut Vec<Delivery<M>>) {
-        self.leave(member, out);
+    pub fn join(
+        &mut self,
+        roster: &mut Roster<M>,
+        member: M,
+        room: RoomName,
+        name: Name,
+        out: &mut Vec<Delivery<M>>,
+    ) {
+        self.leave(roster, member, out);
         out.push(Delivery {
             frame: text_frame(&[name.as_str(), " just connected"]),
             to: Audience::Room {
@@ -71,12 +180,13 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 except: member,
             },
         });
+        roster.add(&room, member, &name);
         self.rooms.entry(room.clone()).or_default().push(member);
         self.members.insert(member, MemberState { name, room });
     }
 
     /// Removes `member` (if present); the others get `"<name> disconnected"`.
-    pub fn leave(&mut self, member: M, out: &mut Vec<Delivery<M>>) {
+    pub fn leave(&mut self, roster: &mut Roster<M>, member: M, out: &mut Vec<Delivery<M>>) {
         let Some(state) = self.members.remove(&member) else {
             return;
         };
@@ -86,6 +196,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 self.rooms.remove(&state.room);
             }
         }
+        roster.remove(&state.room, member);
         out.push(Delivery {
             frame: text_frame(&[state.name.as_str(), " disconnected"]),
             to: Audience::Room {
@@ -95,84 +206,88 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         });
     }
 
-    /// A complete message from `member`: text is a chat line or a command, binary is
-    /// forwarded verbatim to the others.
-    pub fn handle_message(&mut self, member: M, message: &Message, out: &mut Vec<Delivery<M>>) {
+    /// Plans what an [`Intent`] of `member`'s that needs no roster means (`ToRoom`,
+    /// `ToSender`); returns the intent untouched when it does (`Rename`, `ListMembers`), so
+    /// that the caller takes the roster's lock only then.
+    pub fn apply_local(
+        &self,
+        member: M,
+        intent: Intent,
+        out: &mut Vec<Delivery<M>>,
+    ) -> Option<Intent> {
         let Some(state) = self.members.get(&member) else {
-            return;
+            return None; // it left while its message was being interpreted
         };
-        let room = state.room.clone();
-        let delivery = match message.kind {
-            MessageKind::Binary => Delivery {
-                frame: server_frame(Opcode::Binary, &[&message.data]),
+        match intent {
+            Intent::ToRoom(frame) => out.push(Delivery {
+                frame,
                 to: Audience::Room {
-                    room,
+                    room: state.room.clone(),
                     except: member,
                 },
-            },
-            MessageKind::Text => {
-                // The connection validated the UTF-8; a lossy view cannot differ from it.
-                let text = String::from_utf8_lossy(&message.data);
-                match text.strip_prefix('/') {
-                    Some(command) => self.command(member, command),
-                    None => Delivery {
-                        frame: text_frame(&[state.name.as_str(), " says: ", &text]),
-                        to: Audience::Room {
-                            room,
-                            except: member,
-                        },
+            }),
+            Intent::ToSender(frame) => out.push(Delivery {
+                frame,
+                to: Audience::Member(member),
+            }),
+            needs_roster => return Some(needs_roster),
+        }
+        None
+    }
+
+    /// Plans any [`Intent`] of `member`'s.
+    pub fn apply(
+        &mut self,
+        roster: &mut Roster<M>,
+        member: M,
+        intent: Intent,
+        out: &mut Vec<Delivery<M>>,
+    ) {
+        let Some(intent) = self.apply_local(member, intent, out) else {
+            return;
+        };
+        let Some(state) = self.members.get_mut(&member) else {
+            return;
+        };
+        let delivery = match intent {
+            Intent::Rename(new) => {
+                roster.rename(&state.room, member, &new);
+                let old = std::mem::replace(&mut state.name, new.clone());
+                Delivery {
+                    frame: text_frame(&[old.as_str(), " is now ", new.as_str()]),
+                    to: Audience::Room {
+                        room: state.room.clone(),
+                        except: member,
                     },
                 }
             }
+            Intent::ListMembers => Delivery {
+                frame: text_frame(&[
+                    "Members of ",
+                    state.room.as_str(),
+                    ": ",
+                    &roster.names(&state.room).join(", "),
+                ]),
+                to: Audience::Member(member),
+            },
+            Intent::ToRoom(_) | Intent::ToSender(_) => return, // handled by apply_local
         };
         out.push(delivery);
     }
 
-    /// Members of `room` in join order.
+    /// `member`'s current name, if it is a member here.
+    pub fn name(&self, member: M) -> Option<&Name> {
+        self.members.get(&member).map(|s| &s.name)
+    }
+
+    /// This owner's members of `room`, in join order.
     pub fn members(&self, room: &RoomName) -> &[M] {
         self.rooms.get(room).map_or(&[], Vec::as_slice)
     }
 
-    fn command(&mut self, member: M, command: &str) -> Delivery<M> {
-        let reply = |text: &[&str]| Delivery {
-            frame: text_frame(text),
-            to: Audience::Member(member),
-        };
-        let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
-        match verb {
-            "nick" => match Name::parse(arg) {
-                Ok(new) => {
-                    let Some(state) = self.members.get_mut(&member) else {
-                        return reply(&["error: not in a room"]);
-                    };
-                    let old = std::mem::replace(&mut state.name, new.clone());
-                    Delivery {
-                        frame: text_frame(&[old.as_str(), " is now ", new.as_str()]),
-                        to: Audience::Room {
-                            room: state.room.clone(),
-                            except: member,
-                        },
-                    }
-                }
-                Err(e) => reply(&["error: /nick <name>: ", &e.to_string()]),
-            },
-            "who" if arg.trim().is_empty() => {
-                let Some(state) = self.members.get(&member) else {
-                    return reply(&["error: not in a room"]);
-                };
-                let names: Vec<&str> = self
-                    .members(&state.room)
-                    .iter()
-                    .filter_map(|m| self.members.get(m).map(|s| s.name.as_str()))
-                    .collect();
-                reply(&["Members of ", state.room.as_str(), ": ", &names.join(", ")])
-            }
-            _ => reply(&[
-                "error: unknown command /",
-                verb,
-                " (commands: /nick <name>, /who)",
-            ]),
-        }
+    /// How many members this owner holds.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 }
 

@@ -36,6 +36,18 @@ fn texts(out: &mut Vec<Delivery<u32>>) -> Vec<(Audience<u32>, String)> {
         .collect()
 }
 
+/// What the owner of `chat` does with a member's message.
+fn handle(
+    chat: &mut Chat<u32>,
+    roster: &mut Roster<u32>,
+    member: u32,
+    message: &Message,
+    out: &mut Vec<Delivery<u32>>,
+) {
+    let name = chat.name(member).cloned().unwrap();
+    chat.apply(roster, member, interpret(&name, message), out);
+}
+
 fn others(r: &str, except: u32) -> Audience<u32> {
     Audience::Room {
         room: room(r),
@@ -46,9 +58,10 @@ fn others(r: &str, except: u32) -> Audience<u32> {
 #[test]
 fn join_message_leave() {
     let mut chat = Chat::default();
+    let mut roster = Roster::default();
     let mut out = Vec::new();
-    chat.join(1, room("lobby"), name("ann"), &mut out);
-    chat.join(2, room("lobby"), name("bob"), &mut out);
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("lobby"), name("bob"), &mut out);
     assert_eq!(
         texts(&mut out),
         [
@@ -57,42 +70,46 @@ fn join_message_leave() {
         ]
     );
     assert_eq!(chat.members(&room("lobby")), [1, 2]);
-    chat.handle_message(1, &text("hi all"), &mut out);
+    handle(&mut chat, &mut roster, 1, &text("hi all"), &mut out);
     assert_eq!(
         texts(&mut out),
         [(others("lobby", 1), "ann says: hi all".to_string())]
     );
-    chat.leave(1, &mut out);
+    chat.leave(&mut roster, 1, &mut out);
     assert_eq!(
         texts(&mut out),
         [(others("lobby", 1), "ann disconnected".to_string())]
     );
     assert_eq!(chat.members(&room("lobby")), [2]);
-    chat.leave(1, &mut out);
+    chat.leave(&mut roster, 1, &mut out);
     assert!(out.is_empty(), "leaving twice says nothing");
 }
 
 #[test]
 fn rooms_are_separate() {
     let mut chat = Chat::default();
+    let mut roster = Roster::default();
     let mut out = Vec::new();
-    chat.join(1, room("a"), name("ann"), &mut out);
-    chat.join(2, room("b"), name("bob"), &mut out);
+    chat.join(&mut roster, 1, room("a"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("b"), name("bob"), &mut out);
     assert_eq!(chat.members(&room("a")), [1]);
     assert_eq!(chat.members(&room("b")), [2]);
     out.clear();
-    chat.handle_message(2, &text("x"), &mut out);
+    handle(&mut chat, &mut roster, 2, &text("x"), &mut out);
     assert_eq!(out[0].to, others("b", 2));
 }
 
 #[test]
 fn binary_is_forwarded_verbatim() {
     let mut chat = Chat::default();
+    let mut roster = Roster::default();
     let mut out = Vec::new();
-    chat.join(1, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
     out.clear();
     let data = vec![0u8, 255, 7];
-    chat.handle_message(
+    handle(
+        &mut chat,
+        &mut roster,
         1,
         &Message {
             kind: MessageKind::Binary,
@@ -107,16 +124,17 @@ fn binary_is_forwarded_verbatim() {
 #[test]
 fn nick_and_who() {
     let mut chat = Chat::default();
+    let mut roster = Roster::default();
     let mut out = Vec::new();
-    chat.join(1, room("lobby"), name("ann"), &mut out);
-    chat.join(2, room("lobby"), name("bob"), &mut out);
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("lobby"), name("bob"), &mut out);
     out.clear();
-    chat.handle_message(1, &text("/nick Anna K"), &mut out);
+    handle(&mut chat, &mut roster, 1, &text("/nick Anna K"), &mut out);
     assert_eq!(
         texts(&mut out),
         [(others("lobby", 1), "ann is now Anna K".to_string())]
     );
-    chat.handle_message(2, &text("/who"), &mut out);
+    handle(&mut chat, &mut roster, 2, &text("/who"), &mut out);
     assert_eq!(
         texts(&mut out),
         [(
@@ -129,8 +147,9 @@ fn nick_and_who() {
 #[test]
 fn command_errors_go_to_the_sender_only() {
     let mut chat = Chat::default();
+    let mut roster = Roster::default();
     let mut out = Vec::new();
-    chat.join(1, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
     out.clear();
     for bad in [
         "/nick",
@@ -140,7 +159,7 @@ fn command_errors_go_to_the_sender_only() {
         "/",
         "/who is there",
     ] {
-        chat.handle_message(1, &text(bad), &mut out);
+        handle(&mut chat, &mut roster, 1, &text(bad), &mut out);
         let got = texts(&mut out);
         assert_eq!(got.len(), 1, "{bad}");
         assert_eq!(got[0].0, Audience::Member(1), "{bad}");
@@ -157,4 +176,61 @@ fn echo_keeps_the_kind() {
         data: vec![1, 2],
     });
     assert_eq!(decode(&frame), (Opcode::Binary, vec![1, 2]));
+}
+
+#[test]
+fn who_lists_the_whole_server_in_join_order() {
+    // Two owners (two shards) share one roster; each knows only its own members.
+    let mut roster = Roster::default();
+    let (mut east, mut west) = (Chat::default(), Chat::default());
+    let mut out = Vec::new();
+    east.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
+    west.join(&mut roster, 2, room("lobby"), name("bob"), &mut out);
+    east.join(&mut roster, 3, room("lobby"), name("cy"), &mut out);
+    west.join(&mut roster, 4, room("attic"), name("dee"), &mut out);
+    assert_eq!(east.members(&room("lobby")), [1, 3]);
+    assert_eq!(west.members(&room("lobby")), [2]);
+    out.clear();
+    handle(&mut west, &mut roster, 2, &text("/nick Bo"), &mut out);
+    out.clear();
+    handle(&mut east, &mut roster, 1, &text("/who"), &mut out);
+    assert_eq!(
+        texts(&mut out),
+        [(
+            Audience::Member(1),
+            "Members of lobby: ann, Bo, cy".to_string()
+        )]
+    );
+    east.leave(&mut roster, 1, &mut out);
+    out.clear();
+    handle(&mut west, &mut roster, 2, &text("/who"), &mut out);
+    assert_eq!(texts(&mut out)[0].1, "Members of lobby: Bo, cy");
+}
+
+#[test]
+fn interpret_needs_no_state() {
+    let ann = name("ann");
+    assert!(matches!(
+        interpret(&ann, &text("/who")),
+        Intent::ListMembers
+    ));
+    assert!(matches!(interpret(&ann, &text("/nick bo")), Intent::Rename(n) if n == name("bo")));
+    let Intent::ToRoom(frame) = interpret(&ann, &text("hi")) else {
+        panic!("a chat line goes to the room");
+    };
+    assert_eq!(decode(&frame), (Opcode::Text, b"ann says: hi".to_vec()));
+    assert!(matches!(interpret(&ann, &text("/x")), Intent::ToSender(_)));
+}
+
+#[test]
+fn a_message_from_someone_who_left_is_dropped() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
+    let intent = interpret(&name("ann"), &text("late"));
+    chat.leave(&mut roster, 1, &mut out);
+    out.clear();
+    chat.apply(&mut roster, 1, intent, &mut out);
+    assert!(out.is_empty());
 }

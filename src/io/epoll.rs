@@ -67,7 +67,8 @@ pub struct EpollReactor {
 }
 
 impl EpollReactor {
-    pub fn new() -> io::Result<EpollReactor> {
+    /// A reactor that `waker` interrupts.
+    pub fn new(waker: Waker) -> io::Result<EpollReactor> {
         // SAFETY: epoll_create1 takes no pointers.
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
@@ -80,7 +81,7 @@ impl EpollReactor {
             ready: Vec::new(),
             read_buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             iov: Vec::with_capacity(IOV_MAX),
-            waker: Waker::new()?,
+            waker,
             counters: IoCounters::default(),
         };
         let waker_fd = reactor.waker.raw_fd();

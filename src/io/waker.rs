@@ -13,8 +13,8 @@ pub struct Waker {
 }
 
 impl Waker {
-    /// A new non-blocking eventfd.
-    pub(crate) fn new() -> io::Result<Waker> {
+    /// A new non-blocking eventfd, to be handed to the reactor it will wake.
+    pub fn new() -> io::Result<Waker> {
         // SAFETY: eventfd takes no pointers.
         let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
         // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.

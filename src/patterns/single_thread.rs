@@ -11,36 +11,30 @@
 //!               │ one writev per dirty conn    │  live on this one thread
 //!               └──────────────────────────────┘
 //! ```
-//! No locks, no hand-offs, no cross-thread wake-ups: the baseline every other pattern is
-//! measured against. It uses one core, however many the machine has.
+//! No locks on the message path, no hand-offs, no cross-thread wake-ups: the baseline every
+//! other pattern is measured against. It uses one core, however many the machine has.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
-use super::{NewReactor, announce, registry, start_helpers};
+use super::{NewReactor, Threads, announce, listen, registry, serve, start_helpers};
+use super::{start_shards, wakers};
 use crate::config::Config;
 use crate::io::AcceptWakeup;
 use crate::io::signals::TerminationSignals;
-use crate::net;
-use crate::shard::Shard;
+use crate::shard::Hub;
 
 pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> anyhow::Result<()> {
-    let listener = net::bind_listener(config.addr, &config.backlog, false)
-        .with_context(|| format!("binding {}", config.addr))?;
-    let bound = listener.local_addr().context("reading the bound address")?;
+    let listener = listen(&config, config.addr, false)?;
+    let bound = listener.local_addr()?;
     let registry = registry(&config);
-    let reactor = R::open().context("creating the event loop")?;
-    let mut shard = Shard::new(
-        reactor,
-        config.clone(),
-        registry.add_thread("loop"),
-        registry.clone(),
-    );
-    shard
-        .add_listener(listener, AcceptWakeup::Exclusive)
-        .context("registering the listener")?;
-    let _helpers = start_helpers(&config, signals, vec![shard.inbox()], registry)?;
+    let wakers = wakers(1)?;
+    let hub = Hub::new(&wakers, config.max_conns);
+
+    let mut threads = Threads::new(&config);
+    let setup = serve::<R>(listener, AcceptWakeup::Exclusive);
+    start_shards(&mut threads, &hub, &wakers, "loop", &registry, [setup])?;
+
+    let _helpers = start_helpers(&config, signals, hub.inboxes().to_vec(), registry)?;
     announce(&config, bound, "1 (1 loop)");
-    shard.run().context("event loop failed")
+    threads.join()
 }

@@ -1,15 +1,28 @@
 //! A shard's typed inbox: other threads push, the shard drains the whole batch at once.
 //!
 //! `push` wakes the shard only when the inbox goes from empty to non-empty, so a burst of
-//! messages costs one eventfd write and one wake-up (memcached's `cq_push` + notify).
+//! messages costs one eventfd write and one wake-up (memcached's `cq_push` + notify). The
+//! lock is held only to append or to swap the batch out, never while work is done, so a
+//! pushing thread (a worker, another loop) never waits for the shard.
 
-use std::sync::Mutex;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 
+use super::MemberId;
+use super::work::WorkDone;
+use crate::chat::Delivery;
 use crate::io::Waker;
 
 /// Messages a shard accepts from other threads.
 #[derive(Debug)]
 pub enum InboxMsg {
+    /// Connections accepted by another thread, now this shard's to serve (acceptor-readers).
+    Adopt(Vec<(TcpStream, SocketAddr)>),
+    /// Room deliveries planned by another shard, for this shard's members of those rooms.
+    /// One batch per sending loop iteration, shared by every receiving shard.
+    Deliver(Arc<[Delivery<MemberId>]>),
+    /// A worker interpreted a chat message (work-queue).
+    WorkDone(WorkDone),
     /// Stop accepting, close every connection with 1001, then return from `run`.
     Stop,
 }

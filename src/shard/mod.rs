@@ -14,8 +14,17 @@
 //! Owns: connections (ws state, outbox, role), the chat state of its members, deadlines,
 //! and this thread's counters. Must never: block other than in `poll`, or make a syscall
 //! except through the reactor.
+//!
+//! A server has one shard or several ([`Shard::fleet`]); what they share is in [`Hub`]: a
+//! room delivery planned here is queued for this shard's members at once and sent to the
+//! other shards in one batch per iteration (hub.rs says why every shard gets every batch).
+//! A shard may also hand its members' messages to workers ([`Shard::offload`], work.rs) and
+//! apply what they return.
 
+pub mod acceptor;
+pub mod hub;
 pub mod inbox;
+pub mod work;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -26,9 +35,12 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+pub use acceptor::Acceptor;
+pub use hub::Hub;
 pub use inbox::{Inbox, InboxMsg};
+pub use work::{WorkDone, WorkItem, WorkQueue};
 
-use crate::chat::{self, Audience, Chat, Delivery, Name, Route};
+use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, Route};
 use crate::config::Config;
 use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor, sys};
 use crate::net;
@@ -40,6 +52,17 @@ use crate::ws::{CloseCode, Connection, Finish, HandshakeError, Message, Request,
 /// How long accepting pauses after running out of descriptors or memory: long enough for
 /// some connections to close, short enough that a burst of 503s is not needed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// The header of a 101 that names the thread (its id in `/stats`) serving the connection,
+/// so that a client, or a test, can see where the kernel and the pattern placed it.
+pub const THREAD_HEADER: &str = "X-Wschat-Thread";
+
+/// A chat member's handle across the server: which shard holds it, and its key there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberId {
+    pub shard: usize,
+    pub conn: ConnId,
+}
+
 /// How often a busy loop refreshes its voluntary-context-switch count (one getrusage).
 const SWITCHES_REFRESH: Duration = Duration::from_secs(1);
 
@@ -64,6 +87,12 @@ struct Conn {
     role: Role,
     /// Accepted beyond --max-conns: its request gets 503.
     over_capacity: bool,
+    /// Tells this connection from an earlier one with the same key (work results).
+    serial: u64,
+    /// Its last message is with a worker: no further event is taken until it returns.
+    awaiting_work: bool,
+    /// The reactor was told to stop reading it (follows `awaiting_work` at each flush).
+    reading_paused: bool,
     /// On the `dirty` list already.
     dirty: bool,
     /// The peer will send nothing more (FIN or error).
@@ -79,22 +108,30 @@ struct Conn {
 /// Everything but the reactor, so that reactor callbacks can borrow it mutably.
 struct State {
     config: Arc<Config>,
+    /// This shard's index in the hub.
+    index: usize,
+    hub: Arc<Hub>,
     conns: Slab<Conn>,
-    chat: Chat<ConnId>,
+    next_serial: u64,
+    chat: Chat<MemberId>,
     /// Connections to flush and re-examine at the end of the iteration.
     dirty: Vec<ConnId>,
     accepted: Vec<(TcpStream, SocketAddr)>,
     paused_listeners: Vec<(Instant, ListenerId)>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    deliveries: Vec<Delivery<ConnId>>,
+    deliveries: Vec<Delivery<MemberId>>,
+    /// Room deliveries planned here in this iteration, for the other shards.
+    to_peers: Vec<Delivery<MemberId>>,
+    /// Set by `offload`: members' messages go to workers.
+    work: Option<WorkQueue>,
     kicks: Vec<ConnId>,
     /// `fan_out` is running (see there).
     fanning_out: bool,
-    inbox: Arc<Inbox>,
     inbox_batch: Vec<InboxMsg>,
     stats: Arc<ThreadStats>,
     registry: Arc<StatsRegistry>,
     stopping: bool,
+    listeners_closed: bool,
     now: Instant,
     switches_refreshed: Instant,
 }
@@ -106,41 +143,55 @@ pub struct Shard<R: Reactor> {
 }
 
 impl<R: Reactor> Shard<R> {
+    /// Shard `index` of `hub`: `io` must have been opened with `hub`'s waker for `index`, so
+    /// that what others push to this shard's inbox wakes this reactor.
     pub fn new(
         io: R,
+        index: usize,
+        hub: Arc<Hub>,
         config: Arc<Config>,
         stats: Arc<ThreadStats>,
         registry: Arc<StatsRegistry>,
     ) -> Shard<R> {
         let now = Instant::now();
-        let inbox = Arc::new(Inbox::new(io.waker()));
         Shard {
             io,
             state: State {
                 config,
+                index,
+                hub,
                 conns: Slab::new(),
+                next_serial: 0,
                 chat: Chat::default(),
                 dirty: Vec::new(),
                 accepted: Vec::new(),
                 paused_listeners: Vec::new(),
                 timers: BinaryHeap::new(),
                 deliveries: Vec::new(),
+                to_peers: Vec::new(),
+                work: None,
                 kicks: Vec::new(),
                 fanning_out: false,
-                inbox,
                 inbox_batch: Vec::new(),
                 stats,
                 registry,
                 stopping: false,
+                listeners_closed: false,
                 now,
                 switches_refreshed: now,
             },
         }
     }
 
-    /// Where other threads send this shard messages.
-    pub fn inbox(&self) -> Arc<Inbox> {
-        self.state.inbox.clone()
+    /// From now on members' messages are interpreted by workers fed through `queue`, whose
+    /// results come back through this shard's inbox.
+    pub fn offload(&mut self, queue: WorkQueue) {
+        self.state.work = Some(queue);
+    }
+
+    /// This thread's counters.
+    pub fn stats(&self) -> &Arc<ThreadStats> {
+        &self.state.stats
     }
 
     pub fn add_listener(
@@ -170,9 +221,15 @@ impl<R: Reactor> Shard<R> {
             if !clock_read {
                 self.state.now = Instant::now();
             }
+            if self.state.stopping && !self.state.listeners_closed {
+                // New clients are refused from now on instead of accepted and dropped.
+                self.io.close_listeners();
+                self.state.listeners_closed = true;
+            }
             self.register_accepted();
             self.fire_deadlines();
             self.settle();
+            self.state.send_to_peers();
             self.state.publish_counters(self.io.counters());
         }
         Ok(())
@@ -188,25 +245,28 @@ impl<R: Reactor> Shard<R> {
             if net::configure_stream(&stream, state.config.nodelay).is_err() {
                 continue;
             }
-            let over_capacity = state.conns.len() >= state.config.max_conns;
             let entry = state.conns.vacant_entry();
             let id = entry.key();
             if self.io.add_conn(id, stream).is_err() {
                 continue;
             }
+            let over_capacity = !state.hub.admit_conn();
+            state.next_serial += 1;
             entry.insert(Conn {
                 ws: Connection::new(state.config.limits, state.now),
                 outbox: Outbox::default(),
                 peer,
                 role: Role::Pending,
                 over_capacity,
+                serial: state.next_serial,
+                awaiting_work: false,
+                reading_paused: false,
                 dirty: false,
                 peer_done: false,
                 write_shut: false,
                 linger_deadline: None,
                 armed: None,
             });
-            bump(&state.stats.counters.accepted, 1);
             state.mark_dirty(id);
         }
         set(&state.stats.counters.active, state.conns.len() as u64);
@@ -254,6 +314,14 @@ impl<R: Reactor> Shard<R> {
                 continue;
             };
             conn.dirty = false;
+            if conn.awaiting_work != conn.reading_paused {
+                conn.reading_paused = conn.awaiting_work;
+                if conn.reading_paused {
+                    self.io.pause_reading(id);
+                } else {
+                    self.io.resume_reading(id);
+                }
+            }
             let sendable = !conn.write_shut && conn.ws.finish() != Some(Finish::Now);
             if sendable && !conn.outbox.is_empty() {
                 match self.io.send(id, &mut conn.outbox) {
@@ -270,6 +338,9 @@ impl<R: Reactor> Shard<R> {
                 }
             }
             let end_now = match conn.ws.finish() {
+                // Its message is with a worker: the events behind it (at least its Closed)
+                // are taken, and the connection ended, when the result is back.
+                _ if conn.awaiting_work => false,
                 None => false,
                 Some(Finish::Now) => true,
                 Some(Finish::AfterFlush) => {
@@ -303,9 +374,10 @@ impl<R: Reactor> Shard<R> {
             return;
         }
         self.io.close(id);
+        state.hub.release_conn();
         // Normally the ws Closed event already removed the member; this covers a transport
         // that ended before that event could be produced.
-        state.chat.leave(id, &mut state.deliveries);
+        state.leave(id);
         state.fan_out();
         set(&state.stats.counters.active, state.conns.len() as u64);
     }
@@ -314,7 +386,10 @@ impl<R: Reactor> Shard<R> {
 impl State {
     fn on_event(&mut self, event: Event<'_>) {
         match event {
-            Event::Accepted { stream, peer, .. } => self.accepted.push((stream, peer)),
+            Event::Accepted { stream, peer, .. } => {
+                bump(&self.stats.counters.accepted, 1);
+                self.accepted.push((stream, peer));
+            }
             Event::AcceptFailed { listener, error } => {
                 bump(&self.stats.counters.accept_pauses, 1);
                 eprintln!("wschat: accept paused for {ACCEPT_PAUSE:?}: {error}");
@@ -351,13 +426,28 @@ impl State {
 
     fn drain_inbox(&mut self) {
         let mut batch = std::mem::take(&mut self.inbox_batch);
-        self.inbox.drain_into(&mut batch);
+        self.hub.inbox(self.index).drain_into(&mut batch);
         for msg in batch.drain(..) {
             match msg {
+                InboxMsg::Adopt(conns) => {
+                    bump(&self.stats.counters.adopted, conns.len() as u64);
+                    self.accepted.extend(conns);
+                }
+                InboxMsg::Deliver(deliveries) => {
+                    bump(&self.stats.counters.peer_batches_in, 1);
+                    for delivery in deliveries.iter() {
+                        self.deliver_here(delivery);
+                    }
+                    self.fan_out(); // the kicks those deliveries caused
+                }
+                InboxMsg::WorkDone(done) => self.work_done(done),
                 InboxMsg::Stop => self.stop(),
             }
         }
         self.inbox_batch = batch;
+        if let Some(work) = &mut self.work {
+            work.retry();
+        }
     }
 
     /// Shutdown: Close 1001 to every open session; pending handshakes are dropped.
@@ -385,6 +475,9 @@ impl State {
             while let Some(frame) = conn.ws.poll_output() {
                 conn.outbox.push(frame);
             }
+            if conn.awaiting_work {
+                break;
+            }
             let Some(event) = conn.ws.poll_event() else {
                 break;
             };
@@ -392,8 +485,8 @@ impl State {
                 WsEvent::Request(request) => self.answer(id, &request),
                 WsEvent::HandshakeFailed(_) => bump(&self.stats.counters.handshake_errors, 1),
                 WsEvent::HandshakeTimedOut => bump(&self.stats.counters.handshake_timeouts, 1),
-                WsEvent::Message(message) => self.on_message(id, &message),
-                WsEvent::Closed { .. } => self.chat.leave(id, &mut self.deliveries),
+                WsEvent::Message(message) => self.on_message(id, message),
+                WsEvent::Closed { .. } => self.leave(id),
             }
             self.fan_out();
         }
@@ -438,37 +531,101 @@ impl State {
                     conn.ws.respond(response);
                 }
             }
-            Ok(Route::Echo) => {
-                let _ = conn.ws.accept();
-            }
-            Ok(Route::Join { room, name }) => {
-                let name = name.unwrap_or_else(|| Name::default_for_port(conn.peer.port()));
-                // A plain request never routes to Join, so accept cannot fail here.
-                if conn.ws.accept().is_ok() {
-                    self.chat.join(id, room, name, &mut self.deliveries);
+            Ok(Route::Echo | Route::Join { .. }) => {
+                let thread = self.stats.id.to_string();
+                // A plain request never routes to Echo or Join, so accept cannot fail here.
+                let accepted = conn.ws.accept(&[(THREAD_HEADER, &thread)]).is_ok();
+                if let (true, Ok(Route::Join { room, name })) = (accepted, route) {
+                    let name = name.unwrap_or_else(|| Name::default_for_port(conn.peer.port()));
+                    let member = self.member(id);
+                    self.chat.join(
+                        &mut self.hub.roster(),
+                        member,
+                        room,
+                        name,
+                        &mut self.deliveries,
+                    );
                 }
             }
             Err(err) => conn.ws.reject(&err),
         }
     }
 
-    fn on_message(&mut self, id: ConnId, message: &Message) {
-        let Some(conn) = self.conns.get(id) else {
+    fn on_message(&mut self, id: ConnId, message: Message) {
+        let member = self.member(id);
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
         match conn.role {
             Role::Echo => self.deliveries.push(Delivery {
-                frame: chat::echo(message),
-                to: Audience::Member(id),
+                frame: chat::echo(&message),
+                to: Audience::Member(member),
             }),
-            Role::Member => self.chat.handle_message(id, message, &mut self.deliveries),
+            Role::Member => {
+                let Some(name) = self.chat.name(member).cloned() else {
+                    return;
+                };
+                if let Some(work) = &mut self.work {
+                    work.submit(WorkItem {
+                        conn: id,
+                        serial: conn.serial,
+                        name,
+                        message,
+                    });
+                    conn.awaiting_work = true;
+                    set(&self.stats.counters.queue_depth, work.depth() as u64);
+                } else {
+                    let intent = chat::interpret(&name, &message);
+                    work::burn(self.config.work_cost);
+                    self.act(member, intent);
+                }
+            }
             Role::Pending | Role::Http => {}
         }
     }
 
-    /// Queues every planned delivery on its receivers' outboxes (the frame is shared, never
-    /// copied), then disconnects receivers that went over --max-outbound, whose departure
-    /// plans more deliveries; repeats until the plan is empty.
+    /// A worker's result: apply it, then take the connection's next events.
+    fn work_done(&mut self, done: WorkDone) {
+        let Some(conn) = self.conns.get_mut(done.conn) else {
+            return; // closed meanwhile
+        };
+        if conn.serial != done.serial || !conn.awaiting_work {
+            return; // a later connection with the same key
+        }
+        conn.awaiting_work = false;
+        self.act(self.member(done.conn), done.intent);
+        self.fan_out();
+        self.pump(done.conn);
+    }
+
+    /// Plans what a member's message means; the roster's lock is taken only for `/nick` and
+    /// `/who`.
+    fn act(&mut self, member: MemberId, intent: Intent) {
+        if let Some(intent) = self.chat.apply_local(member, intent, &mut self.deliveries) {
+            self.chat
+                .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
+        }
+    }
+
+    fn leave(&mut self, id: ConnId) {
+        let member = self.member(id);
+        if self.chat.name(member).is_some() {
+            self.chat
+                .leave(&mut self.hub.roster(), member, &mut self.deliveries);
+        }
+    }
+
+    fn member(&self, conn: ConnId) -> MemberId {
+        MemberId {
+            shard: self.index,
+            conn,
+        }
+    }
+
+    /// Queues every planned delivery on its receivers' outboxes here (the frame is shared,
+    /// never copied) and keeps room deliveries for the other shards, then disconnects
+    /// receivers that went over --max-outbound, whose departure plans more deliveries;
+    /// repeats until the plan is empty.
     ///
     /// Not re-entrant: a kicked receiver's departure, handled inside, only adds to the plan
     /// that the outer loop is draining (so a chain of kicks cannot grow the stack).
@@ -477,24 +634,11 @@ impl State {
             return;
         }
         self.fanning_out = true;
-        while !self.deliveries.is_empty() {
+        while !self.deliveries.is_empty() || !self.kicks.is_empty() {
             for delivery in std::mem::take(&mut self.deliveries) {
-                match &delivery.to {
-                    Audience::Member(id) => self.queue(*id, &delivery.frame),
-                    Audience::Room { room, except } => {
-                        for &id in self.chat.members(room) {
-                            if id != *except {
-                                queue_frame(
-                                    &mut self.conns,
-                                    &mut self.dirty,
-                                    &mut self.kicks,
-                                    self.config.max_outbound,
-                                    id,
-                                    &delivery.frame,
-                                );
-                            }
-                        }
-                    }
+                self.deliver_here(&delivery);
+                if matches!(delivery.to, Audience::Room { .. }) && self.hub.shard_count() > 1 {
+                    self.to_peers.push(delivery);
                 }
             }
             for id in std::mem::take(&mut self.kicks) {
@@ -515,15 +659,43 @@ impl State {
         self.fanning_out = false;
     }
 
-    fn queue(&mut self, id: ConnId, frame: &SharedFrame) {
-        queue_frame(
-            &mut self.conns,
-            &mut self.dirty,
-            &mut self.kicks,
-            self.config.max_outbound,
-            id,
-            frame,
-        );
+    /// Queues `delivery` for its receivers on this shard.
+    fn deliver_here(&mut self, delivery: &Delivery<MemberId>) {
+        let max_outbound = self.config.max_outbound;
+        match &delivery.to {
+            Audience::Member(member) if member.shard == self.index => queue_frame(
+                &mut self.conns,
+                &mut self.dirty,
+                &mut self.kicks,
+                max_outbound,
+                member.conn,
+                &delivery.frame,
+            ),
+            Audience::Member(_) => {}
+            Audience::Room { room, except } => {
+                for member in self.chat.members(room) {
+                    if member != except {
+                        queue_frame(
+                            &mut self.conns,
+                            &mut self.dirty,
+                            &mut self.kicks,
+                            max_outbound,
+                            member.conn,
+                            &delivery.frame,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends this iteration's room deliveries to the other shards: one batch each.
+    fn send_to_peers(&mut self) {
+        if !self.to_peers.is_empty() {
+            bump(&self.stats.counters.peer_batches_out, 1);
+            self.hub
+                .send_to_peers(self.index, std::mem::take(&mut self.to_peers));
+        }
     }
 
     fn mark_dirty(&mut self, id: ConnId) {
@@ -576,6 +748,10 @@ impl State {
         set(&c.futile_accepts, io.futile_accepts);
         set(&c.writev, io.writev);
         set(&c.epoll_ctl, io.epoll_ctl);
+        set(&c.members, self.chat.member_count() as u64);
+        if let Some(work) = &self.work {
+            set(&c.queue_depth, work.depth() as u64);
+        }
         if self.now.duration_since(self.switches_refreshed) >= SWITCHES_REFRESH {
             self.refresh_switches();
         }

@@ -299,8 +299,9 @@ impl Connection {
         }
     }
 
-    /// Completes the upgrade requested by the last `Event::Request`.
-    pub fn accept(&mut self) -> Result<(), HandshakeError> {
+    /// Completes the upgrade requested by the last `Event::Request`; the 101 carries
+    /// `extra_headers` (the server's own, e.g. which thread serves the connection).
+    pub fn accept(&mut self, extra_headers: &[(&str, &str)]) -> Result<(), HandshakeError> {
         let Phase::AwaitingDecision {
             key: Some(key),
             rest,
@@ -310,7 +311,7 @@ impl Connection {
             return Err(HandshakeError::UpgradeNotWebSocket);
         };
         let rest = std::mem::take(rest);
-        let response = switching_protocols(key).into();
+        let response = switching_protocols(key, extra_headers).into();
         self.output(response, false);
         self.accepts_messages = true;
         self.phase = Phase::Open;

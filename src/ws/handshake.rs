@@ -142,14 +142,19 @@ pub fn accept_key(key: &str) -> String {
     BASE64.encode(sha.finalize())
 }
 
-/// The 101 response completing the handshake. No extension or subprotocol is ever agreed.
-pub fn switching_protocols(key: &str) -> Vec<u8> {
-    format!(
+/// The 101 response completing the handshake, with the server's `extra_headers` (names and
+/// values the server chose, never the peer). No extension or subprotocol is ever agreed.
+pub fn switching_protocols(key: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
+         Sec-WebSocket-Accept: {}\r\n",
         accept_key(key)
-    )
-    .into_bytes()
+    );
+    for (name, value) in extra_headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
 }
 
 /// A complete plain HTTP response that closes the connection afterwards.

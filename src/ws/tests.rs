@@ -40,7 +40,7 @@ fn open() -> (Connection, Instant) {
     let mut conn = Connection::new(LIMITS, now);
     conn.handle_input(UPGRADE);
     assert!(matches!(conn.poll_event(), Some(Event::Request(_))));
-    conn.accept().unwrap();
+    conn.accept(&[]).unwrap();
     let response = conn.poll_output().unwrap();
     assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
     assert!(
@@ -116,7 +116,7 @@ fn frames_pipelined_behind_the_request_are_kept() {
     bytes.extend(text("early"));
     conn.handle_input(&bytes);
     assert!(matches!(conn.poll_event(), Some(Event::Request(_))));
-    conn.accept().unwrap();
+    conn.accept(&[]).unwrap();
     assert_eq!(events(&mut conn), [message(MessageKind::Text, b"early")]);
 }
 
@@ -137,7 +137,7 @@ fn every_split_of_the_input_gives_the_same_events() {
                     out.push(frame.to_vec());
                 }
                 match conn.poll_event() {
-                    Some(Event::Request(_)) => conn.accept().unwrap(),
+                    Some(Event::Request(_)) => conn.accept(&[]).unwrap(),
                     Some(event) => got.push(event),
                     None => break,
                 }
@@ -366,7 +366,10 @@ fn plain_request_is_answered_and_closed() {
         panic!("no request")
     };
     assert!(req.upgrade.is_none());
-    assert!(conn.accept().is_err(), "a plain request cannot be upgraded");
+    assert!(
+        conn.accept(&[]).is_err(),
+        "a plain request cannot be upgraded"
+    );
     conn.respond(b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
     assert_eq!(outputs(&mut conn).len(), 1);
     assert_eq!(conn.finish(), Some(Finish::AfterFlush));
@@ -387,7 +390,7 @@ fn a_reply_to_a_message_fits_between_the_101_and_our_close() {
             wire.push(frame.to_vec());
         }
         match conn.poll_event() {
-            Some(Event::Request(_)) => conn.accept().unwrap(),
+            Some(Event::Request(_)) => conn.accept(&[]).unwrap(),
             Some(Event::Message(m)) => {
                 assert!(conn.accepts_messages(), "the Close has not been taken yet");
                 wire.push(m.data);
