@@ -215,6 +215,11 @@ impl<R: Reactor> Shard<R> {
                 if !clock_read {
                     state.now = Instant::now();
                     clock_read = true;
+                    // Whatever other threads sent before this wake-up is handled before
+                    // the sockets' events, wherever epoll put the wake-up in the batch:
+                    // a client that saw a shard's output and then acts on this shard finds
+                    // that shard's deliveries already here.
+                    state.drain_inbox();
                 }
                 state.on_event(event);
             })?;
@@ -228,6 +233,9 @@ impl<R: Reactor> Shard<R> {
             }
             self.register_accepted();
             self.fire_deadlines();
+            // Peers get this iteration's room deliveries before any client sees its output
+            // (the flush), and again after it for what ending connections planned.
+            self.state.send_to_peers();
             self.settle();
             self.state.send_to_peers();
             self.state.publish_counters(self.io.counters());

@@ -15,18 +15,24 @@
 /// Defines one `#[test]` per (pattern, io) combination running `$body`.
 ///
 /// THE list of combinations under test: adding a pattern or an I/O backend is
-/// one line here (e.g. `setup_test!($body, reuseport_epoll, "reuseport", "epoll");`).
+/// one line here (e.g. `setup_test!($body, reuseport_uring, "reuseport", "uring", [...]);`).
+/// Multi-thread patterns run with two loops (and two workers), so that rooms, senders and
+/// shutdown cross threads.
 macro_rules! for_each_setup {
     ($body:ident) => {
-        setup_test!($body, single_thread_epoll, "single-thread", "epoll");
+        setup_test!($body, single_thread_epoll, "single-thread", "epoll", []);
+        setup_test!($body, acceptor_readers_epoll, "acceptor-readers", "epoll", ["--threads", "2"]);
+        setup_test!($body, work_queue_epoll, "work-queue", "epoll", ["--workers", "2"]);
+        setup_test!($body, multi_accept_epoll, "multi-accept", "epoll", ["--threads", "2"]);
+        setup_test!($body, reuseport_epoll, "reuseport", "epoll", ["--threads", "2"]);
     };
 }
 
 macro_rules! setup_test {
-    ($body:ident, $combo:ident, $pattern:literal, $io:literal) => {
+    ($body:ident, $combo:ident, $pattern:literal, $io:literal, [$($flag:literal),*]) => {
         #[test]
         fn $combo() {
-            $body(&$crate::common::Setup::new($pattern, $io));
+            $body(&$crate::common::Setup::new($pattern, $io, &[$($flag),*]));
         }
     };
 }

@@ -54,11 +54,27 @@ pub const OP_PONG: u8 = 0xA;
 pub struct Setup {
     pub pattern: &'static str,
     pub io: &'static str,
+    /// Flags every server of this combination gets (thread counts).
+    pub flags: &'static [&'static str],
 }
 
 impl Setup {
-    pub const fn new(pattern: &'static str, io: &'static str) -> Setup {
-        Setup { pattern, io }
+    pub const fn new(pattern: &'static str, io: &'static str, flags: &'static [&'static str]) -> Setup {
+        Setup { pattern, io, flags }
+    }
+
+    /// Event loops that hold connections: how many threads a room can span.
+    pub fn loops(&self) -> usize {
+        match self.pattern {
+            "single-thread" | "work-queue" => 1,
+            _ => self
+                .flags
+                .iter()
+                .position(|f| *f == "--threads")
+                .and_then(|i| self.flags.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+        }
     }
 
     /// Starts the server for this combination with default flags.
@@ -129,6 +145,7 @@ impl Server {
             "--io",
             setup.io,
         ])
+        .args(setup.flags)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -41,6 +41,9 @@ wstest!(slow_consumer_is_kicked_sender_unaffected, |s| {
     recv_text_until(&mut snd, 10, |t| t == "rcv disconnected");
     assert_next_is_who(&mut snd, "Members of slow: snd");
     send_text(&mut snd, "still here");
+    // The /who reply comes after "still here" was handled (per-sender order), so "late"
+    // joins after it, even where a worker handles messages (work-queue).
+    assert_next_is_who(&mut snd, "Members of slow: snd");
     let mut late = server.connect("/chat/slow?name=late");
     assert_eq!(recv_text(&mut snd), "late just connected");
     send_text(&mut snd, "hello late");
