@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::io::sys;
+
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// One thread's counters (written only by that thread).
@@ -58,7 +60,7 @@ counters! {
     listener_wakeups,
     /// Listener wake-ups whose first accept returned EAGAIN.
     futile_accepts,
-    /// The thread's voluntary context switches (sleeps), refreshed while it is awake.
+    /// The thread's voluntary context switches (sleeps), read from /proc when reported.
     voluntary_switches,
     /// Vectored write system calls.
     writev,
@@ -105,6 +107,24 @@ pub struct ThreadStats {
     pub id: usize,
     pub role: &'static str,
     pub counters: Counters,
+    /// The kernel's id of the thread, once it runs (0 before).
+    tid: AtomicU64,
+}
+
+impl ThreadStats {
+    /// Records that these are the calling thread's stats (call first thing in the thread).
+    pub fn bind_current_thread(&self) {
+        self.tid.store(sys::current_thread_id(), Relaxed);
+    }
+
+    fn snapshot(&self) -> CounterValues {
+        let mut values = self.counters.snapshot();
+        let tid = self.tid.load(Relaxed);
+        if tid != 0 {
+            values.voluntary_switches = sys::voluntary_switches_of(tid).unwrap_or(0);
+        }
+        values
+    }
 }
 
 /// Every thread's stats, for reading from anywhere.
@@ -151,6 +171,7 @@ impl StatsRegistry {
             id: threads.len(),
             role,
             counters: Counters::default(),
+            tid: AtomicU64::new(0),
         });
         threads.push(stats.clone());
         stats
@@ -163,7 +184,7 @@ impl StatsRegistry {
             .map(|t| ThreadReport {
                 id: t.id,
                 role: t.role,
-                counters: t.counters.snapshot(),
+                counters: t.snapshot(),
             })
             .collect();
         let mut totals = CounterValues::default();

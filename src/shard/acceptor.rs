@@ -51,6 +51,7 @@ impl<R: Reactor> Acceptor<R> {
 
     /// Accepts until `InboxMsg::Stop`.
     pub fn run(&mut self) -> io::Result<()> {
+        self.stats.bind_current_thread();
         let hub = self.hub.clone();
         let mut batches: Vec<Vec<(TcpStream, SocketAddr)>> =
             (0..hub.shard_count()).map(|_| Vec::new()).collect();

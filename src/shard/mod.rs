@@ -42,7 +42,7 @@ pub use work::{WorkDone, WorkItem, WorkQueue};
 
 use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, Route};
 use crate::config::Config;
-use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor, sys};
+use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor};
 use crate::net;
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
 use crate::ws::Event as WsEvent;
@@ -62,9 +62,6 @@ pub struct MemberId {
     pub shard: usize,
     pub conn: ConnId,
 }
-
-/// How often a busy loop refreshes its voluntary-context-switch count (one getrusage).
-const SWITCHES_REFRESH: Duration = Duration::from_secs(1);
 
 /// What a connection is, once its request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +130,6 @@ struct State {
     stopping: bool,
     listeners_closed: bool,
     now: Instant,
-    switches_refreshed: Instant,
 }
 
 /// One event loop and the connections it owns.
@@ -178,7 +174,6 @@ impl<R: Reactor> Shard<R> {
                 stopping: false,
                 listeners_closed: false,
                 now,
-                switches_refreshed: now,
             },
         }
     }
@@ -204,6 +199,7 @@ impl<R: Reactor> Shard<R> {
 
     /// Runs until `InboxMsg::Stop` and every connection has closed.
     pub fn run(&mut self) -> io::Result<()> {
+        self.state.stats.bind_current_thread();
         while !(self.state.stopping && self.state.conns.is_empty()) {
             let timeout = self
                 .state
@@ -532,7 +528,6 @@ impl State {
                 chat::PAGE_HTML.as_bytes(),
             )),
             Ok(Route::Stats) => {
-                self.refresh_switches();
                 let body = self.registry.report(self.now).to_json();
                 let response = http_response(200, &[], "application/json", &body);
                 if let Some(conn) = self.conns.get_mut(id) {
@@ -741,14 +736,6 @@ impl State {
         }
     }
 
-    fn refresh_switches(&mut self) {
-        set(
-            &self.stats.counters.voluntary_switches,
-            sys::thread_voluntary_switches(),
-        );
-        self.switches_refreshed = self.now;
-    }
-
     fn publish_counters(&mut self, io: crate::io::IoCounters) {
         let c = &self.stats.counters;
         set(&c.wakeups, io.wakeups);
@@ -759,9 +746,6 @@ impl State {
         set(&c.members, self.chat.member_count() as u64);
         if let Some(work) = &self.work {
             set(&c.queue_depth, work.depth() as u64);
-        }
-        if self.now.duration_since(self.switches_refreshed) >= SWITCHES_REFRESH {
-            self.refresh_switches();
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn run_worker(
     cost: Duration,
     stats: Arc<ThreadStats>,
 ) {
+    stats.bind_current_thread();
     while let Ok(item) = items.recv() {
         let intent = chat::interpret(&item.name, &item.message);
         burn(cost);

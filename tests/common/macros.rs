@@ -21,10 +21,34 @@
 macro_rules! for_each_setup {
     ($body:ident) => {
         setup_test!($body, single_thread_epoll, "single-thread", "epoll", []);
-        setup_test!($body, acceptor_readers_epoll, "acceptor-readers", "epoll", ["--threads", "2"]);
-        setup_test!($body, work_queue_epoll, "work-queue", "epoll", ["--workers", "2"]);
-        setup_test!($body, multi_accept_epoll, "multi-accept", "epoll", ["--threads", "2"]);
-        setup_test!($body, reuseport_epoll, "reuseport", "epoll", ["--threads", "2"]);
+        setup_test!(
+            $body,
+            acceptor_readers_epoll,
+            "acceptor-readers",
+            "epoll",
+            ["--threads", "2"]
+        );
+        setup_test!(
+            $body,
+            work_queue_epoll,
+            "work-queue",
+            "epoll",
+            ["--workers", "2"]
+        );
+        setup_test!(
+            $body,
+            multi_accept_epoll,
+            "multi-accept",
+            "epoll",
+            ["--threads", "2"]
+        );
+        setup_test!(
+            $body,
+            reuseport_epoll,
+            "reuseport",
+            "epoll",
+            ["--threads", "2"]
+        );
     };
 }
 

@@ -59,7 +59,11 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub const fn new(pattern: &'static str, io: &'static str, flags: &'static [&'static str]) -> Setup {
+    pub const fn new(
+        pattern: &'static str,
+        io: &'static str,
+        flags: &'static [&'static str],
+    ) -> Setup {
         Setup { pattern, io, flags }
     }
 
@@ -472,6 +476,69 @@ pub fn join_room(server: &Server, room: &str, names: &[&str]) -> Vec<Ws> {
         members.push(ws);
     }
     members
+}
+
+/// A chat client and the server thread serving it.
+pub struct Member {
+    pub name: String,
+    pub ws: Ws,
+    /// The `X-Wschat-Thread` of its 101: the id of the serving thread in /stats.
+    pub thread: u64,
+}
+
+/// Handshake to `ws://addr/path` that must succeed; also returns the serving thread's id.
+pub fn connect_on_thread(addr: SocketAddr, path: &str) -> (Ws, u64) {
+    let stream = TcpStream::connect(addr).expect("tcp connect to server");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let url = format!("ws://{addr}{path}");
+    let (ws, response) = tungstenite::client(url.as_str(), stream)
+        .unwrap_or_else(|e| panic!("handshake to {url}: {e:?}"));
+    let thread = response
+        .headers()
+        .get("x-wschat-thread")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no X-Wschat-Thread in {response:?}"));
+    (ws, thread)
+}
+
+/// Members of `room` on at least two server threads where the pattern has two loops
+/// (one otherwise). The kernel decides where a connection lands, so clients join in
+/// concurrent batches of 4 until their threads differ (bounded: 16 batches). After each
+/// batch a sentinel member joins alone and everyone reads up to its join notice, so on
+/// return every member has read every notice and nothing is pending.
+pub fn join_spanning(server: &Server, room: &str) -> Vec<Member> {
+    let want = server.setup.loops().min(2);
+    let addr = server.addr();
+    let mut members: Vec<Member> = Vec::new();
+    for round in 0..16 {
+        let batch: Vec<_> = (0..4)
+            .map(|i| {
+                let (name, path) = (format!("m{round}-{i}"), format!("/chat/{room}"));
+                thread::spawn(move || {
+                    let (ws, thread) = connect_on_thread(addr, &format!("{path}?name={name}"));
+                    Member { name, ws, thread }
+                })
+            })
+            .collect();
+        members.extend(batch.into_iter().map(|h| h.join().expect("join batch")));
+        let name = format!("s{round}");
+        let (ws, thread) = connect_on_thread(addr, &format!("/chat/{room}?name={name}"));
+        let notice = format!("{name} just connected");
+        for m in members.iter_mut() {
+            recv_text_until(&mut m.ws, 128, |t| t == notice);
+        }
+        members.push(Member { name, ws, thread });
+        let mut threads: Vec<u64> = members.iter().map(|m| m.thread).collect();
+        threads.sort();
+        threads.dedup();
+        if threads.len() >= want {
+            return members;
+        }
+    }
+    panic!("16 batches of clients all landed on one server thread");
 }
 
 /// Asserts that `ws` has nothing pending from the server except what a

@@ -14,3 +14,5 @@ mod frames;
 mod handshake;
 mod http;
 mod lifecycle;
+mod patterns;
+mod threads;
