@@ -64,7 +64,13 @@ if ! $quick; then
     elif ((setup != 0)); then
         failed+=("autobahn (setup)")
     else
-        run autobahn bash scripts/autobahn.sh
+        # Every pattern, multi-thread ones with two loops (or two workers): the protocol
+        # must not depend on how threads are arranged.
+        run "autobahn single-thread" bash scripts/autobahn.sh --pattern single-thread
+        run "autobahn acceptor-readers" bash scripts/autobahn.sh --pattern acceptor-readers -- --threads 2
+        run "autobahn work-queue" bash scripts/autobahn.sh --pattern work-queue -- --workers 2
+        run "autobahn multi-accept" bash scripts/autobahn.sh --pattern multi-accept -- --threads 2
+        run "autobahn reuseport" bash scripts/autobahn.sh --pattern reuseport -- --threads 2
     fi
 fi
 

@@ -205,15 +205,16 @@ impl Report {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
-    /// One line for `--stats-interval`: totals as rates since `previous`, plus what makes
-    /// imbalance visible (active connections and wake-ups per thread).
+    /// One line for `--stats-interval`: totals as rates since `previous`, then per thread
+    /// what makes imbalance and wasted wake-ups visible: connections held, frames sent per
+    /// second, wake-ups and sleeps (voluntary context switches) per second.
     pub fn interval_line(&self, previous: &Report) -> String {
         let secs = (self.uptime_secs - previous.uptime_secs).max(1e-9);
         let rate = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / secs;
         let (t, p) = (&self.totals, &previous.totals);
         let mut line = format!(
             "stats t={:.1}s active={} accepted/s={:.0} frames_in/s={:.0} frames_out/s={:.0} \
-             writev/s={:.0} wakeups/s={:.0} kicks={} queue={} threads[active/wakeups/s]=",
+             writev/s={:.0} wakeups/s={:.0} kicks={} queue={} |",
             self.uptime_secs,
             t.active,
             rate(t.accepted, p.accepted),
@@ -225,12 +226,16 @@ impl Report {
             t.queue_depth,
         );
         for (now, before) in self.threads.iter().zip(&previous.threads) {
+            let (n, b) = (&now.counters, &before.counters);
             let _ = write!(
                 line,
-                " {}:{}/{:.0}",
+                " {}{}: active={} out/s={:.0} wake/s={:.0} sleep/s={:.0};",
                 now.role,
-                now.counters.active,
-                rate(now.counters.wakeups, before.counters.wakeups)
+                now.id,
+                n.active,
+                rate(n.frames_out, b.frames_out),
+                rate(n.wakeups, b.wakeups),
+                rate(n.voluntary_switches, b.voluntary_switches),
             );
         }
         line
@@ -258,5 +263,23 @@ mod tests {
         assert_eq!(json["threads"][0]["accepted"], 2);
         assert_eq!(json["totals"]["accepted"], 5);
         assert_eq!(json["pattern"], "single-thread");
+    }
+
+    #[test]
+    fn interval_line_shows_rates_and_each_thread() {
+        let start = Instant::now();
+        let registry = StatsRegistry::new("reuseport", "epoll", start);
+        let a = registry.add_thread("loop");
+        registry.add_thread("loop");
+        let mut before = registry.report(start);
+        before.uptime_secs = 1.0;
+        bump(&a.counters.frames_out, 500);
+        set(&a.counters.active, 7);
+        let mut now = registry.report(start);
+        now.uptime_secs = 3.0;
+        let line = now.interval_line(&before);
+        assert!(line.contains("frames_out/s=250"), "{line}");
+        assert!(line.contains("loop0: active=7 out/s=250"), "{line}");
+        assert!(line.contains("loop1: active=0 out/s=0"), "{line}");
     }
 }

@@ -223,6 +223,18 @@ mod tests {
     }
 
     #[test]
+    fn the_101_carries_the_servers_extra_headers_before_the_blank_line() {
+        let response = switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", &[("X-Wschat-Thread", "3")]);
+        let text = String::from_utf8(response).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.ends_with("\r\nX-Wschat-Thread: 3\r\n\r\n"), "{text}");
+    }
+
+    #[test]
     fn valid_upgrade() {
         let req = parse_request(upgrade_head("Origin: http://example.com\r\n").as_bytes()).unwrap();
         assert_eq!(req.path, "/chat");
