@@ -148,6 +148,28 @@ pub struct Args {
     #[arg(long, env = "WSCHAT_CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
+    /// Ping a connection that has sent no complete frame for this long (0s: never).
+    #[arg(long, env = "WSCHAT_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Close (1001) a connection that has sent no complete frame, pongs included, for this
+    /// long (0s: never). A frame trickled in slower than this does not count as activity.
+    #[arg(long, env = "WSCHAT_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// At SIGINT/SIGTERM, how long closing handshakes may take before the server exits anyway.
+    #[arg(long, env = "WSCHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// An Origin allowed to open WebSockets (repeatable, e.g. https://chat.example.com);
+    /// others get 403. Default: any origin (see the README's security note).
+    #[arg(
+        long = "allowed-origin",
+        env = "WSCHAT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Print a stats line on stderr at this interval (e.g. 1s).
     #[arg(long, env = "WSCHAT_STATS_INTERVAL", value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,

@@ -45,6 +45,27 @@ pub struct Config {
     pub pin: bool,
     /// Flags given that the chosen pattern does not use (reported at start-up).
     pub ignored_flags: Vec<&'static str>,
+    pub heartbeat: Heartbeat,
+    pub shutdown_timeout: Duration,
+    /// Origins allowed to open WebSockets; empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Keeping connections honest: pings to the quiet ones, a close for the silent ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub ping_interval: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Heartbeat {
+    /// The shortest of the two intervals, if either is on.
+    pub fn shortest(&self) -> Option<Duration> {
+        match (self.ping_interval, self.idle_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -57,8 +78,14 @@ pub enum ConfigError {
     MaxConnsOverFdLimit { requested: u64, allowed: u64 },
     #[error("--max-message must be at least 125 bytes (a control frame's payload)")]
     MaxMessageTooSmall,
-    #[error("--close-timeout and --handshake-timeout must be between 1ms and 24h")]
+    #[error(
+        "--close-timeout, --handshake-timeout and --shutdown-timeout must be between 1ms and 24h; --ping-interval and --idle-timeout 0s (off) or between 1ms and 24h"
+    )]
     TimeoutOutOfRange,
+    #[error(
+        "--ping-interval must be shorter than --idle-timeout, or the pings could never be answered in time"
+    )]
+    PingNotBeforeIdle,
 }
 
 impl Config {
@@ -78,8 +105,30 @@ impl Config {
         }
         // Deadlines are `now + timeout`: bounding the timeout keeps that sum representable.
         let in_range = |d: Duration| (Duration::from_millis(1)..=MAX_TIMEOUT).contains(&d);
-        if !in_range(args.close_timeout) || !in_range(args.handshake_timeout) {
+        if !in_range(args.close_timeout)
+            || !in_range(args.handshake_timeout)
+            || !in_range(args.shutdown_timeout)
+        {
             return Err(ConfigError::TimeoutOutOfRange);
+        }
+        let optional = |d: Duration| -> Result<Option<Duration>, ConfigError> {
+            match d {
+                Duration::ZERO => Ok(None),
+                d if in_range(d) => Ok(Some(d)),
+                _ => Err(ConfigError::TimeoutOutOfRange),
+            }
+        };
+        let heartbeat = Heartbeat {
+            ping_interval: optional(args.ping_interval)?,
+            idle_timeout: optional(args.idle_timeout)?,
+        };
+        if let Heartbeat {
+            ping_interval: Some(ping),
+            idle_timeout: Some(idle),
+        } = heartbeat
+            && ping >= idle
+        {
+            return Err(ConfigError::PingNotBeforeIdle);
         }
         let cpus: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -108,6 +157,9 @@ impl Config {
             .map(|(flag, _)| flag)
             .collect();
         Ok(Config {
+            heartbeat,
+            shutdown_timeout: args.shutdown_timeout,
+            allowed_origins: args.allowed_origins,
             threads: if uses("--threads") {
                 args.threads.map_or(default_threads, usize::from)
             } else {

@@ -76,6 +76,10 @@ counters! {
     handshake_timeouts,
     /// Times accepting paused because descriptors or memory ran out.
     accept_pauses,
+    /// Heartbeat pings sent to quiet connections.
+    pings_sent,
+    /// Connections closed (1001) for sending nothing for --idle-timeout.
+    idle_closes,
     /// Chat members this thread holds now.
     members,
     /// Accepted connections handed to another thread (acceptor-readers' acceptor).

@@ -260,12 +260,17 @@ fn start_helpers(
         .spawn(move || {
             if let Ok(signal) = signals.wait() {
                 eprintln!(
-                    "wschat: {}: closing connections with 1001",
+                    "wschat: {}: closing connections with 1001 (again to exit at once)",
                     signal_name(signal)
                 );
                 for inbox in &stop {
                     inbox.push(InboxMsg::Stop);
                 }
+            }
+            // An operator who asks twice does not want to wait for closing handshakes.
+            if let Ok(signal) = signals.wait() {
+                eprintln!("wschat: second {}: exiting now", signal_name(signal));
+                std::process::exit(1);
             }
         })
         .context("spawning the signal watcher")?;

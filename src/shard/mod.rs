@@ -22,6 +22,7 @@
 //! apply what they return.
 
 pub mod acceptor;
+pub mod heartbeat;
 pub mod hub;
 pub mod inbox;
 pub mod work;
@@ -48,6 +49,7 @@ use crate::stats::{StatsRegistry, ThreadStats, bump, set};
 use crate::ws::Event as WsEvent;
 use crate::ws::handshake::http_response;
 use crate::ws::{CloseCode, Connection, Finish, HandshakeError, Message, Request, SharedFrame};
+use heartbeat::HeartbeatWheel;
 
 /// How long accepting pauses after running out of descriptors or memory: long enough for
 /// some connections to close, short enough that a burst of 503s is not needed.
@@ -90,6 +92,10 @@ struct Conn {
     awaiting_work: bool,
     /// The reactor was told to stop reading it (follows `awaiting_work` at each flush).
     reading_paused: bool,
+    /// When the last complete frame (a pong included) arrived, or the upgrade was done.
+    last_heard: Instant,
+    /// A heartbeat ping went out since `last_heard`.
+    pinged: bool,
     /// On the `dirty` list already.
     dirty: bool,
     /// The peer will send nothing more (FIN or error).
@@ -128,7 +134,12 @@ struct State {
     stats: Arc<ThreadStats>,
     registry: Arc<StatsRegistry>,
     stopping: bool,
+    /// When a stopping shard gives up on unfinished closing handshakes.
+    stop_deadline: Option<Instant>,
     listeners_closed: bool,
+    /// Open connections' heartbeat deadlines (None: heartbeats off).
+    heartbeats: Option<HeartbeatWheel>,
+    heartbeats_due: Vec<heartbeat::Entry>,
     now: Instant,
 }
 
@@ -153,7 +164,6 @@ impl<R: Reactor> Shard<R> {
         Shard {
             io,
             state: State {
-                config,
                 index,
                 hub,
                 conns: Slab::new(),
@@ -169,10 +179,17 @@ impl<R: Reactor> Shard<R> {
                 kicks: Vec::new(),
                 fanning_out: false,
                 inbox_batch: Vec::new(),
+                heartbeats: config
+                    .heartbeat
+                    .shortest()
+                    .map(|interval| HeartbeatWheel::new(interval, now)),
+                config,
                 stats,
                 registry,
                 stopping: false,
+                stop_deadline: None,
                 listeners_closed: false,
+                heartbeats_due: Vec::new(),
                 now,
             },
         }
@@ -200,7 +217,7 @@ impl<R: Reactor> Shard<R> {
     /// Runs until `InboxMsg::Stop` and every connection has closed.
     pub fn run(&mut self) -> io::Result<()> {
         self.state.stats.bind_current_thread();
-        while !(self.state.stopping && self.state.conns.is_empty()) {
+        while !self.state.stopped() {
             let timeout = self
                 .state
                 .next_deadline()
@@ -265,6 +282,8 @@ impl<R: Reactor> Shard<R> {
                 serial: state.next_serial,
                 awaiting_work: false,
                 reading_paused: false,
+                last_heard: state.now,
+                pinged: false,
                 dirty: false,
                 peer_done: false,
                 write_shut: false,
@@ -278,6 +297,7 @@ impl<R: Reactor> Shard<R> {
 
     fn fire_deadlines(&mut self) {
         let now = self.state.now;
+        self.state.fire_heartbeats();
         while let Some(&Reverse((at, id))) = self.state.timers.peek() {
             if at > now {
                 break;
@@ -457,6 +477,7 @@ impl State {
     /// Shutdown: Close 1001 to every open session; pending handshakes are dropped.
     fn stop(&mut self) {
         self.stopping = true;
+        self.stop_deadline = Some(self.now + self.config.shutdown_timeout);
         self.paused_listeners.clear();
         let ids: Vec<ConnId> = self.conns.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -495,10 +516,12 @@ impl State {
             self.fan_out();
         }
         if let Some(conn) = self.conns.get_mut(id) {
-            bump(
-                &self.stats.counters.frames_in,
-                conn.ws.take_frames_received(),
-            );
+            let frames = conn.ws.take_frames_received();
+            if frames > 0 {
+                conn.last_heard = self.now;
+                conn.pinged = false;
+            }
+            bump(&self.stats.counters.frames_in, frames);
         }
         self.mark_dirty(id);
     }
@@ -514,7 +537,7 @@ impl State {
             conn.ws.reject(&HandshakeError::OverCapacity);
             return;
         }
-        let route = chat::route(request);
+        let route = chat::route(request, &self.config.allowed_origins);
         conn.role = match route {
             Ok(Route::Echo) => Role::Echo,
             Ok(Route::Join { .. }) => Role::Member,
@@ -538,8 +561,11 @@ impl State {
                 let thread = self.stats.id.to_string();
                 // A plain request never routes to Echo or Join, so accept cannot fail here.
                 let accepted = conn.ws.accept(&[(THREAD_HEADER, &thread)]).is_ok();
+                conn.last_heard = self.now;
+                let port = conn.peer.port();
+                self.file_heartbeat(id);
                 if let (true, Ok(Route::Join { room, name })) = (accepted, route) {
-                    let name = name.unwrap_or_else(|| Name::default_for_port(conn.peer.port()));
+                    let name = name.unwrap_or_else(|| Name::default_for_port(port));
                     let member = self.member(id);
                     self.chat.join(
                         &mut self.hub.roster(),
@@ -730,10 +756,72 @@ impl State {
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
         let paused = self.paused_listeners.iter().map(|(at, _)| *at).min();
-        match (timer, paused) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let heartbeat = self.heartbeats.as_ref().and_then(|w| w.next_deadline());
+        [timer, paused, heartbeat, self.stop_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Done: stopping, and every connection is gone or the shutdown timeout has passed
+    /// (what is left is dropped with the reactor).
+    fn stopped(&self) -> bool {
+        self.stopping
+            && (self.conns.is_empty() || self.stop_deadline.is_some_and(|t| self.now >= t))
+    }
+
+    /// Files an open connection's next heartbeat check: its ping deadline (or, once pinged,
+    /// another interval to look again) and its idle deadline, whichever comes first.
+    fn file_heartbeat(&mut self, id: ConnId) {
+        let (Some(wheel), Some(conn)) = (&mut self.heartbeats, self.conns.get(id)) else {
+            return;
+        };
+        let beat = self.config.heartbeat;
+        let ping = beat.ping_interval.map(|p| {
+            if conn.pinged {
+                self.now + p
+            } else {
+                conn.last_heard + p
+            }
+        });
+        let idle = beat.idle_timeout.map(|t| conn.last_heard + t);
+        if let Some(at) = [ping, idle].into_iter().flatten().min() {
+            wheel.insert(at, (id, conn.serial));
         }
+    }
+
+    /// Pings the connections that have been quiet for --ping-interval and closes (1001)
+    /// those silent for --idle-timeout; files the others' next check.
+    fn fire_heartbeats(&mut self) {
+        let Some(wheel) = &mut self.heartbeats else {
+            return;
+        };
+        let mut due = std::mem::take(&mut self.heartbeats_due);
+        wheel.expire(self.now, &mut due);
+        let beat = self.config.heartbeat;
+        for (id, serial) in due.drain(..) {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if conn.serial != serial || !conn.ws.is_open() {
+                continue; // replaced, or closing under its own deadline
+            }
+            let quiet = self.now.saturating_duration_since(conn.last_heard);
+            if beat.idle_timeout.is_some_and(|t| quiet >= t) {
+                conn.ws.close(CloseCode::GOING_AWAY, self.now);
+                bump(&self.stats.counters.idle_closes, 1);
+                self.pump(id);
+                continue;
+            }
+            if beat.ping_interval.is_some_and(|p| quiet >= p) && !conn.pinged {
+                conn.ws.ping(b"wschat");
+                conn.pinged = true;
+                bump(&self.stats.counters.pings_sent, 1);
+                self.pump(id);
+            }
+            self.file_heartbeat(id);
+        }
+        self.heartbeats_due = due;
     }
 
     fn publish_counters(&mut self, io: crate::io::IoCounters) {

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use super::close::{CloseCode, parse_close_payload};
 use super::error::{HandshakeError, ProtocolError};
-use super::frame::{FrameHeader, MAX_HEADER_LEN, Opcode, SharedFrame, server_frame};
+use super::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, Opcode, SharedFrame, server_frame,
+};
 use super::handshake::{
     MAX_REQUEST_HEAD, Request, error_response, find_head_end, parse_request, switching_protocols,
 };
@@ -349,6 +351,15 @@ impl Connection {
                 self.phase = Phase::Closed(Finish::Now);
             }
             Phase::Closing { .. } | Phase::Closed(_) => {}
+        }
+    }
+
+    /// Queues a ping carrying `payload` (at most 125 bytes; longer is cut) if the session is
+    /// open: a heartbeat. The peer answers with a pong, which counts as a received frame.
+    pub fn ping(&mut self, payload: &[u8]) {
+        if matches!(self.phase, Phase::Open) {
+            let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+            self.output(server_frame(Opcode::Ping, &[payload]), false);
         }
     }
 

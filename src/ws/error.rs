@@ -100,6 +100,8 @@ pub enum HandshakeError {
     InvalidName(String),
     #[error("server is at its connection limit")]
     OverCapacity,
+    #[error("origin {0} is not allowed (see --allowed-origin)")]
+    ForbiddenOrigin(String),
 }
 
 impl HandshakeError {
@@ -111,6 +113,7 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion => 426,
             HandshakeError::NotFound(_) => 404,
             HandshakeError::OverCapacity => 503,
+            HandshakeError::ForbiddenOrigin(_) => 403,
             HandshakeError::Malformed(_)
             | HandshakeError::NotHttp11
             | HandshakeError::MissingHost

@@ -418,3 +418,23 @@ fn oversized_head_arriving_whole_gets_431() {
     assert!(out[0].starts_with(b"HTTP/1.1 431 "));
     assert!(matches!(events_seen[..], [Event::HandshakeFailed(_)]));
 }
+
+#[test]
+fn a_heartbeat_ping_goes_out_only_while_open_and_its_pong_counts_as_a_frame() {
+    let (mut conn, now) = open();
+    conn.take_frames_received();
+    conn.ping(b"hb");
+    let ping = conn.poll_output().expect("the ping");
+    assert_eq!(&ping[..], &[0x89, 2, b'h', b'b']);
+    conn.handle_input(&frame(true, 0xA, b"hb"));
+    assert_eq!(
+        conn.take_frames_received(),
+        1,
+        "the pong is a received frame"
+    );
+    assert_eq!(conn.poll_event(), None, "a pong is not an event");
+    conn.close(CloseCode::GOING_AWAY, now);
+    while conn.poll_output().is_some() {}
+    conn.ping(b"late");
+    assert!(conn.poll_output().is_none(), "no ping after our Close");
+}

@@ -1,0 +1,143 @@
+//! Heartbeat deadlines for every open connection of a shard, kept in a timing wheel.
+//!
+//! Each open connection has one entry: when to look at it next (its ping or idle deadline,
+//! computed from when a complete frame last arrived). An entry costs O(1) to add and O(1)
+//! when its slot comes round; a connection that was heard from meanwhile is not touched on
+//! every frame, it is simply put back with its new deadline when its old one comes round
+//! (at most one move per connection per interval). That keeps heartbeats O(1) per
+//! connection per interval at any number of connections, where a heap would pay a log on
+//! every frame and a scan would pay for every connection on every tick.
+//!
+//! The wheel is coarse on purpose: a deadline fires up to one tick late, and a tick is a
+//! 32nd of the shortest interval (at least 1 ms). Deadlines beyond the wheel's horizon wait
+//! in the last slot and are re-filed when it comes round.
+//!
+//! Must never: read the clock (time is passed in), or touch a connection.
+
+use std::time::{Duration, Instant};
+
+use crate::io::ConnId;
+
+/// Slots per wheel; with ticks of a 32nd of the interval, the horizon is two intervals.
+const SLOTS: usize = 64;
+const TICKS_PER_INTERVAL: u32 = 32;
+
+/// A connection's key and serial: an entry for a connection that was replaced is ignored.
+pub type Entry = (ConnId, u64);
+
+#[derive(Debug)]
+pub struct HeartbeatWheel {
+    tick: Duration,
+    origin: Instant,
+    /// The first tick not yet expired.
+    next_tick: u64,
+    slots: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl HeartbeatWheel {
+    /// A wheel for deadlines at least `interval` apart (the shortest heartbeat interval).
+    pub fn new(interval: Duration, now: Instant) -> HeartbeatWheel {
+        HeartbeatWheel {
+            tick: (interval / TICKS_PER_INTERVAL).max(Duration::from_millis(1)),
+            origin: now,
+            next_tick: 0,
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Files `entry` to expire at `at` (rounded up to a tick; at the latest at the horizon).
+    pub fn insert(&mut self, at: Instant, entry: Entry) {
+        let tick = self
+            .tick_at_or_after(at)
+            .clamp(self.next_tick, self.next_tick + SLOTS as u64 - 1);
+        self.slots[(tick % SLOTS as u64) as usize].push(entry);
+        self.len += 1;
+    }
+
+    /// When the next non-empty slot comes round, if any entry is filed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        (self.next_tick..self.next_tick + SLOTS as u64)
+            .find(|t| !self.slots[(t % SLOTS as u64) as usize].is_empty())
+            .map(|t| self.origin + self.tick * t as u32)
+    }
+
+    /// Moves every entry whose tick has come by `now` into `due`.
+    pub fn expire(&mut self, now: Instant, due: &mut Vec<Entry>) {
+        let now_tick =
+            now.saturating_duration_since(self.origin).as_nanos() / self.tick.as_nanos().max(1);
+        let now_tick = now_tick as u64;
+        // A long stall passes every slot once, not once per missed round.
+        let last = now_tick.min(self.next_tick + SLOTS as u64 - 1);
+        while self.len > 0 && self.next_tick <= last {
+            let slot = &mut self.slots[(self.next_tick % SLOTS as u64) as usize];
+            self.len -= slot.len();
+            due.append(slot);
+            self.next_tick += 1;
+        }
+        self.next_tick = self.next_tick.max(now_tick + 1);
+    }
+
+    fn tick_at_or_after(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin).as_nanos();
+        since.div_ceil(self.tick.as_nanos().max(1)) as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn entries_expire_at_their_tick_not_before() {
+        let t0 = Instant::now();
+        let mut wheel = HeartbeatWheel::new(320 * MS, t0); // 10 ms ticks
+        wheel.insert(t0 + 25 * MS, (1, 0));
+        wheel.insert(t0 + 95 * MS, (2, 0));
+        assert_eq!(wheel.next_deadline(), Some(t0 + 30 * MS));
+        let mut due = Vec::new();
+        wheel.expire(t0 + 29 * MS, &mut due);
+        assert!(due.is_empty());
+        wheel.expire(t0 + 30 * MS, &mut due);
+        assert_eq!(due, [(1, 0)]);
+        assert_eq!(wheel.next_deadline(), Some(t0 + 100 * MS));
+        wheel.expire(t0 + 500 * MS, &mut due);
+        assert_eq!(due, [(1, 0), (2, 0)]);
+        assert!(wheel.is_empty() && wheel.next_deadline().is_none());
+    }
+
+    #[test]
+    fn a_deadline_past_the_horizon_waits_in_the_last_slot() {
+        let t0 = Instant::now();
+        let mut wheel = HeartbeatWheel::new(320 * MS, t0);
+        wheel.insert(t0 + 10_000 * MS, (7, 3));
+        let mut due = Vec::new();
+        wheel.expire(t0 + 630 * MS, &mut due);
+        assert_eq!(due, [(7, 3)], "comes round at the horizon, to be re-filed");
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_fires_at_the_next_expiry() {
+        let t0 = Instant::now();
+        let mut wheel = HeartbeatWheel::new(320 * MS, t0);
+        let mut due = Vec::new();
+        wheel.expire(t0 + 1000 * MS, &mut due);
+        wheel.insert(t0, (4, 0));
+        wheel.expire(t0 + 1010 * MS, &mut due);
+        assert_eq!(due, [(4, 0)]);
+    }
+}
