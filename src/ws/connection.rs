@@ -227,12 +227,14 @@ impl Connection {
     /// The peer finished sending (read returned 0) or the transport failed.
     pub fn handle_eof(&mut self) {
         match self.phase {
+            // What is queued (replies to its last messages) still goes out: the peer may only
+            // have half-closed, and a peer that is really gone makes the send fail at once.
             Phase::Open => {
                 self.event(Event::Closed {
                     code: CloseCode::ABNORMAL,
                     by_peer: true,
                 });
-                self.phase = Phase::Closed(Finish::Now);
+                self.phase = Phase::Closed(Finish::AfterFlush);
             }
             // A queued response or Close still goes out: the peer may only have half-closed.
             Phase::Closed(_) => {}

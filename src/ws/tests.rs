@@ -355,7 +355,8 @@ fn eof_while_open_is_abnormal() {
             by_peer: true
         }]
     );
-    assert_eq!(conn.finish(), Some(Finish::Now));
+    // Replies already queued may still reach a peer that only half-closed.
+    assert_eq!(conn.finish(), Some(Finish::AfterFlush));
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod chat;
 mod echo;
 mod frames;
 mod handshake;
+mod hardening;
 mod http;
 mod lifecycle;
 mod patterns;
