@@ -12,8 +12,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use rustix::time::{
-    ClockId, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec,
-    clock_gettime, timerfd_create, timerfd_settime,
+    ClockId, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, clock_gettime,
+    timerfd_create, timerfd_settime,
 };
 
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -46,7 +46,11 @@ impl DeadlineTimer {
     }
 
     pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
-        registry.register(&mut SourceFd(&self.fd.as_raw_fd()), token, Interest::READABLE)
+        registry.register(
+            &mut SourceFd(&self.fd.as_raw_fd()),
+            token,
+            Interest::READABLE,
+        )
     }
 
     /// Arms the timer to fire at `deadline_ns` (CLOCK_MONOTONIC); a deadline already in the

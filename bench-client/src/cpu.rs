@@ -205,22 +205,37 @@ mod tests {
             sys_us: 0,
         };
         let before = ProcessCpu {
-            total: CpuTime { user_us: 10, sys_us: 5 },
+            total: CpuTime {
+                user_us: 10,
+                sys_us: 5,
+            },
             threads: vec![t(1, 10)],
         };
         let after = ProcessCpu {
-            total: CpuTime { user_us: 30, sys_us: 6 },
+            total: CpuTime {
+                user_us: 30,
+                sys_us: 6,
+            },
             threads: vec![t(1, 25), t(2, 5)],
         };
         let d = process_cpu_delta(&before, &after);
-        assert_eq!(d.total, CpuTime { user_us: 20, sys_us: 1 });
+        assert_eq!(
+            d.total,
+            CpuTime {
+                user_us: 20,
+                sys_us: 1
+            }
+        );
         assert_eq!(d.threads[0].user_us, 15);
         assert_eq!(d.threads[1].user_us, 5);
     }
 
     #[test]
     fn busy_fraction() {
-        let cpu = CpuTime { user_us: 1_500_000, sys_us: 300_000 };
+        let cpu = CpuTime {
+            user_us: 1_500_000,
+            sys_us: 300_000,
+        };
         let f = busy_per_thread(cpu, Duration::from_secs(1), 2);
         assert!((f - 0.9).abs() < 1e-9);
     }

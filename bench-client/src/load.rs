@@ -176,8 +176,14 @@ pub struct LoadOutcome {
 enum State {
     /// Not started yet (waiting for a connect slot).
     Idle,
-    Connecting { since_ns: u64 },
-    Upgrading { since_ns: u64, key: String, head: Vec<u8> },
+    Connecting {
+        since_ns: u64,
+    },
+    Upgrading {
+        since_ns: u64,
+        key: String,
+        head: Vec<u8>,
+    },
     Open,
     Closed,
 }
@@ -251,7 +257,9 @@ impl Loader {
     /// How many deliveries one message from a member of `room` should make right now.
     fn fanout(&self, room: usize) -> u64 {
         match self.cfg.target {
-            Target::Chat { .. } => self.shared.room_members[room].load(Relaxed).saturating_sub(1),
+            Target::Chat { .. } => self.shared.room_members[room]
+                .load(Relaxed)
+                .saturating_sub(1),
             Target::Echo => 1,
         }
     }
@@ -290,13 +298,18 @@ impl Loader {
     /// Drives connect -> upgrade -> open on any event for a connection not yet open.
     fn advance_handshake(&mut self, idx: usize) {
         if let State::Connecting { since_ns } = self.conns[idx].state {
-            let Some(stream) = &self.conns[idx].stream else { return };
+            let Some(stream) = &self.conns[idx].stream else {
+                return;
+            };
             match connect_finished(stream) {
                 Ok(false) => return,
                 Ok(true) => {
                     let key = wsclient::new_key(self.rng.bytes16());
-                    let request =
-                        wsclient::upgrade_request(&self.cfg.url.host, &self.path_for(&self.conns[idx]), &key);
+                    let request = wsclient::upgrade_request(
+                        &self.cfg.url.host,
+                        &self.path_for(&self.conns[idx]),
+                        &key,
+                    );
                     let conn = &mut self.conns[idx];
                     conn.out.extend_from_slice(&request);
                     conn.state = State::Upgrading {
@@ -317,8 +330,14 @@ impl Loader {
     fn read_handshake(&mut self, idx: usize) {
         loop {
             let conn = &mut self.conns[idx];
-            let (Some(stream), State::Upgrading { since_ns, key, head }) =
-                (&mut conn.stream, &mut conn.state)
+            let (
+                Some(stream),
+                State::Upgrading {
+                    since_ns,
+                    key,
+                    head,
+                },
+            ) = (&mut conn.stream, &mut conn.state)
             else {
                 return;
             };
@@ -419,13 +438,16 @@ impl Loader {
                         self.errors += 1;
                         continue;
                     };
-                    if u64::from(stamp.sender) >= conns_total || (echo && stamp.sender != own_id)
-                    {
+                    if u64::from(stamp.sender) >= conns_total || (echo && stamp.sender != own_id) {
                         self.counters.add("foreign", 1);
                         self.errors += 1;
                         continue;
                     }
-                    let arrival = conn.trackers.entry(stamp.sender).or_default().observe(stamp.seq);
+                    let arrival = conn
+                        .trackers
+                        .entry(stamp.sender)
+                        .or_default()
+                        .observe(stamp.seq);
                     match arrival {
                         Arrival::Duplicate => {
                             self.counters.add("duplicates", 1);
@@ -440,7 +462,10 @@ impl Loader {
                     }
                     if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
                         self.counters.add("received_measured", 1);
-                        record_ns(&mut self.interval, arrived_ns.saturating_sub(stamp.stamp_ns));
+                        record_ns(
+                            &mut self.interval,
+                            arrived_ns.saturating_sub(stamp.stamp_ns),
+                        );
                     }
                 }
                 Opcode::Text => {
@@ -460,9 +485,16 @@ impl Loader {
                 Opcode::Close => {
                     let code = wsclient::close_code(message.payload);
                     let key = self.rng.mask_key();
+                    // Echo the server's code (RFC 6455 5.5.1) unless it is one that must
+                    // never be sent on the wire.
+                    let reply = match code {
+                        1005 | 1006 | 1015 => 1000,
+                        1000..=4999 => code,
+                        _ => 1000,
+                    };
                     self.conns[idx]
                         .out
-                        .extend_from_slice(&wsclient::close_frame(code.min(4999).max(1000), key));
+                        .extend_from_slice(&wsclient::close_frame(reply, key));
                     self.mark_dirty(idx);
                     self.close(idx, Some(code), true);
                     return;
@@ -677,7 +709,9 @@ impl Loader {
                 break;
             }
             while self.in_flight < self.max_in_flight {
-                let Some(idx) = self.connect_queue.pop_front() else { break };
+                let Some(idx) = self.connect_queue.pop_front() else {
+                    break;
+                };
                 self.start_connect(idx);
             }
             if phase >= PHASE_RUN && !self.running {
@@ -776,7 +810,9 @@ impl Loader {
                 self.flush(idx);
             }
         }
-        let _ = self.histogram_tx.send(std::mem::replace(&mut self.interval, new_histogram()));
+        let _ = self
+            .histogram_tx
+            .send(std::mem::replace(&mut self.interval, new_histogram()));
         self.publish();
         let mut counters = std::mem::take(&mut self.counters);
         // Holes: sequence numbers skipped by a later arrival and never filled (a subset of
@@ -788,7 +824,14 @@ impl Loader {
             .map(SeqTracker::missing)
             .sum();
         counters.add("holes", holes);
-        for (name, value) in [("sent", self.sent), ("expected", self.expected), ("received", self.delivered), ("opened", self.opened), ("connect_failed", self.failed), ("join_notices", self.notices)] {
+        for (name, value) in [
+            ("sent", self.sent),
+            ("expected", self.expected),
+            ("received", self.delivered),
+            ("opened", self.opened),
+            ("connect_failed", self.failed),
+            ("join_notices", self.notices),
+        ] {
             counters.add(name, value);
         }
         Ok((counters, self.connect_hist))
@@ -815,7 +858,9 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     let mut handles = Vec::new();
     let connect_started = Instant::now();
     for thread in 0..cfg.threads {
-        let mine: Vec<usize> = (0..cfg.conns).filter(|i| i % cfg.threads == thread).collect();
+        let mine: Vec<usize> = (0..cfg.conns)
+            .filter(|i| i % cfg.threads == thread)
+            .collect();
         let conns = mine
             .iter()
             .map(|&i| Conn {
@@ -876,7 +921,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     let stop_threads = |shared: &Shared| shared.phase.store(PHASE_STOP, Relaxed);
 
     // CONNECT: every connection opens or fails (each has its own timeout).
-    let connect_limit = cfg.connect_timeout * ((cfg.conns / cfg.connect_concurrency.max(1)) as u32 + 2);
+    let connect_limit =
+        cfg.connect_timeout * ((cfg.conns / cfg.connect_concurrency.max(1)) as u32 + 2);
     while shared.sum(|p| &p.opened) + shared.sum(|p| &p.failed) < conns {
         if connect_started.elapsed() > connect_limit || handles.iter().any(|h| h.is_finished()) {
             break;
@@ -939,7 +985,10 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
 
     let mut latency = new_histogram();
     let mut progress = ProgressLine::new(cfg.progress);
-    let sleep_until = |deadline_ns: u64, shared: &Shared, latency: &mut Histogram<u64>, progress: &mut ProgressLine| {
+    let sleep_until = |deadline_ns: u64,
+                       shared: &Shared,
+                       latency: &mut Histogram<u64>,
+                       progress: &mut ProgressLine| {
         loop {
             while let Ok(h) = histogram_rx.try_recv() {
                 let _ = latency.add(&h);
@@ -959,7 +1008,10 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     sleep_until(end_ns, &shared, &mut latency, &mut progress);
     let loader_cpu = crate::cpu::self_cpu().since(cpu_before);
     let measured = measure_started.elapsed();
-    let server_cpu = match (server_before, cfg.server_pid.and_then(crate::cpu::process_cpu)) {
+    let server_cpu = match (
+        server_before,
+        cfg.server_pid.and_then(crate::cpu::process_cpu),
+    ) {
         (Some(before), Some(after)) => Some(crate::cpu::process_cpu_delta(&before, &after)),
         _ => None,
     };
@@ -1044,8 +1096,14 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         .collect();
     let secs = cfg.duration.as_secs_f64().max(1e-9);
     let mut rates = BTreeMap::new();
-    rates.insert("sent_per_s".into(), total.get("sent_measured") as f64 / secs);
-    rates.insert("delivered_per_s".into(), total.get("received_measured") as f64 / secs);
+    rates.insert(
+        "sent_per_s".into(),
+        total.get("sent_measured") as f64 / secs,
+    );
+    rates.insert(
+        "delivered_per_s".into(),
+        total.get("received_measured") as f64 / secs,
+    );
     rates.insert("connect_s".into(), connect_time.as_secs_f64());
     rates.insert("settle_s".into(), settle_time.as_secs_f64());
     rates.insert("drain_s".into(), drain_time.as_secs_f64());

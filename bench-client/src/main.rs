@@ -23,8 +23,8 @@
 
 #![deny(unsafe_code)]
 
-mod clock;
 mod cli;
+mod clock;
 mod connect;
 mod cpu;
 mod histo;
@@ -105,7 +105,7 @@ fn load_config(
 ) -> anyhow::Result<LoadConfig> {
     check_payload(load.payload);
     Ok(LoadConfig {
-        url: net::parse_url(url)?,
+        url: self::url(url),
         target,
         drive,
         conns: load.conns as usize,
@@ -209,12 +209,32 @@ fn run_load(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Usage problems are reported before anything connects (exit 2, not a failed run).
+fn validate(args: &Args) {
+    let output = match &args.command {
+        Command::Chat(a) => &a.output,
+        Command::Saturate(a) => &a.output,
+        Command::Ping(a) => &a.output,
+        Command::Connect(a) => &a.output,
+        Command::Report(_) | Command::Merge(_) => return,
+    };
+    parse_labels(&output.labels);
+}
+
+fn url(raw: &str) -> net::WsUrl {
+    net::parse_url(raw).unwrap_or_else(|e| usage_error(format!("--url {raw}: {e:#}")))
+}
+
 fn run(args: Args) -> anyhow::Result<ExitCode> {
+    validate(&args);
     match args.command {
         Command::Chat(a) => {
             check_rate(a.rate, a.load.conns);
             if a.rooms > a.load.conns {
-                usage_error(format!("--rooms {} exceeds --conns {}", a.rooms, a.load.conns));
+                usage_error(format!(
+                    "--rooms {} exceeds --conns {}",
+                    a.rooms, a.load.conns
+                ));
             }
             let fd_cap = cpu::raise_fd_limit();
             let cfg = load_config(
@@ -239,7 +259,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Saturate(a) => {
             if a.rooms > a.load.conns {
-                usage_error(format!("--rooms {} exceeds --conns {}", a.rooms, a.load.conns));
+                usage_error(format!(
+                    "--rooms {} exceeds --conns {}",
+                    a.rooms, a.load.conns
+                ));
             }
             let fd_cap = cpu::raise_fd_limit();
             let cfg = load_config(
@@ -307,7 +330,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     std::fs::write(dir.join("report.md"), md)?;
                     std::fs::write(dir.join("latency.svg"), report::latency_svg(&rows)?)?;
                     std::fs::write(dir.join("throughput.svg"), report::throughput_svg(&rows))?;
-                    eprintln!("wrote {}/report.md, latency.svg, throughput.svg", dir.display());
+                    eprintln!(
+                        "wrote {}/report.md, latency.svg, throughput.svg",
+                        dir.display()
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -345,7 +371,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
     }
     let threads = (a.output.threads as usize).min(a.conns as usize).max(1);
     let cfg = connect::ConnectConfig {
-        url: net::parse_url(&a.url)?,
+        url: url(&a.url),
         conns: a.conns as usize,
         concurrency: a.concurrency as usize,
         threads,

@@ -29,7 +29,9 @@ pub fn parse_url(url: &str) -> anyhow::Result<WsUrl> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         authority.to_string()
     } else {

@@ -25,8 +25,8 @@ pub fn collect_files(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         if input.is_dir() {
             let mut stack = vec![input.clone()];
             while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(&dir)
-                    .with_context(|| format!("reading {}", dir.display()))?
+                for entry in
+                    std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
                 {
                     let path = entry?.path();
                     if path.is_dir() {
@@ -122,7 +122,11 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                     u.map_or(0, |p| p.p50),
                     u.map_or(0, |p| p.p99),
                     r.run.counters.get("failed").copied().unwrap_or(0),
-                    if r.run.loader.loader_bound { "**yes**" } else { "no" },
+                    if r.run.loader.loader_bound {
+                        "**yes**"
+                    } else {
+                        "no"
+                    },
                 );
             }
         } else {
@@ -156,10 +160,18 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                     p.max,
                     c("received"),
                     c("expected"),
-                    if r.run.correct == Some(false) { " ✗" } else { "" },
+                    if r.run.correct == Some(false) {
+                        " ✗"
+                    } else {
+                        ""
+                    },
                     c("out_of_order"),
                     c("duplicates"),
-                    if r.run.loader.loader_bound { "**yes**" } else { "no" },
+                    if r.run.loader.loader_bound {
+                        "**yes**"
+                    } else {
+                        "no"
+                    },
                     r.run
                         .server
                         .as_ref()
@@ -196,7 +208,9 @@ pub fn latency_svg(rows: &[Row]) -> anyhow::Result<String> {
     let mut lines = Vec::new();
     let (mut lo, mut hi) = (f64::MAX, f64::MIN);
     for row in rows {
-        let Some(stored) = row.run.histograms.get("latency_us") else { continue };
+        let Some(stored) = row.run.histograms.get("latency_us") else {
+            continue;
+        };
         let h = stored.to_histogram()?;
         if h.is_empty() {
             continue;
@@ -204,7 +218,11 @@ pub fn latency_svg(rows: &[Row]) -> anyhow::Result<String> {
         let mut points = Vec::new();
         for v in h.iter_quantiles(5) {
             let q = v.quantile_iterated_to();
-            let nines = if q >= 1.0 { MAX_NINES } else { (-(1.0 - q).log10()).min(MAX_NINES) };
+            let nines = if q >= 1.0 {
+                MAX_NINES
+            } else {
+                (-(1.0 - q).log10()).min(MAX_NINES)
+            };
             let y = (v.value_iterated_to().max(1) as f64).log10();
             lo = lo.min(y);
             hi = hi.max(y);
@@ -231,7 +249,10 @@ pub fn latency_svg(rows: &[Row]) -> anyhow::Result<String> {
         r#"<text x="{}" y="18" text-anchor="middle" font-size="14">Latency by percentile (µs, log scale)</text>"#,
         (W - RIGHT + LEFT) / 2.0
     );
-    for (i, label) in ["p0", "p90", "p99", "p99.9", "p99.99", "p99.999"].iter().enumerate() {
+    for (i, label) in ["p0", "p90", "p99", "p99.9", "p99.99", "p99.999"]
+        .iter()
+        .enumerate()
+    {
         let x = px(i as f64);
         let _ = writeln!(
             svg,
@@ -296,7 +317,11 @@ pub fn throughput_svg(rows: &[Row]) -> String {
                 .or_else(|| r.run.rates.get("handshakes_per_s"))
                 .copied()
                 .unwrap_or(0.0);
-            (format!("{} ({})", r.name, r.run.kind), rate, r.run.loader.loader_bound)
+            (
+                format!("{} ({})", r.name, r.run.kind),
+                rate,
+                r.run.loader.loader_bound,
+            )
         })
         .collect();
     let max = values.iter().map(|v| v.1).fold(1.0, f64::max);

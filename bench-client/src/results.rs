@@ -353,7 +353,10 @@ pub mod tests {
 
     #[test]
     fn loader_bound_threshold() {
-        let busy = CpuTime { user_us: 1_900_000, sys_us: 0 };
+        let busy = CpuTime {
+            user_us: 1_900_000,
+            sys_us: 0,
+        };
         assert!(LoaderCpu::new(busy, std::time::Duration::from_secs(1), 2).loader_bound);
         assert!(!LoaderCpu::new(busy, std::time::Duration::from_secs(1), 3).loader_bound);
     }

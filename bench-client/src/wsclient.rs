@@ -334,8 +334,14 @@ mod tests {
                 server_frame(Opcode::Continuation, &[b"x"]).to_vec(),
                 ClientError::BadFragmentation,
             ),
-            (vec![0xc2, 0x00], ClientError::Header(ProtocolError::ReservedBits)),
-            (server_frame(Opcode::Binary, &[&[0u8; 65]]).to_vec(), ClientError::TooBig),
+            (
+                vec![0xc2, 0x00],
+                ClientError::Header(ProtocolError::ReservedBits),
+            ),
+            (
+                server_frame(Opcode::Binary, &[&[0u8; 65]]).to_vec(),
+                ClientError::TooBig,
+            ),
         ];
         for (bytes, err) in cases {
             let mut reader = MessageReader::new(64);
