@@ -141,6 +141,12 @@ fn load_result(
         "open_us".to_string(),
         StoredHistogram::from_histogram(&outcome.connect)?,
     );
+    if !outcome.send_lag.is_empty() {
+        histograms.insert(
+            "send_lag_us".to_string(),
+            StoredHistogram::from_histogram(&outcome.send_lag)?,
+        );
+    }
     let deliveries = outcome
         .counters
         .get("received_measured")
