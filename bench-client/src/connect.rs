@@ -1,0 +1,324 @@
+//! `connect`: a handshake storm. Opens `--conns` WebSocket connections with at most
+//! `--concurrency` handshakes in flight and measures, separately, the TCP `connect()` (until
+//! the socket is writable) and the upgrade (request written until the 101 is read).
+//!
+//! Owns: the storm loop and its counters. Must never: retry a failed attempt (a failure is a
+//! data point), or wait without a deadline (each attempt has `--timeout`, the whole run
+//! `--time-limit`).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::clock::now_ns;
+use crate::histo::{new_histogram, record_ns};
+use crate::net::{ConnectError, WsUrl, connect_finished, source_ip, start_connect};
+use crate::rng::SplitMix64;
+use crate::wsclient;
+
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub url: WsUrl,
+    pub conns: usize,
+    pub concurrency: usize,
+    pub threads: usize,
+    pub timeout: Duration,
+    pub time_limit: Duration,
+    /// Keep every upgraded connection open until the end (a concurrency test) instead of
+    /// closing it at once (a churn test).
+    pub hold: bool,
+    pub source_ips: u8,
+    pub seed: u64,
+}
+
+pub struct ConnectOutcome {
+    pub counters: BTreeMap<String, u64>,
+    pub connect: Histogram<u64>,
+    pub upgrade: Histogram<u64>,
+    pub wall: Duration,
+}
+
+enum Step {
+    Connecting,
+    Upgrading {
+        connected_ns: u64,
+        key: String,
+        head: Vec<u8>,
+        request: Vec<u8>,
+        written: usize,
+    },
+}
+
+struct Attempt {
+    stream: TcpStream,
+    started_ns: u64,
+    step: Step,
+}
+
+enum Outcome {
+    Pending,
+    Open(TcpStream),
+    Failed(ConnectError),
+}
+
+struct Storm {
+    cfg: ConnectConfig,
+    thread: usize,
+    poll: Poll,
+    slots: Vec<Option<Attempt>>,
+    free: Vec<usize>,
+    rng: SplitMix64,
+    counters: BTreeMap<&'static str, u64>,
+    connect: Histogram<u64>,
+    upgrade: Histogram<u64>,
+    held: Vec<TcpStream>,
+    scratch: Vec<u8>,
+}
+
+impl Storm {
+    fn count(&mut self, name: &'static str) {
+        *self.counters.entry(name).or_default() += 1;
+    }
+
+    fn start(&mut self, global_index: usize) {
+        self.count("attempted");
+        let source: Option<Ipv4Addr> = source_ip(global_index, self.cfg.source_ips);
+        let mut stream = match start_connect(self.cfg.url.addr, source) {
+            Ok(s) => s,
+            Err(e) => {
+                self.count("failed");
+                return self.count(ConnectError::from_io(&e).counter());
+            }
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(slot);
+            self.count("failed");
+            return self.count(ConnectError::from_io(&e).counter());
+        }
+        self.slots[slot] = Some(Attempt {
+            stream,
+            started_ns: now_ns(),
+            step: Step::Connecting,
+        });
+    }
+
+    fn active(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn advance(&mut self, slot: usize) -> Outcome {
+        let Some(attempt) = self.slots[slot].as_mut() else {
+            return Outcome::Pending;
+        };
+        if let Step::Connecting = attempt.step {
+            match connect_finished(&attempt.stream) {
+                Ok(false) => return Outcome::Pending,
+                Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
+                Ok(true) => {
+                    let connected_ns = now_ns();
+                    record_ns(&mut self.connect, connected_ns - attempt.started_ns);
+                    let key = wsclient::new_key(self.rng.bytes16());
+                    let request =
+                        wsclient::upgrade_request(&self.cfg.url.host, &self.cfg.url.path, &key);
+                    attempt.step = Step::Upgrading {
+                        connected_ns,
+                        key,
+                        head: Vec::new(),
+                        request,
+                        written: 0,
+                    };
+                }
+            }
+        }
+        let Step::Upgrading {
+            connected_ns,
+            key,
+            head,
+            request,
+            written,
+        } = &mut attempt.step
+        else {
+            return Outcome::Pending;
+        };
+        while *written < request.len() {
+            match attempt.stream.write(&request[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
+            }
+        }
+        loop {
+            match attempt.stream.read(&mut self.scratch) {
+                Ok(0) => return Outcome::Failed(ConnectError::Reset),
+                Ok(n) => head.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
+            }
+            match wsclient::check_response(head, key) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    record_ns(&mut self.upgrade, now_ns() - *connected_ns);
+                    let Some(done) = self.slots[slot].take() else {
+                        return Outcome::Pending;
+                    };
+                    self.free.push(slot);
+                    return Outcome::Open(done.stream);
+                }
+                Err(wsclient::HandshakeFailure::Status(_)) => {
+                    return Outcome::Failed(ConnectError::Rejected);
+                }
+                Err(wsclient::HandshakeFailure::BadResponse) => {
+                    return Outcome::Failed(ConnectError::BadResponse);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, slot: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Pending => {}
+            Outcome::Open(mut stream) => {
+                self.count("handshakes");
+                let _ = self.poll.registry().deregister(&mut stream);
+                if self.cfg.hold {
+                    self.held.push(stream);
+                    let held = self.held.len() as u64;
+                    let peak = self.counters.entry("held_peak").or_default();
+                    *peak = (*peak).max(held);
+                }
+                // Otherwise dropped here: the client closes first (and keeps the TIME_WAIT).
+            }
+            Outcome::Failed(why) => {
+                self.count(why.counter());
+                self.count("failed");
+                if let Some(mut a) = self.slots[slot].take() {
+                    let _ = self.poll.registry().deregister(&mut a.stream);
+                    self.free.push(slot);
+                }
+            }
+        }
+    }
+
+    fn run(mut self, quota: usize, concurrency: usize) -> io::Result<Storm> {
+        let mut events = Events::with_capacity(1024);
+        let deadline = Instant::now() + self.cfg.time_limit;
+        let timeout_ns = self.cfg.timeout.as_nanos() as u64;
+        let mut started = 0;
+        loop {
+            while self.active() < concurrency && started < quota {
+                self.start(started * self.cfg.threads + self.thread);
+                started += 1;
+            }
+            if self.active() == 0 && started >= quota {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.count("stopped_by_time_limit");
+                break;
+            }
+            match self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+            for slot in ready {
+                if slot < self.slots.len() {
+                    let outcome = self.advance(slot);
+                    self.finish(slot, outcome);
+                }
+            }
+            let now = now_ns();
+            for slot in 0..self.slots.len() {
+                let expired = self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|a| now.saturating_sub(a.started_ns) > timeout_ns);
+                if expired {
+                    self.finish(slot, Outcome::Failed(ConnectError::Timeout));
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for thread in 0..cfg.threads {
+        let quota = cfg.conns / cfg.threads + usize::from(thread < cfg.conns % cfg.threads);
+        let concurrency = (cfg.concurrency / cfg.threads).max(1);
+        let storm = Storm {
+            cfg: cfg.clone(),
+            thread,
+            poll: Poll::new()?,
+            slots: Vec::new(),
+            free: Vec::new(),
+            rng: SplitMix64::new(cfg.seed ^ thread as u64),
+            counters: BTreeMap::new(),
+            connect: new_histogram(),
+            upgrade: new_histogram(),
+            held: Vec::new(),
+            scratch: vec![0; 16 << 10],
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("connect-{thread}"))
+                .spawn(move || storm.run(quota, concurrency))?,
+        );
+    }
+    let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+    let mut connect = new_histogram();
+    let mut upgrade = new_histogram();
+    let mut storms = Vec::new();
+    for h in handles {
+        let storm = match h.join() {
+            Ok(Ok(storm)) => storm,
+            Ok(Err(e)) => return Err(anyhow::Error::new(e).context("connect thread failed")),
+            Err(_) => anyhow::bail!("connect thread panicked"),
+        };
+        for (k, v) in &storm.counters {
+            *counters.entry(k.to_string()).or_default() += v;
+        }
+        let _ = connect.add(&storm.connect);
+        let _ = upgrade.add(&storm.upgrade);
+        storms.push(storm);
+    }
+    // Held connections close only now, after every thread finished: the wall time covers
+    // the storm, not the teardown.
+    let wall = started.elapsed();
+    drop(storms);
+    for name in [
+        "attempted",
+        "handshakes",
+        "failed",
+        "held_peak",
+        "stopped_by_time_limit",
+    ] {
+        counters.entry(name.into()).or_insert(0);
+    }
+    for e in ConnectError::ALL {
+        counters.entry(e.counter().into()).or_insert(0);
+    }
+    Ok(ConnectOutcome {
+        counters,
+        connect,
+        upgrade,
+        wall,
+    })
+}

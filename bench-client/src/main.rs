@@ -1,0 +1,461 @@
+//! bench-client: the wschat load generator.
+//!
+//! ```text
+//!   main.rs      flags -> validated configs -> run -> results document -> exit code
+//!   cli.rs       clap flags of every subcommand
+//!   load.rs      chat / saturate / ping: mio loops, phases, accounting, latency
+//!   connect.rs   the handshake storm
+//!   schedule.rs  open-loop timetables (due times fixed in advance)
+//!   track.rs     per-sender sequence accounting (lost, out of order, duplicate)
+//!   payload.rs   the binary message layout (stamp, sender, sequence)
+//!   wsclient.rs  client side of RFC 6455 on the server's own codec (pure)
+//!   histo.rs     HdrHistogram configuration, V2/base64, .hgrm
+//!   results.rs   the JSON schema, summary, merge        report.rs  markdown + SVG
+//!   clock.rs     CLOCK_MONOTONIC ns, timerfd deadlines   cpu.rs     rusage, /proc, rlimit
+//!   net.rs       URLs, non-blocking connect from a chosen source address
+//! ```
+//! Invariants: latency is always measured from a message's *scheduled* time (open loop) or
+//! its actual send time (closed loop), never from when a loop got round to it; every
+//! delivery is classified exactly once; nothing the server sends can panic the loader; all
+//! `unsafe` is the one getrusage call in cpu.rs.
+//!
+//! Exit codes: 0 ok, 1 run error, 2 usage error.
+
+#![deny(unsafe_code)]
+
+mod cli;
+mod clock;
+mod connect;
+mod cpu;
+mod histo;
+mod load;
+mod net;
+mod payload;
+mod report;
+mod results;
+mod rng;
+mod schedule;
+mod track;
+mod wsclient;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
+use hdrhistogram::Histogram;
+
+use crate::cli::{Args, Command, LoadArgs, OutputArgs};
+use crate::histo::StoredHistogram;
+use crate::load::{Drive, LoadConfig, Target};
+use crate::results::{LoaderCpu, RunResult, SCHEMA, ServerCpu};
+
+/// Reports a usage problem the way clap does, and exits 2.
+fn usage_error(message: String) -> ! {
+    Args::command()
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
+fn parse_labels(raw: &[String]) -> BTreeMap<String, String> {
+    raw.iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => (k.to_string(), v.to_string()),
+            _ => usage_error(format!("--label {l}: expected KEY=VALUE")),
+        })
+        .collect()
+}
+
+fn seed(output: &OutputArgs) -> u64 {
+    output
+        .seed
+        .unwrap_or_else(|| clock::now_ns() ^ u64::from(std::process::id()) << 32)
+}
+
+fn check_rate(rate: f64, conns: u64) {
+    if !rate.is_finite() || rate <= 0.0 {
+        usage_error(format!("--rate {rate}: must be a positive number"));
+    }
+    // Each connection's period is conns/rate; below a microsecond the timetable is
+    // meaningless (and the loader could never keep it).
+    if conns as f64 / rate < 1e-6 {
+        usage_error(format!(
+            "--rate {rate} over {conns} connections is above 1e6 messages/s per connection"
+        ));
+    }
+}
+
+fn check_payload(payload: usize) {
+    if payload < payload::MIN_PAYLOAD {
+        usage_error(format!(
+            "--payload {payload}: at least {} bytes (stamp, sender, sequence)",
+            payload::MIN_PAYLOAD
+        ));
+    }
+}
+
+fn load_config(
+    url: &str,
+    target: Target,
+    drive: Drive,
+    load: &LoadArgs,
+    settle_timeout: Duration,
+    output: &OutputArgs,
+) -> anyhow::Result<LoadConfig> {
+    check_payload(load.payload);
+    Ok(LoadConfig {
+        url: self::url(url),
+        target,
+        drive,
+        conns: load.conns as usize,
+        threads: (output.threads as usize).min(load.conns as usize).max(1),
+        payload: load.payload,
+        warmup: load.warmup,
+        duration: load.duration,
+        drain: load.drain,
+        connect_timeout: load.connect_timeout,
+        connect_concurrency: load.connect_concurrency as usize,
+        settle_timeout,
+        source_ips: load.source_ips,
+        seed: seed(output),
+        progress: !output.quiet,
+        server_pid: output.server_pid,
+    })
+}
+
+/// Builds the results document of a message-load run.
+fn load_result(
+    kind: &str,
+    config: serde_json::Value,
+    outcome: &load::LoadOutcome,
+    threads: usize,
+    output: &OutputArgs,
+) -> anyhow::Result<RunResult> {
+    let mut histograms = BTreeMap::new();
+    histograms.insert(
+        "latency_us".to_string(),
+        StoredHistogram::from_histogram(&outcome.latency)?,
+    );
+    histograms.insert(
+        "open_us".to_string(),
+        StoredHistogram::from_histogram(&outcome.connect)?,
+    );
+    if !outcome.send_lag.is_empty() {
+        histograms.insert(
+            "send_lag_us".to_string(),
+            StoredHistogram::from_histogram(&outcome.send_lag)?,
+        );
+    }
+    let deliveries = outcome
+        .counters
+        .get("received_measured")
+        .copied()
+        .unwrap_or(0);
+    Ok(RunResult {
+        schema: SCHEMA.into(),
+        kind: kind.into(),
+        labels: parse_labels(&output.labels),
+        started_unix_s: results::now_unix_s(),
+        command: std::env::args().collect(),
+        config,
+        measured_s: outcome.measured.as_secs_f64(),
+        counters: outcome.counters.clone(),
+        close_codes: outcome.close_codes.clone(),
+        rates: outcome.rates.clone(),
+        histograms,
+        correct: Some(outcome.correct),
+        loader: LoaderCpu::new(outcome.loader_cpu, outcome.measured, threads),
+        server: match (output.server_pid, &outcome.server_cpu) {
+            (Some(pid), Some(cpu)) => Some(ServerCpu::new(pid, cpu, deliveries)),
+            _ => None,
+        },
+        runs: 1,
+        merged_from: vec![],
+    })
+}
+
+/// Prints the summary and writes --json / --hgrm.
+fn emit(run: &RunResult, hgrm_source: &Histogram<u64>, output: &OutputArgs) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    results::print_summary(run, &mut stdout.lock())?;
+    if let Some(path) = &output.json {
+        results::save(run, path)?;
+    }
+    if let Some(path) = &output.hgrm {
+        write_hgrm_file(hgrm_source, path)?;
+    }
+    Ok(())
+}
+
+fn write_hgrm_file(hist: &Histogram<u64>, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    histo::write_hgrm(hist, &mut file)?;
+    std::io::Write::flush(&mut file)?;
+    Ok(())
+}
+
+fn run_load(
+    kind: &str,
+    cfg: LoadConfig,
+    config_json: serde_json::Value,
+    output: &OutputArgs,
+    require_correct: bool,
+) -> anyhow::Result<ExitCode> {
+    let threads = cfg.threads;
+    let outcome = load::run(cfg)?;
+    let run = load_result(kind, config_json, &outcome, threads, output)?;
+    emit(&run, &outcome.latency, output)?;
+    if require_correct && !outcome.correct {
+        eprintln!("bench-client: not every delivery was accounted for (--require-correct)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Usage problems are reported before anything connects (exit 2, not a failed run).
+fn validate(args: &Args) {
+    let output = match &args.command {
+        Command::Chat(a) => &a.output,
+        Command::Saturate(a) => &a.output,
+        Command::Ping(a) => &a.output,
+        Command::Connect(a) => &a.output,
+        Command::Report(_) | Command::Merge(_) => return,
+    };
+    parse_labels(&output.labels);
+}
+
+fn url(raw: &str) -> net::WsUrl {
+    net::parse_url(raw).unwrap_or_else(|e| usage_error(format!("--url {raw}: {e:#}")))
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    validate(&args);
+    match args.command {
+        Command::Chat(a) => {
+            check_rate(a.rate, a.load.conns);
+            if a.rooms > a.load.conns {
+                usage_error(format!(
+                    "--rooms {} exceeds --conns {}",
+                    a.rooms, a.load.conns
+                ));
+            }
+            let fd_cap = cpu::raise_fd_limit();
+            let cfg = load_config(
+                &a.url,
+                Target::Chat {
+                    rooms: a.rooms as usize,
+                    room_prefix: a.room_prefix.clone(),
+                },
+                Drive::OpenLoop { rate: a.rate },
+                &a.load,
+                a.settle_timeout,
+                &a.output,
+            )?;
+            let json = serde_json::json!({
+                "url": a.url, "conns": a.load.conns, "rooms": a.rooms, "rate": a.rate,
+                "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
+                "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
+                "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
+                "fd_limit": fd_cap,
+            });
+            run_load("chat", cfg, json, &a.output, a.load.require_correct)
+        }
+        Command::Saturate(a) => {
+            if a.rooms > a.load.conns {
+                usage_error(format!(
+                    "--rooms {} exceeds --conns {}",
+                    a.rooms, a.load.conns
+                ));
+            }
+            let fd_cap = cpu::raise_fd_limit();
+            let cfg = load_config(
+                &a.url,
+                Target::Chat {
+                    rooms: a.rooms as usize,
+                    room_prefix: a.room_prefix.clone(),
+                },
+                Drive::ClosedLoop { window: a.window },
+                &a.load,
+                a.settle_timeout,
+                &a.output,
+            )?;
+            let json = serde_json::json!({
+                "url": a.url, "conns": a.load.conns, "rooms": a.rooms, "window": a.window,
+                "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
+                "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
+                "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
+                "fd_limit": fd_cap,
+            });
+            run_load("saturate", cfg, json, &a.output, a.load.require_correct)
+        }
+        Command::Ping(a) => {
+            check_rate(a.rate, a.conns);
+            let load = LoadArgs {
+                conns: a.conns,
+                duration: a.duration,
+                warmup: a.warmup,
+                drain: a.drain,
+                payload: a.payload,
+                connect_timeout: a.connect_timeout,
+                connect_concurrency: 256,
+                source_ips: 1,
+                require_correct: a.require_correct,
+            };
+            let cfg = load_config(
+                &a.url,
+                Target::Echo,
+                Drive::OpenLoop { rate: a.rate },
+                &load,
+                Duration::ZERO,
+                &a.output,
+            )?;
+            let json = serde_json::json!({
+                "url": a.url, "conns": a.conns, "rate": a.rate,
+                "duration_s": a.duration.as_secs_f64(), "warmup_s": a.warmup.as_secs_f64(),
+                "drain_s": a.drain.as_secs_f64(), "payload": a.payload,
+                "threads": cfg.threads, "seed": cfg.seed,
+            });
+            run_load("ping", cfg, json, &a.output, a.require_correct)
+        }
+        Command::Connect(a) => run_connect(a),
+        Command::Report(a) => {
+            let files = report::collect_files(&a.inputs)?;
+            anyhow::ensure!(!files.is_empty(), "no results files found");
+            let rows = report::load_rows(&files)?;
+            let md = report::markdown(&rows, a.group_by.as_deref());
+            match &a.out_dir {
+                None => print!("{md}"),
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    let md = format!(
+                        "{md}![latency by percentile](latency.svg)\n\n![throughput](throughput.svg)\n"
+                    );
+                    std::fs::write(dir.join("report.md"), md)?;
+                    std::fs::write(dir.join("latency.svg"), report::latency_svg(&rows)?)?;
+                    std::fs::write(dir.join("throughput.svg"), report::throughput_svg(&rows))?;
+                    eprintln!(
+                        "wrote {}/report.md, latency.svg, throughput.svg",
+                        dir.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merge(a) => {
+            let runs = a
+                .inputs
+                .iter()
+                .map(|p| results::load(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let sources = a.inputs.iter().map(|p| p.display().to_string()).collect();
+            let merged = results::merge(&runs, sources)?;
+            results::save(&merged, &a.output)?;
+            if let Some(path) = &a.hgrm {
+                let hist = match merged.histograms.get("latency_us") {
+                    Some(h) => h.to_histogram()?,
+                    None => histo::new_histogram(),
+                };
+                write_hgrm_file(&hist, path)?;
+            }
+            results::print_summary(&merged, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
+    let fd_cap = cpu::raise_fd_limit();
+    // The kernel counts every socket plus the loader's own few descriptors against the limit.
+    const FD_RESERVE: u64 = 32;
+    let cap = fd_cap.saturating_sub(FD_RESERVE);
+    eprintln!("fd limit {fd_cap}: at most about {cap} concurrent connections per process");
+    if a.hold && a.conns > cap {
+        eprintln!("warning: --hold with --conns {} exceeds that cap", a.conns);
+    }
+    let threads = (a.output.threads as usize).min(a.conns as usize).max(1);
+    let cfg = connect::ConnectConfig {
+        url: url(&a.url),
+        conns: a.conns as usize,
+        concurrency: a.concurrency as usize,
+        threads,
+        timeout: a.timeout,
+        time_limit: a.time_limit,
+        hold: a.hold,
+        source_ips: a.source_ips,
+        seed: seed(&a.output),
+    };
+    let cpu_before = cpu::self_cpu();
+    let server_before = a.output.server_pid.and_then(cpu::process_cpu);
+    let outcome = connect::run(cfg)?;
+    let loader_cpu = cpu::self_cpu().since(cpu_before);
+    let server = match (
+        a.output.server_pid,
+        server_before,
+        a.output.server_pid.and_then(cpu::process_cpu),
+    ) {
+        (Some(pid), Some(before), Some(after)) => Some(ServerCpu::new(
+            pid,
+            &cpu::process_cpu_delta(&before, &after),
+            0,
+        )),
+        _ => None,
+    };
+    let handshakes = outcome.counters.get("handshakes").copied().unwrap_or(0);
+    let wall_s = outcome.wall.as_secs_f64().max(1e-9);
+    let mut rates = BTreeMap::new();
+    rates.insert("handshakes_per_s".to_string(), handshakes as f64 / wall_s);
+    rates.insert("wall_s".to_string(), wall_s);
+    let mut histograms = BTreeMap::new();
+    histograms.insert(
+        "connect_us".to_string(),
+        StoredHistogram::from_histogram(&outcome.connect)?,
+    );
+    histograms.insert(
+        "upgrade_us".to_string(),
+        StoredHistogram::from_histogram(&outcome.upgrade)?,
+    );
+    let run = RunResult {
+        schema: SCHEMA.into(),
+        kind: "connect".into(),
+        labels: parse_labels(&a.output.labels),
+        started_unix_s: results::now_unix_s(),
+        command: std::env::args().collect(),
+        config: serde_json::json!({
+            "url": a.url, "conns": a.conns, "concurrency": a.concurrency,
+            "timeout_s": a.timeout.as_secs_f64(), "hold": a.hold, "source_ips": a.source_ips,
+            "threads": threads, "fd_limit": fd_cap,
+        }),
+        measured_s: wall_s,
+        counters: outcome.counters,
+        close_codes: BTreeMap::new(),
+        rates,
+        histograms,
+        correct: None,
+        loader: LoaderCpu::new(loader_cpu, outcome.wall, threads),
+        server,
+        runs: 1,
+        merged_from: vec![],
+    };
+    // The .hgrm of a connect run is the upgrade latency (the WebSocket part of the storm).
+    emit(&run, &outcome.upgrade, &a.output)?;
+    Ok(if handshakes == 0 {
+        eprintln!("bench-client: no handshake succeeded");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bench-client: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Client sockets: URL parsing, non-blocking connect from a chosen source address, and the
+//! classification of connect errors.
+//!
+//! Owns: everything between a `ws://` URL and a connecting mio `TcpStream`.
+//! Must never: block (connect returns at once; completion is a WRITABLE event).
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+
+use anyhow::{Context, bail};
+use mio::net::TcpStream;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// A parsed `ws://host:port/path` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// `host:port` as sent in the Host header.
+    pub host: String,
+    pub addr: SocketAddr,
+    /// The path (and query) part, `/` when absent.
+    pub path: String,
+}
+
+pub fn parse_url(url: &str) -> anyhow::Result<WsUrl> {
+    let Some(rest) = url.strip_prefix("ws://") else {
+        bail!("{url}: only ws:// URLs are supported");
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {with_port}"))?
+        .next()
+        .with_context(|| format!("{with_port} resolves to nothing"))?;
+    Ok(WsUrl {
+        host: with_port,
+        addr,
+        path: path.to_string(),
+    })
+}
+
+/// The source address of connection `index` when spreading over `source_ips` loopback
+/// addresses (127.0.0.1 ..= 127.0.0.N): each (source, destination) pair has its own
+/// ~28k ephemeral ports, so churn tests are not capped by one pair's port range.
+pub fn source_ip(index: usize, source_ips: u8) -> Option<Ipv4Addr> {
+    (source_ips > 1).then(|| Ipv4Addr::new(127, 0, 0, 1 + (index % source_ips as usize) as u8))
+}
+
+/// Starts a non-blocking connect (TCP_NODELAY set: the loader's messages are small and
+/// Nagle would hold them back), optionally bound to `source` first.
+pub fn start_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.bind(&SockAddr::from(SocketAddr::new(ip.into(), 0)))?;
+    }
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Whether a connecting stream is now connected (`Ok(true)`), still connecting
+/// (`Ok(false)`: a spurious event), or failed.
+pub fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(err) = stream.take_error()? {
+        return Err(err);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The counter a failed connect or upgrade lands in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    Refused,
+    Reset,
+    Timeout,
+    /// EADDRNOTAVAIL: no ephemeral port left for this (source, destination) pair.
+    NoPort,
+    /// The server answered the upgrade with a status other than 101.
+    Rejected,
+    /// A 101 with a wrong accept key or an unparsable head.
+    BadResponse,
+    Other,
+}
+
+impl ConnectError {
+    pub fn from_io(err: &io::Error) -> ConnectError {
+        use io::ErrorKind as K;
+        match err.kind() {
+            K::ConnectionRefused => ConnectError::Refused,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                ConnectError::Reset
+            }
+            K::TimedOut => ConnectError::Timeout,
+            K::AddrNotAvailable => ConnectError::NoPort,
+            _ => ConnectError::Other,
+        }
+    }
+
+    /// The counter name in the results.
+    pub fn counter(self) -> &'static str {
+        match self {
+            ConnectError::Refused => "connect_refused",
+            ConnectError::Reset => "connect_reset",
+            ConnectError::Timeout => "connect_timeout",
+            ConnectError::NoPort => "connect_no_port",
+            ConnectError::Rejected => "connect_rejected",
+            ConnectError::BadResponse => "connect_bad_response",
+            ConnectError::Other => "connect_other_error",
+        }
+    }
+
+    pub const ALL: [ConnectError; 7] = [
+        ConnectError::Refused,
+        ConnectError::Reset,
+        ConnectError::Timeout,
+        ConnectError::NoPort,
+        ConnectError::Rejected,
+        ConnectError::BadResponse,
+        ConnectError::Other,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("ws://127.0.0.1:8080/echo").unwrap();
+        assert_eq!(u.host, "127.0.0.1:8080");
+        assert_eq!(u.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(u.path, "/echo");
+        assert_eq!(parse_url("ws://127.0.0.1:9").unwrap().path, "/");
+        assert!(parse_url("wss://127.0.0.1:9").is_err());
+        assert!(parse_url("http://127.0.0.1:9").is_err());
+    }
+
+    #[test]
+    fn source_ips_rotate_over_loopback() {
+        assert_eq!(source_ip(5, 0), None);
+        assert_eq!(source_ip(5, 1), None);
+        assert_eq!(source_ip(0, 3), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(source_ip(5, 3), Some(Ipv4Addr::new(127, 0, 0, 3)));
+    }
+
+    #[test]
+    fn refused_connect_is_classified() {
+        // Bind then drop a listener to find a port that nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let stream = start_connect(addr, None).unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut stream = stream;
+        poll.registry()
+            .register(&mut stream, mio::Token(0), mio::Interest::WRITABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+            match connect_finished(&stream) {
+                Ok(false) if std::time::Instant::now() < deadline => continue,
+                Err(e) => {
+                    assert_eq!(ConnectError::from_io(&e), ConnectError::Refused);
+                    break;
+                }
+                other => panic!("expected refusal, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Black-box tests: the real `bench-client` binary against the real `wschat` server binary
+//! on an ephemeral 127.0.0.1 port. Every run is bounded in count and time; no assertion is a
+//! timing threshold (latencies are only checked to exist), only exact accounting.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_bench-client");
+/// No single bench-client run in these tests may take longer than this.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The server binary from the same target directory and profile as this test; built with
+/// `cargo build -p wschat --bin wschat` if `cargo test` did not build it (it does under
+/// `cargo test --workspace`, which CI runs).
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // <target>/<profile>/deps/<test>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <target>/<profile>/deps");
+    let server = profile_dir.join(format!("wschat{}", std::env::consts::EXE_SUFFIX));
+    if !server.exists() {
+        let target_dir = profile_dir.parent().expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "-p", "wschat", "--bin", "wschat", "--target-dir"])
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build for the server");
+        assert!(status.success(), "building the wschat server failed");
+    }
+    server
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(server_binary())
+            .args(["--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting wschat");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the start-up line");
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in start-up line {line:?}"))
+            .to_string();
+        Server { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs bench-client with `args`, bounded by RUN_LIMIT; returns the exit code and stdout.
+fn bench(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BENCH)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting bench-client");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for bench-client") {
+            let mut out = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+            }
+            return (status.code().unwrap_or(-1), out);
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            panic!("bench-client {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bench-client-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn counter(run: &Value, name: &str) -> u64 {
+    run["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {name} missing in {}", run["counters"]))
+}
+
+#[test]
+fn chat_accounts_for_every_delivery_then_merge_and_report() {
+    let server = Server::start();
+    let json = temp_path("chat.json");
+    let hgrm = temp_path("chat.hgrm");
+    let url = format!("ws://{}", server.addr);
+    let pid = server.pid().to_string();
+    // 20 connections, 2 rooms of 10, 250 msg/s for 2 s: each connection sends exactly
+    // 25 messages (period 80 ms, due times phase + n*80 ms < 2 s), 500 in total, each
+    // reaching the 9 other members of its room.
+    let (code, stdout) = bench(&[
+        "chat",
+        "--url",
+        &url,
+        "--conns",
+        "20",
+        "--rooms",
+        "2",
+        "--rate",
+        "250",
+        "--warmup",
+        "0s",
+        "--duration",
+        "2s",
+        "--drain",
+        "10s",
+        "--threads",
+        "2",
+        "--payload",
+        "100",
+        "--server-pid",
+        &pid,
+        "--require-correct",
+        "--quiet",
+        "--label",
+        "pattern=single-thread",
+        "--json",
+        json.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert_eq!(run["schema"], "wschat-bench/1");
+    assert_eq!(run["kind"], "chat");
+    assert_eq!(run["labels"]["pattern"], "single-thread");
+    assert_eq!(counter(&run, "opened"), 20);
+    assert_eq!(counter(&run, "join_notices"), 2 * 45);
+    assert_eq!(counter(&run, "sent"), 500);
+    assert_eq!(counter(&run, "expected"), 500 * 9);
+    assert_eq!(counter(&run, "received"), 500 * 9);
+    for zero in [
+        "lost",
+        "out_of_order",
+        "duplicates",
+        "malformed",
+        "foreign",
+        "disconnects",
+    ] {
+        assert_eq!(counter(&run, zero), 0, "{zero}");
+    }
+    assert_eq!(run["correct"], true);
+    assert_eq!(
+        run["histograms"]["latency_us"]["percentiles"]["count"],
+        500 * 9
+    );
+    assert!(
+        run["server"]["threads"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert!(
+        std::fs::read_to_string(&hgrm)
+            .unwrap()
+            .contains("Total count")
+    );
+    assert!(stdout.contains("all accounted for"));
+
+    // merge of a run with itself doubles counters and histogram counts.
+    let merged = temp_path("merged.json");
+    let (code, _) = bench(&[
+        "merge",
+        json.to_str().unwrap(),
+        json.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let m = read_json(&merged);
+    assert_eq!(counter(&m, "received"), 2 * 500 * 9);
+    assert_eq!(
+        m["histograms"]["latency_us"]["percentiles"]["count"],
+        2 * 500 * 9
+    );
+    assert_eq!(m["runs"], 2);
+
+    let report_dir = temp_path("report");
+    let (code, _) = bench(&[
+        "report",
+        json.to_str().unwrap(),
+        "--group-by",
+        "pattern",
+        "-o",
+        report_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    assert!(md.contains("pattern = single-thread"), "{md}");
+    assert!(md.contains("4500/4500"), "{md}");
+    assert!(
+        std::fs::read_to_string(report_dir.join("latency.svg"))
+            .unwrap()
+            .contains("<polyline")
+    );
+}
+
+#[test]
+fn ping_and_connect_succeed() {
+    let server = Server::start();
+    let json = temp_path("ping.json");
+    let url = format!("ws://{}/echo", server.addr);
+    let (code, stdout) = bench(&[
+        "ping",
+        "--url",
+        &url,
+        "--conns",
+        "2",
+        "--rate",
+        "200",
+        "--warmup",
+        "0s",
+        "--duration",
+        "1s",
+        "--require-correct",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert_eq!(counter(&run, "sent"), 200);
+    assert_eq!(counter(&run, "received"), 200);
+    assert_eq!(run["correct"], true);
+
+    let json = temp_path("connect.json");
+    let (code, stdout) = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--conns",
+        "300",
+        "--concurrency",
+        "30",
+        "--threads",
+        "2",
+        "--source-ips",
+        "3",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert_eq!(counter(&run, "attempted"), 300);
+    assert_eq!(counter(&run, "handshakes"), 300);
+    assert_eq!(counter(&run, "failed"), 0);
+    assert_eq!(run["histograms"]["connect_us"]["percentiles"]["count"], 300);
+    assert_eq!(run["histograms"]["upgrade_us"]["percentiles"]["count"], 300);
+}
+
+#[test]
+fn saturate_keeps_its_window_and_accounts_exactly() {
+    let server = Server::start();
+    let json = temp_path("saturate.json");
+    let url = format!("ws://{}", server.addr);
+    let (code, stdout) = bench(&[
+        "saturate",
+        "--url",
+        &url,
+        "--conns",
+        "12",
+        "--rooms",
+        "3",
+        "--window",
+        "4",
+        "--warmup",
+        "0s",
+        "--duration",
+        "1s",
+        "--require-correct",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert!(counter(&run, "sent") > 0);
+    assert_eq!(counter(&run, "received"), counter(&run, "expected"));
+    assert_eq!(counter(&run, "expected"), counter(&run, "sent") * 3);
+}
+
+#[test]
+fn exit_codes_for_usage_and_run_errors() {
+    assert_eq!(bench(&["chat", "--rate", "0"]).0, 2);
+    assert_eq!(bench(&["chat", "--payload", "3"]).0, 2);
+    assert_eq!(bench(&["chat", "--label", "novalue"]).0, 2);
+    assert_eq!(bench(&["no-such-subcommand"]).0, 2);
+    // Nobody listens on a port we just released: every connect is refused -> run error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/echo");
+    assert_eq!(
+        bench(&["ping", "--url", &url, "--quiet", "--duration", "1s"]).0,
+        1
+    );
+    assert_eq!(
+        bench(&["connect", "--url", &url, "--conns", "3", "--quiet"]).0,
+        1
+    );
+}
