@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn accepts_a_correct_101_and_reports_the_head_length() {
-        let mut resp = wschat::ws::handshake::switching_protocols(SAMPLE_KEY);
+        let mut resp = wschat::ws::handshake::switching_protocols(SAMPLE_KEY, &[]);
         let head_len = resp.len();
         resp.extend_from_slice(&server_frame(Opcode::Text, &[b"hi"]));
         for cut in 0..head_len {
@@ -257,7 +257,7 @@ mod tests {
             check_response(resp, SAMPLE_KEY),
             Err(HandshakeFailure::Status(503))
         );
-        let resp = wschat::ws::handshake::switching_protocols("AAAAAAAAAAAAAAAAAAAAAA==");
+        let resp = wschat::ws::handshake::switching_protocols("AAAAAAAAAAAAAAAAAAAAAA==", &[]);
         assert_eq!(
             check_response(&resp, SAMPLE_KEY),
             Err(HandshakeFailure::BadResponse)
