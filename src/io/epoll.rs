@@ -199,8 +199,21 @@ impl Reactor for EpollReactor {
     }
 
     fn close_listeners(&mut self) {
-        // Dropping closes the socket, which also removes it from the epoll set.
-        self.listeners.iter_mut().for_each(|l| *l = None);
+        for listener in self.listeners.iter_mut().filter_map(Option::take) {
+            // Deregister first: closing our descriptor removes the registration only when it
+            // is the socket's last one, and multi-accept's loops each hold a dup of one
+            // socket, so a loop that had stopped could otherwise still be woken (and, with
+            // EPOLLEXCLUSIVE, take a wake-up meant for a loop that still accepts).
+            self.counters.epoll_ctl += 1;
+            // SAFETY: a null event is allowed for EPOLL_CTL_DEL (Linux 2.6.9+); the
+            // descriptor is open until `listener` drops below.
+            let _ = syscall!(epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                listener.as_raw_fd(),
+                std::ptr::null_mut()
+            ));
+        }
     }
 
     fn resume_accepting(&mut self, listener: ListenerId) {

@@ -100,8 +100,9 @@ impl Placement {
         let n = self.readers.len();
         let reader = match self.policy {
             Assign::RoundRobin => {
+                let reader = self.next;
                 self.next = (self.next + 1) % n;
-                self.next
+                reader
             }
             Assign::LeastConns => (0..n).min_by_key(|&i| self.load(i)).unwrap_or(0),
         };
