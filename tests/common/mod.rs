@@ -140,7 +140,19 @@ fn spawn_line_pump<R: Read + Send + 'static>(
 
 impl Server {
     pub fn start(setup: Setup, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wschat"));
+        Server::launch(setup, Command::new(env!("CARGO_BIN_EXE_wschat")), extra)
+    }
+
+    /// Starts the server with its open-file limit (soft and hard) set to `limit`.
+    pub fn start_with_fd_limit(setup: Setup, limit: u32, extra: &[&str]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_wschat"));
+        Server::launch(setup, cmd, extra)
+    }
+
+    fn launch(setup: Setup, mut cmd: Command, extra: &[&str]) -> Server {
         cmd.args([
             "--addr",
             "127.0.0.1:0",
