@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ACCEPT_PAUSE, Hub, Inbox, InboxMsg};
+use super::{ACCEPT_PAUSE, Hub, Inbox, InboxMsg, report_accept_pause};
 use crate::io::{AcceptWakeup, Event, ListenerId, Reactor};
 use crate::stats::{ThreadStats, bump, set};
 
@@ -70,7 +70,7 @@ impl<R: Reactor> Acceptor<R> {
                 }
                 Event::AcceptFailed { listener, error } => {
                     bump(&self.stats.counters.accept_pauses, 1);
-                    eprintln!("wschat: accept paused for {ACCEPT_PAUSE:?}: {error}");
+                    report_accept_pause(&self.stats, &error);
                     paused.push((Instant::now() + ACCEPT_PAUSE, listener));
                 }
                 Event::Wake => {

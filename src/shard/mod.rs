@@ -54,6 +54,8 @@ use heartbeat::HeartbeatWheel;
 /// How long accepting pauses after running out of descriptors or memory: long enough for
 /// some connections to close, short enough that a burst of 503s is not needed.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// A continuous run of pauses is reported on stderr about this often.
+const ACCEPT_PAUSE_REPORT: Duration = Duration::from_secs(10);
 /// The header of a 101 that names the thread (its id in `/stats`) serving the connection,
 /// so that a client, or a test, can see where the kernel and the pattern placed it.
 pub const THREAD_HEADER: &str = "X-Wschat-Thread";
@@ -416,7 +418,7 @@ impl State {
             }
             Event::AcceptFailed { listener, error } => {
                 bump(&self.stats.counters.accept_pauses, 1);
-                eprintln!("wschat: accept paused for {ACCEPT_PAUSE:?}: {error}");
+                report_accept_pause(&self.stats, &error);
                 self.paused_listeners
                     .push((self.now + ACCEPT_PAUSE, listener));
             }
@@ -835,6 +837,20 @@ impl State {
         if let Some(work) = &self.work {
             set(&c.queue_depth, work.depth() as u64);
         }
+    }
+}
+
+/// Tells the operator that accepting paused, at most once per `ACCEPT_PAUSE_REPORT` per
+/// thread (a server out of descriptors pauses ten times a second; the count is in /stats).
+fn report_accept_pause(stats: &ThreadStats, error: &io::Error) {
+    let pauses = stats.counters.accept_pauses.load(std::sync::atomic::Ordering::Relaxed);
+    let every = ACCEPT_PAUSE_REPORT.as_millis() / ACCEPT_PAUSE.as_millis();
+    if pauses % every as u64 == 1 {
+        eprintln!(
+            "wschat: {}: accept paused for {ACCEPT_PAUSE:?}: {error} ({pauses} pauses so far; \
+             see accept_pauses in /stats)",
+            stats.role
+        );
     }
 }
 
