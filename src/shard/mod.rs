@@ -843,7 +843,10 @@ impl State {
 /// Tells the operator that accepting paused, at most once per `ACCEPT_PAUSE_REPORT` per
 /// thread (a server out of descriptors pauses ten times a second; the count is in /stats).
 fn report_accept_pause(stats: &ThreadStats, error: &io::Error) {
-    let pauses = stats.counters.accept_pauses.load(std::sync::atomic::Ordering::Relaxed);
+    let pauses = stats
+        .counters
+        .accept_pauses
+        .load(std::sync::atomic::Ordering::Relaxed);
     let every = ACCEPT_PAUSE_REPORT.as_millis() / ACCEPT_PAUSE.as_millis();
     if pauses % every as u64 == 1 {
         eprintln!(

@@ -175,7 +175,7 @@ wstest!(
     }
 );
 
-wstest!(running_out_of_descriptors_pauses_accepting_and_recovers, |s| {
+wstest!(emfile_pauses_accepting_then_recovers, |s| {
     // 100 descriptors: --max-conns becomes 36, and connections that never send a request
     // head (each holding a descriptor until the handshake timeout) exhaust the rest.
     let server = Server::start_with_fd_limit(*s, 100, &[]);
