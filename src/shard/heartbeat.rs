@@ -87,10 +87,6 @@ impl HeartbeatWheel {
         since.div_ceil(self.tick.as_nanos().max(1)) as u64
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

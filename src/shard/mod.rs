@@ -203,11 +203,6 @@ impl<R: Reactor> Shard<R> {
         self.state.work = Some(queue);
     }
 
-    /// This thread's counters.
-    pub fn stats(&self) -> &Arc<ThreadStats> {
-        &self.state.stats
-    }
-
     pub fn add_listener(
         &mut self,
         listener: TcpListener,
