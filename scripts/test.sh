@@ -74,6 +74,16 @@ if ! $quick; then
     fi
 fi
 
+# The benchmark pipeline, tiny: release build, single-thread + reuseport (+ the Node baseline
+# when node is here), chat 50 connections 2 s, 1 run; fails unless JSON is written, every
+# delivery is accounted for and the report renders. No timing thresholds. Results go to a
+# temporary folder, never to results/.
+if ! $quick; then
+    bench_out=$(mktemp -d "${TMPDIR:-/tmp}/wschat-bench-smoke.XXXXXX")
+    run "bench smoke" bash scripts/bench.sh --smoke --out "$bench_out"
+    rm -rf "$bench_out"
+fi
+
 # list NAME...: the names joined with ", ", or "none".
 list() {
     (($#)) || { echo none; return; }

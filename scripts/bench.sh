@@ -1,0 +1,415 @@
+#!/usr/bin/env bash
+# The benchmark matrix: every pattern (and the Node `ws` baseline) x io x CPU layout x scenario,
+# measured by bench-client, raw JSON per run, then median-of-runs tables and plots.
+#
+#   scripts/bench.sh                 # full matrix, 3 runs per cell (about 25 minutes on 2 cores)
+#   scripts/bench.sh --quick         # all patterns, fewer scenarios, 2 s runs, 1 run (< 2 minutes)
+#   scripts/bench.sh --smoke         # CI: single-thread + reuseport (+ node), chat 50 conns 2 s, 1 run
+#
+# Options (after the mode; each overrides the mode's default):
+#   --out DIR            results root (default: results/); runs go to DIR/<machine>/<timestamp>/
+#                        and DIR/README.md is regenerated. Use a temporary DIR for experiments.
+#   --machine NAME       machine label (default: <cpu model>-<N>cpu, e.g. amd-epyc-2cpu)
+#   --patterns "P ..."   wschat patterns (default: all five); node-ws is the baseline, see --no-node
+#   --ios "epoll uring"  io backends to try (default: epoll); one the binary rejects is skipped
+#   --layouts "split shared"   CPU layouts (default full: both; quick/smoke: split)
+#   --scenarios "..."    of: chat saturate connect ping cpu (default full: all)
+#   --shared-scenarios "..."   scenarios also run in the shared layout (default: chat saturate cpu)
+#   --rates "R ..."      chat rates, messages/s (default: 1000 2000 5000 10000)
+#   --shared-rates "R ..."     chat rates in the shared layout (default: 2000 5000)
+#   --runs N             runs per cell, back to back (default full: 3)
+#   --duration SECS      measured seconds per run (default full: 5)
+#   --no-node            skip the Node baseline
+#   --no-syscalls        skip the syscall-count runs
+#   --no-build           use the existing target/release binaries
+#   -h, --help           this text
+#
+# CPU layouts (written into every result's labels as layout=...):
+#   split   server on cpu0 (taskset -c 0), bench-client on cpu1 (taskset -c 1): server CPU per
+#           delivery without the loader in the way. Multi-thread patterns then run all their
+#           threads on ONE core (--threads 2 / --workers 2 still): they pay for their threads
+#           without getting a second core.
+#   shared  server and loader unpinned on both cores: what the multi-thread patterns can do,
+#           competing with the loader (check the loader-bound column).
+#
+# Scenarios (server: multi-thread patterns --threads 2, work-queue --workers 2):
+#   chat      chat --conns 1000 --rooms 20 (rooms of 50: each message reaches 49) at each --rate
+#   saturate  saturate --conns 200 --rooms 4 --window 8 (closed loop: maximum deliveries/s)
+#   connect   connect --conns 5000 --concurrency 100 --source-ips 8 on /echo (handshakes/s)
+#   ping      ping --conns 10 --rate 1000 on /echo (round trip)
+#   cpu       server --work-us 50; chat --conns 1000 --rooms 200 (rooms of 5) --rate 4000
+#
+# Syscalls per delivery come from a separate, untimed run per pattern (chat 1000 conns, rooms
+# of 50, 1000 msg/s, split layout) with `perf stat -e syscalls:sys_enter_*` attached to the
+# server, or `strace -c -f` when perf cannot count tracepoints. Neither is needed by CI;
+# install with `apt-get install linux-perf strace` (Debian) if missing.
+#
+# The Node baseline (scripts/baselines/node-ws, label pattern=node-ws io=libuv) needs node and
+# npm; its node_modules is installed with `npm ci` from the committed package-lock.json.
+#
+# Every run is bounded (bench-client durations and timeouts, plus `timeout`); every server is
+# stopped with SIGTERM and waited for (SIGKILL after 10 s). Exits non-zero if a step failed;
+# --smoke also fails when a run's deliveries are not all accounted for (--require-correct).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+invocation="scripts/bench.sh${*:+ $*}"
+
+usage() { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
+die() { echo "bench.sh: $*" >&2; exit 2; }
+note() { printf 'bench.sh: %s\n' "$*" >&2; }
+
+# ---- options ------------------------------------------------------------------------------
+mode=full
+out=results
+machine=
+patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
+ios="epoll"
+layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration=
+node=true syscalls=true build=true
+while (($#)); do
+    case $1 in
+        --quick) mode=quick ;;
+        --smoke | --ci) mode=smoke ;;
+        --full) mode=full ;;
+        --out) out=${2:?--out needs a directory}; shift ;;
+        --machine) machine=${2:?--machine needs a name}; shift ;;
+        --patterns) patterns=${2?}; shift ;;
+        --ios) ios=${2:?}; shift ;;
+        --layouts) layouts=${2:?}; shift ;;
+        --scenarios) scenarios=${2?}; shift ;;
+        --shared-scenarios) shared_scenarios=${2?}; shift ;;
+        --rates) rates=${2:?}; shift ;;
+        --shared-rates) shared_rates=${2:?}; shift ;;
+        --runs) runs=${2:?}; shift ;;
+        --duration) duration=${2:?}; shift ;;
+        --no-node) node=false ;;
+        --no-syscalls) syscalls=false ;;
+        --no-build) build=false ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+
+# Mode defaults (only where not given).
+conns=1000 rooms=20 smoke_extra=()
+case $mode in
+    full)
+        : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu}"
+        : "${shared_scenarios:=chat saturate cpu}" "${rates:=1000 2000 5000 10000}"
+        : "${shared_rates:=2000 5000}" "${runs:=3}" "${duration:=5}"
+        warmup=1 connect_conns=5000 ;;
+    quick)
+        : "${layouts:=split}" "${scenarios:=chat saturate ping}" "${shared_scenarios:=}"
+        : "${rates:=1000 5000}" "${shared_rates:=2000}" "${runs:=1}" "${duration:=2}"
+        warmup=1 connect_conns=2000
+        syscalls=false ;;
+    smoke)
+        [[ $patterns == "single-thread acceptor-readers work-queue multi-accept reuseport" ]] &&
+            patterns="single-thread reuseport"
+        : "${layouts:=split}" "${scenarios:=chat}" "${shared_scenarios:=}"
+        : "${rates:=500}" "${shared_rates:=500}" "${runs:=1}" "${duration:=2}"
+        conns=50 rooms=5 warmup=0.5 connect_conns=200
+        syscalls=false smoke_extra=(--require-correct) ;;
+esac
+[[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
+[[ $duration =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds"
+for s in $scenarios $shared_scenarios; do
+    case $s in chat | saturate | connect | ping | cpu) ;; *) die "unknown scenario: $s" ;; esac
+done
+for l in $layouts; do
+    case $l in split | shared) ;; *) die "unknown layout: $l" ;; esac
+done
+for p in $patterns; do
+    case $p in single-thread | acceptor-readers | work-queue | multi-accept | reuseport) ;;
+        *) die "unknown pattern: $p" ;; esac
+done
+if [[ " $layouts " == *" split "* ]] && (($(nproc) < 2)); then
+    die "the split layout needs 2 CPUs (this process may use $(nproc)); use --layouts shared"
+fi
+for tool in python3 taskset timeout; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+if [[ -z $machine ]]; then
+    model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    machine=$(printf '%s' "${model:-unknown}" | tr 'A-Z' 'a-z' | sed -E 's/\((r|tm)\)//g; s/ cpu @.*//; s/[^a-z0-9]+/-/g; s/^-|-$//g')-$(nproc)cpu
+fi
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+dir=$out/$machine/$stamp
+mkdir -p "$dir/logs"
+started=$SECONDS
+failures=()
+
+wschat=target/release/wschat
+bench=target/release/bench-client
+
+# ---- build --------------------------------------------------------------------------------
+if $build; then
+    note "building release binaries (cargo build --release --workspace)"
+    cargo build --release --workspace --quiet
+fi
+[[ -x $wschat && -x $bench ]] || die "missing $wschat or $bench (build with cargo build --release --workspace)"
+
+# ---- the Node baseline ----------------------------------------------------------------------
+nodedir=scripts/baselines/node-ws
+if $node; then
+    if ! command -v node >/dev/null; then
+        note "SKIPPED node-ws baseline: node not found (install: apt-get install nodejs npm)"
+        node=false
+    elif [[ ! -d $nodedir/node_modules/ws ]]; then
+        note "installing the node-ws baseline (npm ci in $nodedir)"
+        if ! (cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error >&2); then
+            note "SKIPPED node-ws baseline: npm ci failed"
+            node=false
+        fi
+    fi
+fi
+
+# ---- machine record -----------------------------------------------------------------------
+git_head=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+git_dirty=$(git status --porcelain -- src bench-client Cargo.toml Cargo.lock 2>/dev/null | wc -l)
+python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
+    "command=$invocation" "mode=$mode" "git_head=$git_head" \
+    "git_dirty_server_files=$git_dirty" "started_utc=$stamp" \
+    "patterns=$patterns" "ios=$ios" "layouts=$layouts" "scenarios=$scenarios" \
+    "shared_scenarios=$shared_scenarios" "rates=$rates" "shared_rates=$shared_rates" \
+    "runs=$runs" "duration_s=$duration" "node=$node"
+note "results in $dir (machine $machine, mode $mode)"
+
+# ---- servers --------------------------------------------------------------------------------
+server_pid=
+server_addr=
+
+# stop_server: SIGTERM, wait up to 10 s, then SIGKILL. Returns the server's exit status.
+stop_server() {
+    [[ -n $server_pid ]] || return 0
+    local pid=$server_pid status=0 i
+    server_pid=
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        note "server $pid did not stop within 10 s of SIGTERM: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || status=$?
+    return "$status"
+}
+trap 'stop_server || true' EXIT
+trap 'exit 130' INT TERM
+
+# start_server NAME LAYOUT IO WORK_US LOG: starts wschat (or node-ws) on a free loopback port;
+# sets server_pid and server_addr. Returns 3 if the server refused to start (e.g. an io
+# backend this binary does not have), 1 on other failures.
+start_server() {
+    local name=$1 layout=$2 io=$3 work=$4 log=$5 pin=() cmd i
+    [[ $layout == split ]] && pin=(taskset -c 0)
+    if [[ $name == node-ws ]]; then
+        cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0)
+    else
+        cmd=("$wschat" --pattern "$name" --io "$io" --addr 127.0.0.1:0 --work-us "$work")
+        case $name in
+            acceptor-readers | multi-accept | reuseport) cmd+=(--threads 2) ;;
+            work-queue) cmd+=(--workers 2) ;;
+        esac
+    fi
+    echo "# ${pin[*]} ${cmd[*]}" >"$log"
+    "${pin[@]}" "${cmd[@]}" >>"$log" 2>&1 &
+    server_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        server_addr=$(sed -n 's/^\(wschat \)\{0,1\}listening on \([0-9.]*:[0-9]*\).*/\2/p' "$log" | head -1)
+        [[ -n $server_addr ]] && return 0
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            local status=0
+            wait "$server_pid" || status=$?
+            server_pid=
+            ((status == 2)) && return 3   # usage error: e.g. --io not known to this binary
+            return 1
+        fi
+        sleep 0.1
+    done
+    note "server did not print its listening line within 10 s (see $log)"
+    stop_server || true
+    return 1
+}
+
+# ---- one run ------------------------------------------------------------------------------
+# run_cell NAME IO LAYOUT SCENARIO RATE K: one server start, one bench-client run, one stop.
+run_cell() {
+    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k=$6
+    local tag=$name-$io-$layout-$scenario${rate:+-$rate}-run$k
+    local json=$dir/$tag.json log=$dir/logs/$tag
+    local work=0 loader=() args=() limit status=0
+    [[ $scenario == cpu ]] && work=50
+    [[ $layout == split ]] && loader=(taskset -c 1)
+    local threads=1
+    case $name in acceptor-readers | multi-accept | reuseport | work-queue) threads=2 ;; esac
+    local common=(--duration "${duration}s" --json "$json" -q --server-pid)
+    local labels=(--label "pattern=$name" --label "io=$io" --label "layout=$layout"
+        --label "scenario=$scenario" --label "rate=${rate:-na}" --label "run=$k"
+        --label "threads=$threads" --label "work_us=$work" --label "machine=$machine")
+    case $scenario in
+        chat) args=(chat --conns "$conns" --rooms "$rooms" --rate "$rate" --warmup "${warmup}s"
+            --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
+        cpu) args=(chat --conns "$conns" --rooms $((conns / 5)) --rate "$rate" --warmup "${warmup}s"
+            --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
+        saturate) args=(saturate --conns $((conns < 200 ? conns : 200)) --rooms 4 --window 8
+            --warmup "${warmup}s" --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
+        ping) args=(ping --url "ws://$server_addr/echo" --conns 10 --rate 1000 --warmup "${warmup}s"
+            --drain 2s "${smoke_extra[@]}") ;;
+        connect) args=(connect --url "ws://$server_addr/echo" --conns "$connect_conns"
+            --concurrency 100 --source-ips 8 --timeout 10s --time-limit 60s)
+            common=(--json "$json" -q --server-pid) ;;
+    esac
+    # --url goes first for chat-like runs (the server address is known only now).
+    case $scenario in chat | cpu | saturate) args=("${args[0]}" --url "ws://$server_addr" "${args[@]:1}") ;; esac
+    limit=$(python3 -c "print(int(60 + 2 * $duration))")
+    "${loader[@]}" timeout --kill-after=5 "$limit" "$bench" "${args[@]}" "${common[@]}" "$server_pid" \
+        "${labels[@]}" >"$log.client" 2>&1 || status=$?
+    return "$status"
+}
+
+# cell NAME IO LAYOUT SCENARIO RATE: --runs runs of one cell, back to back.
+cell() {
+    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k status tag
+    local work=0
+    [[ $scenario == cpu ]] && work=50
+    for ((k = 1; k <= runs; k++)); do
+        tag=$name-$io-$layout-$scenario${rate:+-$rate}-run$k
+        status=0
+        start_server "$name" "$layout" "$io" "$work" "$dir/logs/$tag.server" || status=$?
+        if ((status == 3)); then
+            return 3
+        elif ((status != 0)); then
+            note "FAILED $tag: the server did not start (see $dir/logs/$tag.server)"
+            failures+=("$tag (server start)")
+            continue
+        fi
+        status=0
+        run_cell "$name" "$io" "$layout" "$scenario" "$rate" "$k" || status=$?
+        local stop=0
+        stop_server || stop=$?
+        if ((status != 0)); then
+            note "FAILED $tag: bench-client exit $status (see $dir/logs/$tag.client)"
+            failures+=("$tag (bench-client exit $status)")
+        elif [[ ! -s $dir/$tag.json ]]; then
+            note "FAILED $tag: no JSON written"
+            failures+=("$tag (no JSON)")
+        fi
+        if ((stop != 0)); then
+            note "FAILED $tag: the server exited $stop on SIGTERM"
+            failures+=("$tag (server exit $stop)")
+        fi
+        printf '  [%4ds] %-60s %s\n' "$((SECONDS - started))" "$tag" \
+            "$(python3 scripts/bench/summarize.py --one-line "$dir/$tag.json" 2>/dev/null || echo '-')" >&2
+    done
+}
+
+# ---- syscalls per delivery (untimed) ---------------------------------------------------------
+syscall_tool=none
+if $syscalls; then
+    if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_sendmsg true >/dev/null 2>&1; then
+        syscall_tool=perf
+    elif command -v strace >/dev/null; then
+        syscall_tool=strace
+    else
+        note "SKIPPED syscall counts: neither a working perf nor strace (install: apt-get install linux-perf strace)"
+    fi
+fi
+perf_events=raw_syscalls:sys_enter
+for s in sendmsg sendto writev write read recvfrom readv epoll_wait epoll_pwait epoll_ctl accept4 futex io_uring_enter close; do
+    perf_events+=,syscalls:sys_enter_$s
+done
+
+# syscall_run NAME IO: one chat run (1000 msg/s, split) with perf or strace attached to the server.
+syscall_run() {
+    local name=$1 io=$2 tag=$1-$2-split-syscalls status=0 tracer
+    mkdir -p "$dir/syscalls"
+    start_server "$name" split "$io" 0 "$dir/logs/$tag.server" || return $?
+    local out=$dir/syscalls/$tag.$syscall_tool.txt
+    if [[ $syscall_tool == perf ]]; then
+        perf stat -x, -e "$perf_events" -p "$server_pid" -o "$out" >/dev/null 2>&1 &
+    else
+        strace -c -f -q -p "$server_pid" -o "$out" >/dev/null 2>&1 &
+    fi
+    tracer=$!
+    sleep 0.5
+    taskset -c 1 timeout --kill-after=5 90 "$bench" chat --url "ws://$server_addr" --conns "$conns" \
+        --rooms "$rooms" --rate 1000 --warmup 1s --duration "${duration}s" --drain 3s -q \
+        --json "$dir/syscalls/$tag.json" --server-pid "$server_pid" --label "pattern=$name" \
+        --label "io=$io" --label layout=split --label scenario=syscalls --label rate=1000 \
+        --label "machine=$machine" >"$dir/logs/$tag.client" 2>&1 || status=$?
+    kill -INT "$tracer" 2>/dev/null || true
+    wait "$tracer" 2>/dev/null || true
+    stop_server || true
+    if ((status != 0)); then
+        failures+=("$tag (bench-client exit $status)")
+    fi
+    printf '  [%4ds] %-60s %s\n' "$((SECONDS - started))" "$tag" "($syscall_tool)" >&2
+}
+
+# ---- the matrix -------------------------------------------------------------------------------
+servers=()
+for io in $ios; do
+    for p in $patterns; do servers+=("$p:$io"); done
+done
+$node && servers+=("node-ws:libuv")
+
+declare -A skipped_io=()
+for entry in "${servers[@]}"; do
+    name=${entry%%:*} io=${entry#*:}
+    [[ -n ${skipped_io[$io]:-} ]] && continue
+    for layout in $layouts; do
+        list=$scenarios
+        [[ $layout == shared ]] && list=$shared_scenarios
+        for scenario in $list; do
+            rlist=""
+            case $scenario in
+                chat) if [[ $layout == shared ]]; then rlist=$shared_rates; else rlist=$rates; fi ;;
+                cpu) if [[ $mode == smoke ]]; then rlist=500; else rlist=4000; fi ;;
+            esac
+            status=0
+            if [[ -z $rlist ]]; then
+                cell "$name" "$io" "$layout" "$scenario" "" || status=$?
+            else
+                for rate in $rlist; do
+                    cell "$name" "$io" "$layout" "$scenario" "$rate" || status=$?
+                    ((status == 3)) && break
+                done
+            fi
+            if ((status == 3)); then
+                note "SKIPPED io=$io: the wschat binary rejects --io $io (see $dir/logs/*-$io-*.server)"
+                skipped_io[$io]=1
+                echo "io=$io skipped: the binary rejected --io $io" >>"$dir/skipped.txt"
+                break 2
+            fi
+        done
+    done
+    [[ -n ${skipped_io[$io]:-} ]] && continue
+    if [[ $syscall_tool != none ]]; then
+        syscall_run "$name" "$io" || failures+=("$name-$io-syscalls (server start)")
+    fi
+done
+
+# ---- report -------------------------------------------------------------------------------
+note "rendering the report"
+((${#failures[@]})) && printf '%s\n' "${failures[@]}" >"$dir/failures.txt"
+status=0
+python3 scripts/bench/summarize.py --run-dir "$dir" --bench "$bench" || status=$?
+((status == 0)) || failures+=("report for $dir (exit $status)")
+status=0
+python3 scripts/bench/summarize.py --readme "$out" || status=$?
+((status == 0)) || failures+=("$out/README.md (exit $status)")
+
+note "done in $((SECONDS - started)) s: $dir"
+if ((${#failures[@]})); then
+    note "failures (${#failures[@]}):"
+    printf '  %s\n' "${failures[@]}" >&2
+    printf '%s\n' "${failures[@]}" >"$dir/failures.txt"
+    exit 1
+fi

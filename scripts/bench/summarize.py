@@ -1,0 +1,469 @@
+#!/usr/bin/env python3
+"""Median-of-runs tables for scripts/bench.sh (Python 3 standard library only).
+
+    summarize.py --one-line RUN.json           one status line for the progress output
+    summarize.py --run-dir DIR [--bench BIN]   DIR/summary.md (+ DIR/report/<layout>-<scenario>/
+                                               from `bench-client report`, when BIN is given)
+    summarize.py --readme ROOT                 ROOT/README.md: how to read the tables, then the
+                                               newest run of each machine under ROOT/<machine>/
+
+A cell is (pattern, io, layout, scenario, rate); its runs are the files
+<pattern>-<io>-<layout>-<scenario>[-rate]-run<k>.json. Each number is the median of the runs
+with [min–max]; the correctness columns add the runs up (a cell is correct only if every run is).
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws"]
+SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect"]
+SYSCALL_GROUPS = [
+    ("write", ["sendmsg", "sendto", "writev", "write"]),
+    ("read", ["read", "recvfrom", "readv"]),
+    ("epoll_wait", ["epoll_wait", "epoll_pwait"]),
+    ("epoll_ctl", ["epoll_ctl"]),
+    ("futex", ["futex"]),
+]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_files(run_dir):
+    return sorted(p for p in glob.glob(os.path.join(run_dir, "*.json"))
+                  if os.path.basename(p) != "machine.json")
+
+
+def pctl(doc, hist, key):
+    h = (doc.get("histograms") or {}).get(hist)
+    if not h:
+        return None
+    return h.get("percentiles", h).get(key)
+
+
+def order_key(pattern):
+    return PATTERN_ORDER.index(pattern) if pattern in PATTERN_ORDER else len(PATTERN_ORDER)
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "–"
+    if digits == 0:
+        return f"{x:,.0f}".replace(",", " ")
+    return f"{x:.{digits}f}"
+
+
+def med(values, digits=0):
+    """median [min–max] of the non-null values."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    m = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(m, digits)
+    return f"{fmt(m, digits)} [{fmt(min(vals), digits)}–{fmt(max(vals), digits)}]"
+
+
+def one_line(path):
+    d = load(path)
+    c = d.get("counters", {})
+    kind = d.get("kind")
+    if kind == "connect":
+        ok = "ok" if c.get("failed", 0) == 0 else f"FAILED {c.get('failed')}"
+        return (f"{ok} {fmt(d['rates'].get('handshakes_per_s'))} handshakes/s "
+                f"upgrade p99 {fmt(pctl(d, 'upgrade_us', 'p99'))}us")
+    ok = "ok" if d.get("correct") else f"NOT CORRECT (lost {c.get('lost')}, ooo {c.get('out_of_order')})"
+    srv = (d.get("server") or {}).get("cpu_us_per_delivery")
+    lb = " LOADER-BOUND" if (d.get("loader") or {}).get("loader_bound") else ""
+    return (f"{ok} {fmt(d['rates'].get('delivered_per_s'))} del/s p50 {fmt(pctl(d, 'latency_us', 'p50'))}us "
+            f"p99 {fmt(pctl(d, 'latency_us', 'p99'))}us srv {fmt(srv, 2)}us/del{lb}")
+
+
+def cells(run_dir):
+    """{(layout, scenario): {(pattern, io, rate): [docs]}}"""
+    out = {}
+    for path in run_files(run_dir):
+        try:
+            d = load(path)
+        except (OSError, ValueError) as e:
+            print(f"summarize.py: skipping {path}: {e}", file=sys.stderr)
+            continue
+        lab = d.get("labels", {})
+        if "scenario" not in lab:
+            continue
+        d["_file"] = os.path.basename(path)
+        key = (lab.get("pattern", "?"), lab.get("io", "?"), lab.get("rate", "na"))
+        out.setdefault((lab.get("layout", "?"), lab["scenario"]), {}).setdefault(key, []).append(d)
+    return out
+
+
+def rate_num(r):
+    try:
+        return float(r)
+    except ValueError:
+        return 0.0
+
+
+def correctness(docs):
+    """(correct column, delivered/expected column) summed over runs."""
+    n = len(docs)
+    good = sum(1 for d in docs if d.get("correct"))
+    c = [d.get("counters", {}) for d in docs]
+    rec = sum(x.get("received", 0) for x in c)
+    exp = sum(x.get("expected", 0) for x in c)
+    bad = []
+    for k in ("lost", "out_of_order", "duplicates", "malformed", "disconnects", "protocol_errors"):
+        v = sum(x.get(k, 0) for x in c)
+        if v:
+            bad.append(f"{k} {v}")
+    kicks = sum(int(d.get("close_codes", {}).get("1008", 0)) for d in docs)
+    if kicks:
+        bad.append(f"1008 kicks {kicks}")
+    col = f"yes ({good}/{n})" if good == n else f"**NO** ({good}/{n}): " + ", ".join(bad or ["see JSON"])
+    return col, f"{rec}/{exp}"
+
+
+def loader_col(docs):
+    lb = sum(1 for d in docs if (d.get("loader") or {}).get("loader_bound"))
+    busy = max(((d.get("loader") or {}).get("busy_per_thread") or 0) for d in docs)
+    return ("**YES** " if lb else "no ") + f"({lb}/{len(docs)}, max {busy * 100:.0f}%)"
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def sorted_cells(group):
+    return sorted(group.items(), key=lambda kv: (rate_num(kv[0][2]), order_key(kv[0][0]), kv[0][1]))
+
+
+def chat_table(group):
+    headers = ["rate msg/s", "pattern", "io", "runs", "server µs/delivery", "delivered/s",
+               "p50 µs", "p99 µs", "p99.9 µs", "send_lag p99 µs", "correct", "delivered/expected",
+               "loader-bound"]
+    rows = []
+    for (pattern, io, rate), docs in sorted_cells(group):
+        rows.append([fmt(rate_num(rate)), f"**{pattern}**", io, len(docs),
+                     med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
+                     med([d["rates"].get("delivered_per_s") for d in docs]),
+                     med([pctl(d, "latency_us", "p50") for d in docs]),
+                     med([pctl(d, "latency_us", "p99") for d in docs]),
+                     med([pctl(d, "latency_us", "p99_9") for d in docs]),
+                     med([pctl(d, "send_lag_us", "p99") for d in docs]),
+                     *correctness(docs), loader_col(docs)])
+    return table(headers, rows)
+
+
+def saturate_table(group):
+    headers = ["pattern", "io", "runs", "deliveries/s", "server µs/delivery", "p50 µs", "p99 µs",
+               "correct", "delivered/expected", "loader-bound"]
+    rows = []
+    for (pattern, io, _), docs in sorted_cells(group):
+        rows.append([f"**{pattern}**", io, len(docs), med([d["rates"].get("delivered_per_s") for d in docs]),
+                     med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
+                     med([pctl(d, "latency_us", "p50") for d in docs]),
+                     med([pctl(d, "latency_us", "p99") for d in docs]),
+                     *correctness(docs), loader_col(docs)])
+    return table(headers, rows)
+
+
+def ping_table(group):
+    headers = ["pattern", "io", "runs", "RTT p50 µs", "p90 µs", "p99 µs", "p99.9 µs",
+               "send_lag p99 µs", "correct", "delivered/expected", "loader-bound"]
+    rows = []
+    for (pattern, io, _), docs in sorted_cells(group):
+        rows.append([f"**{pattern}**", io, len(docs),
+                     *(med([pctl(d, "latency_us", k) for d in docs]) for k in ("p50", "p90", "p99", "p99_9")),
+                     med([pctl(d, "send_lag_us", "p99") for d in docs]),
+                     *correctness(docs), loader_col(docs)])
+    return table(headers, rows)
+
+
+def connect_table(group):
+    headers = ["pattern", "io", "runs", "handshakes/s", "connect p99 µs", "upgrade p50 µs",
+               "upgrade p99 µs", "server µs/handshake", "failed/attempted", "loader-bound"]
+    rows = []
+    for (pattern, io, _), docs in sorted_cells(group):
+        per_hs = []
+        for d in docs:
+            s, c = d.get("server") or {}, d.get("counters", {})
+            if s.get("user_s") is not None and c.get("handshakes"):
+                per_hs.append((s["user_s"] + s["sys_s"]) * 1e6 / c["handshakes"])
+        failed = sum(d["counters"].get("failed", 0) for d in docs)
+        att = sum(d["counters"].get("attempted", 0) for d in docs)
+        rows.append([f"**{pattern}**", io, len(docs), med([d["rates"].get("handshakes_per_s") for d in docs]),
+                     med([pctl(d, "connect_us", "p99") for d in docs]),
+                     med([pctl(d, "upgrade_us", "p50") for d in docs]),
+                     med([pctl(d, "upgrade_us", "p99") for d in docs]),
+                     med(per_hs, 1), (f"{failed}/{att}" if not failed else f"**{failed}**/{att}"),
+                     loader_col(docs)])
+    return table(headers, rows)
+
+
+def parse_perf(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) < 3 or not parts[0].replace(".", "").isdigit():
+                continue
+            event = parts[2]
+            name = "total" if event == "raw_syscalls:sys_enter" else event.rsplit("sys_enter_", 1)[-1]
+            counts[name] = int(float(parts[0]))
+    return counts
+
+
+def parse_strace(path):
+    counts, total = {}, 0
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(parts) >= 5 and re.match(r"^\d+\.\d+$", parts[0]) and parts[-1] != "total":
+                counts[parts[-1]] = int(parts[3])
+                total += int(parts[3])
+    counts["total"] = total
+    return counts
+
+
+def syscall_table(run_dir):
+    sdir = os.path.join(run_dir, "syscalls")
+    rows, tool = [], None
+    for path in sorted(glob.glob(os.path.join(sdir, "*.json")), key=lambda p: order_key(load(p)["labels"].get("pattern"))):
+        d = load(path)
+        base = path[:-5]
+        counts = None
+        for t, parse in (("perf", parse_perf), ("strace", parse_strace)):
+            if os.path.exists(f"{base}.{t}.txt"):
+                counts, tool = parse(f"{base}.{t}.txt"), t
+        if not counts:
+            continue
+        c = d["counters"]
+        deliveries = c.get("received", 0) + c.get("join_notices", 0)
+        per = lambda n: f"{n / deliveries:.3f}" if deliveries else "–"
+        row = [f"**{d['labels'].get('pattern')}**", d["labels"].get("io"), fmt(deliveries),
+               per(counts.get("total", 0))]
+        for _, names in SYSCALL_GROUPS:
+            row.append(per(sum(counts.get(n, 0) for n in names)))
+        row.append(correctness([d])[0])
+        rows.append(row)
+    if not rows:
+        return None
+    headers = ["pattern", "io", "deliveries", "syscalls/delivery",
+               *(f"{g}/delivery" for g, _ in SYSCALL_GROUPS), "correct"]
+    note = (f"Counted with `{'perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_*' if tool == 'perf' else 'strace -c -f'}` "
+            "attached to the server for a whole untimed chat run (1000 connections, rooms of 50, 1000 msg/s, "
+            "split layout): connects, join notices and the run. Deliveries = frames the loader received "
+            "(messages + join notices). write = sendmsg+sendto+writev+write; read = read+recvfrom+readv; "
+            "epoll_wait = epoll_wait+epoll_pwait.")
+    return note + "\n\n" + table(headers, rows)
+
+
+def title(scenario, group):
+    d = next(iter(group.values()))[0]
+    c = d.get("config", {})
+    conns, rooms = c.get("conns"), c.get("rooms")
+    per = f"rooms of {conns // rooms}: each message reaches {conns // rooms - 1}" if conns and rooms else "?"
+    if scenario == "chat":
+        return f"Chat fan-out at fixed rates ({conns} connections, {per})"
+    if scenario == "cpu":
+        work = d.get("labels", {}).get("work_us", "?")
+        return f"CPU-bound chat (server --work-us {work} per message; {conns} connections, {per})"
+    if scenario == "saturate":
+        return f"Saturation (closed loop, {conns} connections, {per}, window {c.get('window')})"
+    if scenario == "ping":
+        return f"Ping round trip on /echo ({conns} connections, {fmt(c.get('rate'))} msg/s in total)"
+    return (f"Connect storm on /echo ({conns} handshakes then close, {c.get('concurrency')} in flight, "
+            f"{c.get('source_ips')} source IPs)")
+
+
+LAYOUT_NOTES = {
+    "split": ("layout **split**: server on cpu0, bench-client on cpu1. Multi-thread patterns run both "
+              "their threads on the one core: this measures their cost, not their parallelism."),
+    "shared": ("layout **shared**: server and bench-client unpinned on the 2 cores. The multi-thread "
+               "patterns compete with the loader for the second core: read the loader-bound column."),
+}
+RENDER = {"chat": chat_table, "cpu": chat_table, "saturate": saturate_table, "ping": ping_table,
+          "connect": connect_table}
+
+
+def command_of(group):
+    docs = next(iter(group.values()))
+    cmd = docs[0].get("command", [])
+    out = []
+    skip = False
+    for a in cmd:  # drop run-specific values: ports, pids, file names, labels
+        if skip:
+            skip = False
+            continue
+        if a in ("--json", "--server-pid", "--label", "--hgrm"):
+            skip = True
+            continue
+        out.append(re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", os.path.basename(a) if a.endswith("bench-client") else a))
+    return " ".join(out)
+
+
+def summary(run_dir, bench=None, link_prefix=""):
+    mpath = os.path.join(run_dir, "machine.json")
+    m = load(mpath) if os.path.exists(mpath) else {}
+    b = m.get("bench", {})
+    groups = cells(run_dir)
+    parts = []
+    parts.append(f"Machine **{m.get('machine', '?')}**: {m.get('cpu_model')} ({m.get('hypervisor') or 'bare metal'}), "
+                 f"{m.get('cpus_online')} CPUs, kernel {m.get('kernel')}, fd limit {m.get('fd_limit', {}).get('hard')}, "
+                 f"somaxconn {m.get('sysctls', {}).get('net.core.somaxconn')}. "
+                 f"Run {b.get('started_utc', '?')} (mode {b.get('mode', '?')}, {b.get('runs', '?')} run(s) per cell, "
+                 f"{b.get('duration_s', '?')} s measured each) of commit `{b.get('git_head', '?')[:12]}`"
+                 + (f" with {b.get('git_dirty_server_files')} uncommitted server/client file(s)"
+                    if b.get("git_dirty_server_files", "0") not in ("0", 0) else "")
+                 + f", produced by `{b.get('command', '?')}`.")
+    skipped = os.path.join(run_dir, "skipped.txt")
+    if os.path.exists(skipped):
+        parts.append("Skipped: " + "; ".join(open(skipped).read().split("\n")).strip("; "))
+    failures = os.path.join(run_dir, "failures.txt")
+    if os.path.exists(failures):
+        parts.append("**Failed steps**: " + "; ".join(l for l in open(failures).read().splitlines() if l))
+    for layout in ("split", "shared"):
+        for scenario in SCENARIOS:
+            group = groups.get((layout, scenario))
+            if not group:
+                continue
+            sub = f"report/{layout}-{scenario}"
+            parts.append(f"#### {title(scenario, group)} — {layout}\n\n{LAYOUT_NOTES[layout]} "
+                         f"Command (per run, server address elided): `{command_of(group)}`.\n\n"
+                         + RENDER[scenario](group)
+                         + (f"\n\nPer-run rows and plots: [{sub}/report.md]({link_prefix}{sub}/report.md), "
+                            f"[latency]({link_prefix}{sub}/latency.svg), [throughput]({link_prefix}{sub}/throughput.svg)."
+                            if bench or os.path.exists(os.path.join(run_dir, sub, "report.md")) else ""))
+            if bench:
+                files = sorted(d["_file"] for docs in group.values() for d in docs)
+                outdir = os.path.join(run_dir, sub)
+                r = subprocess.run([bench, "report", *(os.path.join(run_dir, f) for f in files), "-o", outdir],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SystemExit(f"summarize.py: bench-client report failed for {sub}: {r.stderr.strip()}")
+    sc = syscall_table(run_dir)
+    if sc:
+        parts.append("#### Syscalls per delivery (untimed run)\n\n" + sc)
+    return "\n\n".join(parts) + "\n"
+
+
+README_HEAD = """# Results
+
+Generated by `scripts/bench.sh` (do not edit by hand: this file is rewritten after every run;
+the text below the tables comes from `scripts/bench/summarize.py`). Each run lives in
+`<machine>/<UTC timestamp>/`: `machine.json` (CPU, kernel, sysctls, fd limits, tool versions,
+the exact `scripts/bench.sh` command and git commit), one raw bench-client JSON per run
+(`<pattern>-<io>-<layout>-<scenario>[-rate]-run<k>.json`, with its HdrHistograms),
+`summary.md` (the tables below), `report/<layout>-<scenario>/` (`bench-client report`: per-run
+rows, latency and throughput plots), `syscalls/` (perf or strace counts) and `logs/` (every
+server's start-up line and every bench-client summary). Re-render with
+`python3 scripts/bench/summarize.py --run-dir DIR --bench target/release/bench-client`.
+
+## How to read the tables
+
+- Each cell is the **median of its runs** (runs of a cell back to back, a fresh server per run),
+  with **[min–max]** beside it when there was more than one run.
+- **server µs/delivery**: server CPU (user+sys from /proc/PID/stat over the measured interval)
+  divided by the deliveries measured. A chat delivery is one message reaching one receiver, so
+  a message in a room of 50 is 49 deliveries. This is the number to compare patterns by while
+  the server is not saturated, in the **split** layout.
+- **p50/p99/p99.9 µs**: latency from each message's *scheduled* send time to its arrival
+  (coordinated-omission free; lost deliveries count at the time waited for them).
+- **send_lag p99 µs**: how late the loader itself sent (actual send − scheduled). On this VM a
+  sleeping thread wakes 50–100 µs late typically and milliseconds late at the tail, so read
+  latency *together with* send_lag: a p99 close to send_lag p99 is the machine, not the server.
+- **correct**: runs whose every delivery was accounted for (received == expected, nothing
+  lost, reordered, duplicated or malformed), and what went wrong otherwise; **delivered/expected**
+  adds the runs up. A 1008 kick is the server disconnecting a slow consumer (`--max-outbound`).
+- **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
+  numbers may describe the loader rather than the server; max is its busiest run.
+- Rates rise until latency breaks: where delivered/s stops following the offered rate × 49,
+  the server (or, on this machine, the one core it has) is saturated and latency grows with the
+  backlog of the run.
+
+## CPU layouts
+
+- **split**: server `taskset -c 0`, bench-client `taskset -c 1`. Cost per delivery without the
+  loader in the way. The multi-thread patterns still run `--threads 2` (work-queue
+  `--workers 2`), all on the one core: they pay for their threads (cross-thread hand-offs,
+  wake-ups) without a second core to gain from.
+- **shared**: both unpinned on both cores. What the multi-thread patterns can do here — but on
+  2 cores they compete with the loader, so check loader-bound and send_lag before crediting a
+  pattern with a gain.
+
+## The machine and its limits
+
+2 vCPUs (KVM), loopback only (127.0.0.1), hard fd limit 20,000. Loopback means the kernel
+runs the receiver's side of every send in the sender's context: a chat server's CPU is
+mostly syscalls (`write` of an 80-byte frame ≈ 5.5 µs), which is why syscalls per delivery are
+counted in a separate untimed run (perf or strace slow the server down; never in a timed run).
+One loader process on one core; no `merge` of several load machines.
+
+The baseline **node-ws** is `scripts/baselines/node-ws/server.js` (Node 20, `ws` pinned in its
+package-lock.json): the course's starting point, single-threaded on libuv, same protocol and
+same bench-client; bench-client sends binary messages, so the binary forwarding path is measured.
+"""
+
+
+def readme(root):
+    sections = [README_HEAD]
+    machines = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
+    index = []
+    for mach in machines:
+        runs = sorted(d for d in os.listdir(os.path.join(root, mach))
+                      if os.path.exists(os.path.join(root, mach, d, "machine.json")))
+        if not runs:
+            continue
+        info = []
+        for r in runs:
+            b = load(os.path.join(root, mach, r, "machine.json")).get("bench", {})
+            info.append((r, b))
+        # The newest full run, else the newest run of any mode.
+        full = [r for r, b in info if b.get("mode") == "full"]
+        shown = full[-1] if full else runs[-1]
+        sections.append(f"## {mach}: {shown}\n\n"
+                        + summary(os.path.join(root, mach, shown), link_prefix=f"{mach}/{shown}/"))
+        for r, b in info:
+            index.append(f"| [{mach}/{r}]({mach}/{r}/summary.md) | {b.get('mode', '?')} | "
+                         f"`{b.get('command', '?')}` | `{b.get('git_head', '?')[:12]}` |")
+    if index:
+        sections.append("## Every run\n\n| run | mode | command | commit |\n|---|---|---|---|\n" + "\n".join(index))
+    else:
+        sections.append("No runs yet: `scripts/bench.sh --quick`.")
+    with open(os.path.join(root, "README.md"), "w") as f:
+        f.write("\n\n".join(s.rstrip("\n") for s in sections) + "\n")
+    print(f"wrote {os.path.join(root, 'README.md')}", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--one-line", metavar="RUN_JSON")
+    g.add_argument("--run-dir", metavar="DIR")
+    g.add_argument("--readme", metavar="ROOT")
+    ap.add_argument("--bench", metavar="BIN", help="bench-client binary, to render report/ plots")
+    a = ap.parse_args()
+    if a.one_line:
+        print(one_line(a.one_line))
+    elif a.run_dir:
+        text = summary(a.run_dir, a.bench)
+        with open(os.path.join(a.run_dir, "summary.md"), "w") as f:
+            f.write(f"# {os.path.basename(os.path.normpath(a.run_dir))}\n\n" + text)
+        print(f"wrote {os.path.join(a.run_dir, 'summary.md')}", file=sys.stderr)
+    else:
+        readme(a.readme)
+
+
+if __name__ == "__main__":
+    main()
