@@ -20,7 +20,7 @@
 #   --runs N             runs per cell, back to back (default full: 3)
 #   --duration SECS      measured seconds per run (default full: 5)
 #   --no-node            skip the Node baseline
-#   --no-syscalls        skip the syscall-count runs
+#   --no-syscalls, --syscalls   skip / do the syscall-count runs (default: full mode only)
 #   --no-build           use the existing target/release binaries
 #   -h, --help           this text
 #
@@ -67,7 +67,7 @@ machine=
 patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
 ios="epoll"
 layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration=
-node=true syscalls=true build=true
+node=true syscalls= build=true
 while (($#)); do
     case $1 in
         --quick) mode=quick ;;
@@ -86,6 +86,7 @@ while (($#)); do
         --duration) duration=${2:?}; shift ;;
         --no-node) node=false ;;
         --no-syscalls) syscalls=false ;;
+        --syscalls) syscalls=true ;;
         --no-build) build=false ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
@@ -100,19 +101,21 @@ case $mode in
         : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu}"
         : "${shared_scenarios:=chat saturate cpu}" "${rates:=1000 2000 5000 10000}"
         : "${shared_rates:=2000 5000}" "${runs:=3}" "${duration:=5}"
-        warmup=1 connect_conns=5000 ;;
+        warmup=1 connect_conns=5000
+        : "${syscalls:=true}" ;;
     quick)
         : "${layouts:=split}" "${scenarios:=chat saturate ping}" "${shared_scenarios:=}"
         : "${rates:=1000 5000}" "${shared_rates:=2000}" "${runs:=1}" "${duration:=2}"
         warmup=1 connect_conns=2000
-        syscalls=false ;;
+        : "${syscalls:=false}" ;;
     smoke)
         [[ $patterns == "single-thread acceptor-readers work-queue multi-accept reuseport" ]] &&
             patterns="single-thread reuseport"
         : "${layouts:=split}" "${scenarios:=chat}" "${shared_scenarios:=}"
         : "${rates:=500}" "${shared_rates:=500}" "${runs:=1}" "${duration:=2}"
         conns=50 rooms=5 warmup=0.5 connect_conns=200
-        syscalls=false smoke_extra=(--require-correct) ;;
+        : "${syscalls:=false}"
+        smoke_extra=(--require-correct) ;;
 esac
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ $duration =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds"
@@ -210,7 +213,7 @@ start_server() {
     local name=$1 layout=$2 io=$3 work=$4 log=$5 pin=() cmd i
     [[ $layout == split ]] && pin=(taskset -c 0)
     if [[ $name == node-ws ]]; then
-        cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0)
+        cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0 --work-us "$work")
     else
         cmd=("$wschat" --pattern "$name" --io "$io" --addr 127.0.0.1:0 --work-us "$work")
         case $name in

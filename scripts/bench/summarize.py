@@ -23,7 +23,8 @@ import sys
 PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws"]
 SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect"]
 SYSCALL_GROUPS = [
-    ("write", ["sendmsg", "sendto", "writev", "write"]),
+    ("sendmsg+writev", ["sendmsg", "sendto", "writev"]),
+    ("write", ["write"]),
     ("read", ["read", "recvfrom", "readv"]),
     ("epoll_wait", ["epoll_wait", "epoll_pwait"]),
     ("epoll_ctl", ["epoll_ctl"]),
@@ -238,7 +239,7 @@ def parse_strace(path):
 
 def syscall_table(run_dir):
     sdir = os.path.join(run_dir, "syscalls")
-    rows, tool = [], None
+    rows, tool, cfg = [], None, {}
     for path in sorted(glob.glob(os.path.join(sdir, "*.json")), key=lambda p: order_key(load(p)["labels"].get("pattern"))):
         d = load(path)
         base = path[:-5]
@@ -248,7 +249,7 @@ def syscall_table(run_dir):
                 counts, tool = parse(f"{base}.{t}.txt"), t
         if not counts:
             continue
-        c = d["counters"]
+        c, cfg = d["counters"], d.get("config", {})
         deliveries = c.get("received", 0) + c.get("join_notices", 0)
         per = lambda n: f"{n / deliveries:.3f}" if deliveries else "–"
         row = [f"**{d['labels'].get('pattern')}**", d["labels"].get("io"), fmt(deliveries),
@@ -262,9 +263,11 @@ def syscall_table(run_dir):
     headers = ["pattern", "io", "deliveries", "syscalls/delivery",
                *(f"{g}/delivery" for g, _ in SYSCALL_GROUPS), "correct"]
     note = (f"Counted with `{'perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_*' if tool == 'perf' else 'strace -c -f'}` "
-            "attached to the server for a whole untimed chat run (1000 connections, rooms of 50, 1000 msg/s, "
+            f"attached to the server for a whole untimed chat run ({cfg.get('conns')} connections, rooms of "
+            f"{cfg.get('conns', 0) // max(cfg.get('rooms', 1), 1)}, {fmt(cfg.get('rate'))} msg/s, {fmt(cfg.get('duration_s'))} s, "
             "split layout): connects, join notices and the run. Deliveries = frames the loader received "
-            "(messages + join notices). write = sendmsg+sendto+writev+write; read = read+recvfrom+readv; "
+            "(messages + join notices). sendmsg+writev = sendmsg+sendto+writev (socket output); write = write(2) "
+            "(wschat: eventfd wake-ups between threads; node: socket writes too); read = read+recvfrom+readv; "
             "epoll_wait = epoll_wait+epoll_pwait.")
     return note + "\n\n" + table(headers, rows)
 

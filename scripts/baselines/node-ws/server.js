@@ -2,7 +2,7 @@
 // Baseline for scripts/bench.sh: the course's Node `ws` chat server, speaking wschat's chat
 // protocol (see the top-level README), single-threaded on libuv.
 //
-//   node server.js [--addr 127.0.0.1:8080]      (port 0 picks a free port)
+//   node server.js [--addr 127.0.0.1:8080] [--work-us N]   (port 0 picks a free port)
 //
 // Prints "listening on HOST:PORT" once bound. SIGTERM/SIGINT: close 1001 to every client, exit 0.
 //
@@ -19,11 +19,16 @@ const http = require('http');
 const { WebSocketServer, WebSocket } = require('ws');
 
 let addr = '127.0.0.1:8080';
+let workUs = 0; // --work-us N: N µs of busy CPU per chat message, like wschat's --work-us
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--addr' && i + 1 < args.length) addr = args[++i];
   else if (args[i].startsWith('--addr=')) addr = args[i].slice(7);
-  else { console.error(`usage: node server.js [--addr HOST:PORT]\nunknown argument: ${args[i]}`); process.exit(2); }
+  else if (args[i] === '--work-us' && i + 1 < args.length) workUs = Number(args[++i]);
+  else {
+    console.error(`usage: node server.js [--addr HOST:PORT] [--work-us N]\nunknown argument: ${args[i]}`);
+    process.exit(2);
+  }
 }
 const sep = addr.lastIndexOf(':');
 const host = addr.slice(0, sep);
@@ -43,6 +48,12 @@ const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxP
 function reject(socket, status, reason) {
   socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\n` +
     `Content-Length: ${Buffer.byteLength(reason) + 1}\r\nConnection: close\r\n\r\n${reason}\n`);
+}
+
+function work() {
+  if (workUs <= 0) return;
+  const until = process.hrtime.bigint() + BigInt(Math.round(workUs * 1000));
+  while (process.hrtime.bigint() < until) { /* synthetic CPU cost, as wschat --work-us */ }
 }
 
 function broadcast(room, from, data, isBinary) {
@@ -76,6 +87,7 @@ server.on('upgrade', (req, socket, head) => {
     broadcast(members, ws, `${name} just connected`, false);
     members.add(ws);
     ws.on('message', (data, isBinary) => {
+      work();
       if (isBinary) broadcast(members, ws, data, true);
       else broadcast(members, ws, `${name} says: ${data.toString()}`, false);
     });
