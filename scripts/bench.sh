@@ -22,6 +22,8 @@
 #   --no-node            skip the Node baseline
 #   --no-syscalls, --syscalls   skip / do the syscall-count runs (default: full mode only)
 #   --no-build           use the existing target/release binaries
+#   --quiet-wait SECS    before each run, wait at most SECS for the machine to be < 10 % busy
+#                        (default 60; smoke 0). Other load is recorded per run either way.
 #   -h, --help           this text
 #
 # CPU layouts (written into every result's labels as layout=...):
@@ -67,7 +69,7 @@ machine=
 patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
 ios="epoll"
 layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration=
-node=true syscalls= build=true
+node=true syscalls= build=true quiet_max=
 while (($#)); do
     case $1 in
         --quick) mode=quick ;;
@@ -88,6 +90,7 @@ while (($#)); do
         --no-syscalls) syscalls=false ;;
         --syscalls) syscalls=true ;;
         --no-build) build=false ;;
+        --quiet-wait) quiet_max=${2:?}; shift; [[ $quiet_max =~ ^[0-9]+$ ]] || die "--quiet-wait takes whole seconds" ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -241,6 +244,13 @@ start_server() {
     return 1
 }
 
+# ---- other load on the machine ----------------------------------------------------------------
+# On 2 cores, anything else running (a compile, a test suite) distorts a run. Before each run
+# wait (at most $quiet_max s) until the machine is below 10 % busy; after it, record in the
+# run's JSON ("host_noise") how much CPU processes other than server and loader used.
+[[ -z $quiet_max ]] && { quiet_max=60; [[ $mode == smoke ]] && quiet_max=0; }
+quiet_waited=0 quiet_busy=0
+
 # ---- one run ------------------------------------------------------------------------------
 # run_cell NAME IO LAYOUT SCENARIO RATE K: one server start, one bench-client run, one stop.
 run_cell() {
@@ -272,8 +282,24 @@ run_cell() {
     # --url goes first for chat-like runs (the server address is known only now).
     case $scenario in chat | cpu | saturate) args=("${args[0]}" --url "ws://$server_addr" "${args[@]:1}") ;; esac
     limit=$(python3 -c "print(int(60 + 2 * $duration))")
+    # `times` (a builtin: no fork, in this shell) gives the CPU of waited-for children, i.e.
+    # the loader's; /proc/stat the whole machine's; /proc/PID/stat the server's.
+    local b0 s0 b1 s1
+    s0=$(python3 scripts/bench/noise.py proc "$server_pid")
+    times >"$log.times0"
+    b0=$(python3 scripts/bench/noise.py busy)
+    local w0=$EPOCHREALTIME
     "${loader[@]}" timeout --kill-after=5 "$limit" "$bench" "${args[@]}" "${common[@]}" "$server_pid" \
         "${labels[@]}" >"$log.client" 2>&1 || status=$?
+    local w1=$EPOCHREALTIME
+    b1=$(python3 scripts/bench/noise.py busy)
+    times >"$log.times1"
+    s1=$(python3 scripts/bench/noise.py proc "$server_pid")
+    if [[ -s $json ]]; then
+        python3 scripts/bench/noise.py annotate "$json" "$b0" "$b1" "$w0" "$w1" "$s0" "$s1" \
+            "$log.times0" "$log.times1" "$quiet_waited" "$quiet_busy" || true
+    fi
+    rm -f "$log.times0" "$log.times1"
     return "$status"
 }
 
@@ -284,6 +310,11 @@ cell() {
     [[ $scenario == cpu ]] && work=50
     for ((k = 1; k <= runs; k++)); do
         tag=$name-$io-$layout-$scenario${rate:+-$rate}-run$k
+        quiet_waited=0 quiet_busy=-1
+        if ((quiet_max > 0)); then
+            read -r quiet_waited quiet_busy < <(python3 scripts/bench/noise.py wait-quiet "$quiet_max")
+            ((quiet_busy >= 10)) && note "machine still ${quiet_busy}% busy after ${quiet_waited} s: running $tag anyway (see host_noise)"
+        fi
         status=0
         start_server "$name" "$layout" "$io" "$work" "$dir/logs/$tag.server" || status=$?
         if ((status == 3)); then

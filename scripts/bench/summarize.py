@@ -137,6 +137,15 @@ def loader_col(docs):
     return ("**YES** " if lb else "no ") + f"({lb}/{len(docs)}, max {busy * 100:.0f}%)"
 
 
+def noise_col(docs):
+    vals = [(d.get("host_noise") or {}).get("foreign_pct_of_machine") for d in docs]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    m = max(vals)
+    return f"**{m:.0f}%**" if m >= 5 else f"{m:.0f}%"
+
+
 def table(headers, rows):
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|"]
@@ -151,7 +160,7 @@ def sorted_cells(group):
 def chat_table(group):
     headers = ["rate msg/s", "pattern", "io", "runs", "server µs/delivery", "delivered/s",
                "p50 µs", "p99 µs", "p99.9 µs", "send_lag p99 µs", "correct", "delivered/expected",
-               "loader-bound"]
+               "loader-bound", "other load"]
     rows = []
     for (pattern, io, rate), docs in sorted_cells(group):
         rows.append([fmt(rate_num(rate)), f"**{pattern}**", io, len(docs),
@@ -161,38 +170,38 @@ def chat_table(group):
                      med([pctl(d, "latency_us", "p99") for d in docs]),
                      med([pctl(d, "latency_us", "p99_9") for d in docs]),
                      med([pctl(d, "send_lag_us", "p99") for d in docs]),
-                     *correctness(docs), loader_col(docs)])
+                     *correctness(docs), loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
 
 def saturate_table(group):
     headers = ["pattern", "io", "runs", "deliveries/s", "server µs/delivery", "p50 µs", "p99 µs",
-               "correct", "delivered/expected", "loader-bound"]
+               "correct", "delivered/expected", "loader-bound", "other load"]
     rows = []
     for (pattern, io, _), docs in sorted_cells(group):
         rows.append([f"**{pattern}**", io, len(docs), med([d["rates"].get("delivered_per_s") for d in docs]),
                      med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
                      med([pctl(d, "latency_us", "p50") for d in docs]),
                      med([pctl(d, "latency_us", "p99") for d in docs]),
-                     *correctness(docs), loader_col(docs)])
+                     *correctness(docs), loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
 
 def ping_table(group):
     headers = ["pattern", "io", "runs", "RTT p50 µs", "p90 µs", "p99 µs", "p99.9 µs",
-               "send_lag p99 µs", "correct", "delivered/expected", "loader-bound"]
+               "send_lag p99 µs", "correct", "delivered/expected", "loader-bound", "other load"]
     rows = []
     for (pattern, io, _), docs in sorted_cells(group):
         rows.append([f"**{pattern}**", io, len(docs),
                      *(med([pctl(d, "latency_us", k) for d in docs]) for k in ("p50", "p90", "p99", "p99_9")),
                      med([pctl(d, "send_lag_us", "p99") for d in docs]),
-                     *correctness(docs), loader_col(docs)])
+                     *correctness(docs), loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
 
 def connect_table(group):
     headers = ["pattern", "io", "runs", "handshakes/s", "connect p99 µs", "upgrade p50 µs",
-               "upgrade p99 µs", "server µs/handshake", "failed/attempted", "loader-bound"]
+               "upgrade p99 µs", "server µs/handshake", "failed/attempted", "loader-bound", "other load"]
     rows = []
     for (pattern, io, _), docs in sorted_cells(group):
         per_hs = []
@@ -207,7 +216,7 @@ def connect_table(group):
                      med([pctl(d, "upgrade_us", "p50") for d in docs]),
                      med([pctl(d, "upgrade_us", "p99") for d in docs]),
                      med(per_hs, 1), (f"{failed}/{att}" if not failed else f"**{failed}**/{att}"),
-                     loader_col(docs)])
+                     loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
 
@@ -389,6 +398,10 @@ server's start-up line and every bench-client summary). Re-render with
 - **correct**: runs whose every delivery was accounted for (received == expected, nothing
   lost, reordered, duplicated or malformed), and what went wrong otherwise; **delivered/expected**
   adds the runs up. A 1008 kick is the server disconnecting a slow consumer (`--max-outbound`).
+- **other load**: the most CPU that processes other than the server and the loader used during
+  any run of the cell, in % of the whole machine (`host_noise` in the run's JSON, from
+  /proc/stat). bench.sh waits up to 60 s for a quiet machine before each run; **bold** (≥ 5 %)
+  means something else ran alongside (a compile, a test suite) and the cell is suspect.
 - **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
   numbers may describe the loader rather than the server; max is its busiest run.
 - Rates rise until latency breaks: where delivered/s stops following the offered rate × 49,
