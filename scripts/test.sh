@@ -84,6 +84,23 @@ if ! $quick; then
     rm -rf "$bench_out"
 fi
 
+# The browser page in Debian's Chromium (tests/browser/run.sh: playwright-core, node:test,
+# three patterns), then interop with client libraries we did not write (scripts/interop.sh:
+# Python websockets, Node ws, curl), for a single-thread and a multi-thread server.
+if ! $quick; then
+    if [[ -x ${CHROMIUM:-/usr/bin/chromium} ]] && command -v node >/dev/null && command -v npm >/dev/null; then
+        run "browser" bash tests/browser/run.sh
+    else
+        skip browser "apt-get install chromium && (cd tests/browser && npm ci)"
+    fi
+    if command -v python3 >/dev/null && command -v node >/dev/null && command -v npm >/dev/null; then
+        run "interop single-thread" bash scripts/interop.sh
+        run "interop multi-accept" bash scripts/interop.sh -- --pattern multi-accept --threads 2
+    else
+        skip interop "python3 (with venv) and Node.js 20 with npm, then scripts/interop.sh"
+    fi
+fi
+
 # list NAME...: the names joined with ", ", or "none".
 list() {
     (($#)) || { echo none; return; }
