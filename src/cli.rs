@@ -109,6 +109,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub work_us: u32,
 
+    /// Experiments only: the accepting thread sleeps this many microseconds after each
+    /// connection it accepts, so that the accept queue fills (see scripts/experiments/).
+    #[arg(long, env = "WSCHAT_ACCEPT_DELAY_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub accept_delay_us: u32,
+
     /// How multi-accept's loops are woken by a new connection. Default: exclusive.
     #[arg(long, env = "WSCHAT_ACCEPT_WAKEUP", value_enum)]
     pub accept_wakeup: Option<AcceptWakeupArg>,

@@ -38,6 +38,8 @@ pub struct Config {
     pub queue_depth: usize,
     /// Synthetic CPU work per chat message (`--work-us`).
     pub work_cost: Duration,
+    /// Experiments only: a stall after each accepted connection (`--accept-delay-us`).
+    pub accept_delay: Duration,
     pub accept_wakeup: AcceptWakeup,
     /// The CPUs of the process's affinity mask, in order; `--pin` places thread i on
     /// `cpus[i % len]`. Empty if the mask could not be read.
@@ -173,6 +175,7 @@ impl Config {
             assign: args.assign.unwrap_or(Assign::RoundRobin),
             queue_depth: args.queue_depth.map_or(1024, |d| d as usize),
             work_cost: Duration::from_micros(args.work_us.into()),
+            accept_delay: Duration::from_micros(args.accept_delay_us.into()),
             accept_wakeup: match args.accept_wakeup {
                 Some(AcceptWakeupArg::All) => AcceptWakeup::All,
                 Some(AcceptWakeupArg::Exclusive) | None => AcceptWakeup::Exclusive,
@@ -243,6 +246,12 @@ impl Config {
         };
         if !self.work_cost.is_zero() {
             out += &format!(" work-us={}", self.work_cost.as_micros());
+        }
+        if !self.accept_delay.is_zero() {
+            out += &format!(
+                " accept-delay-us={} (experiment)",
+                self.accept_delay.as_micros()
+            );
         }
         if self.pin {
             out += &format!(" pin=on cpus={:?}", self.cpus);

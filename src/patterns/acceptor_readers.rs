@@ -56,9 +56,10 @@ pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> a
     let (inbox, hub_for_acceptor) = (acceptor_inbox.clone(), hub.clone());
     let stats = registry.add_thread("acceptor");
     let mut placement = Placement::new(config.assign, readers);
+    let delay = config.accept_delay;
     threads.start_loop("acceptor".into(), &acceptor_waker, move |io: R| {
         let assign = Box::new(move || placement.pick());
-        let mut acceptor = Acceptor::new(io, inbox, hub_for_acceptor, assign, stats);
+        let mut acceptor = Acceptor::new(io, inbox, hub_for_acceptor, assign, stats, delay);
         acceptor
             .add_listener(listener)
             .context("registering the listener")?;

@@ -9,9 +9,9 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{ACCEPT_PAUSE, Hub, Inbox, InboxMsg, report_accept_pause};
+use super::{ACCEPT_PAUSE, Hub, Inbox, InboxMsg, report_accept_pause, stall_after_accept};
 use crate::io::{AcceptWakeup, Event, ListenerId, Reactor};
 use crate::stats::{ThreadStats, bump, set};
 
@@ -24,6 +24,8 @@ pub struct Acceptor<R: Reactor> {
     hub: Arc<Hub>,
     assign: Assign,
     stats: Arc<ThreadStats>,
+    /// `--accept-delay-us` (experiments).
+    accept_delay: Duration,
 }
 
 impl<R: Reactor> Acceptor<R> {
@@ -35,6 +37,7 @@ impl<R: Reactor> Acceptor<R> {
         hub: Arc<Hub>,
         assign: Assign,
         stats: Arc<ThreadStats>,
+        accept_delay: Duration,
     ) -> Acceptor<R> {
         Acceptor {
             io,
@@ -42,6 +45,7 @@ impl<R: Reactor> Acceptor<R> {
             hub,
             assign,
             stats,
+            accept_delay,
         }
     }
 
@@ -67,6 +71,7 @@ impl<R: Reactor> Acceptor<R> {
                 Event::Accepted { stream, peer, .. } => {
                     let shard = (self.assign)() % batches.len();
                     batches[shard].push((stream, peer));
+                    stall_after_accept(self.accept_delay);
                 }
                 Event::AcceptFailed { listener, error } => {
                     bump(&self.stats.counters.accept_pauses, 1);

@@ -410,6 +410,7 @@ impl State {
             Event::Accepted { stream, peer, .. } => {
                 bump(&self.stats.counters.accepted, 1);
                 self.accepted.push((stream, peer));
+                stall_after_accept(self.config.accept_delay);
             }
             Event::AcceptFailed { listener, error } => {
                 bump(&self.stats.counters.accept_pauses, 1);
@@ -832,6 +833,14 @@ impl State {
         if let Some(work) = &self.work {
             set(&c.queue_depth, work.depth() as u64);
         }
+    }
+}
+
+/// `--accept-delay-us`, for experiments only: the one place a loop blocks outside its wait,
+/// on purpose, to play a slow accept loop and let the accept queue fill.
+fn stall_after_accept(delay: Duration) {
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
     }
 }
 

@@ -9,6 +9,9 @@ pub mod close;
 pub mod connection;
 pub mod error;
 pub mod frame;
+/// Property checks for the fuzz targets and tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod mask;
 pub mod utf8;

@@ -439,3 +439,322 @@ fn a_heartbeat_ping_goes_out_only_while_open_and_its_pong_counts_as_a_frame() {
     conn.ping(b"late");
     assert!(conn.poll_output().is_none(), "no ping after our Close");
 }
+
+/// Property tests (proptest, stable Rust, part of `cargo test`): the cases above pin known
+/// byte vectors; these draw random frames, splits, masking keys and text, and shrink any
+/// failure to a minimal case. The fuzz targets (fuzz/, nightly) run the same kind of checks
+/// from `ws::fuzzing` on mutated bytes.
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+    use crate::ws::frame::MAX_CONTROL_PAYLOAD;
+    use crate::ws::fuzzing;
+    use crate::ws::mask::apply_mask;
+    use crate::ws::utf8::Utf8Validator;
+
+    const OPCODES: [Opcode; 6] = [
+        Opcode::Continuation,
+        Opcode::Text,
+        Opcode::Binary,
+        Opcode::Close,
+        Opcode::Ping,
+        Opcode::Pong,
+    ];
+
+    /// Payload lengths from each length class (7, 16 and 63 bits) and their boundaries.
+    fn payload_len() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..=125,
+            126u64..=0xffff,
+            0x1_0000u64..=u64::MAX >> 1,
+            prop::sample::select(vec![
+                0,
+                125,
+                126,
+                127,
+                0xfffe,
+                0xffff,
+                0x1_0000,
+                u64::MAX >> 1
+            ]),
+        ]
+    }
+
+    /// The byte-at-a-time definition of masking (RFC 6455 5.3), the reference for the fast path.
+    fn mask_reference(buf: &mut [u8], key: [u8; 4], offset: usize) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b ^= key[(offset.wrapping_add(i)) % 4];
+        }
+    }
+
+    /// A masked client frame with any FIN, opcode and key (the helpers above fix the key).
+    fn client_frame(fin: bool, opcode: Opcode, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin,
+            opcode,
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        let mut out = Vec::new();
+        header.encode(&mut out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    /// Cuts `data` at the (sorted) positions `cuts` picks; empty pieces are allowed.
+    fn cut<'a>(data: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+        points.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for p in points {
+            pieces.push(&data[start..p]);
+            start = p;
+        }
+        pieces.push(&data[start..]);
+        pieces
+    }
+
+    /// A client message: text or binary, cut into fragments, with pings between fragments.
+    #[derive(Debug, Clone)]
+    struct ClientMessage {
+        kind: MessageKind,
+        data: Vec<u8>,
+        cuts: Vec<Index>,
+        /// (after which fragment, payload)
+        pings: Vec<(Index, Vec<u8>)>,
+        key: [u8; 4],
+    }
+
+    fn client_message() -> impl Strategy<Value = ClientMessage> {
+        let data = prop_oneof![
+            // Any char, so 2-, 3- and 4-byte sequences get cut between fragments.
+            vec(any::<char>(), 0..40)
+                .prop_map(|cs| (MessageKind::Text, String::from_iter(cs).into_bytes())),
+            vec(any::<u8>(), 0..300).prop_map(|b| (MessageKind::Binary, b)),
+        ];
+        (
+            data,
+            vec(any::<Index>(), 0..4),
+            vec((any::<Index>(), vec(any::<u8>(), 0..20)), 0..3),
+            any::<[u8; 4]>(),
+        )
+            .prop_map(|((kind, data), cuts, pings, key)| ClientMessage {
+                kind,
+                data,
+                cuts,
+                pings,
+                key,
+            })
+    }
+
+    /// The wire bytes of `messages`, the events they must give and the pongs they must get.
+    fn encode_messages(messages: &[ClientMessage]) -> (Vec<u8>, Vec<Event>, Vec<Vec<u8>>) {
+        let (mut wire, mut events, mut pongs) = (Vec::new(), Vec::new(), Vec::new());
+        for m in messages {
+            let fragments = cut(&m.data, &m.cuts);
+            let mut ping_at: Vec<(usize, &[u8])> = m
+                .pings
+                .iter()
+                .map(|(i, p)| (i.index(fragments.len()), &p[..]))
+                .collect();
+            ping_at.sort_by_key(|(i, _)| *i);
+            for (n, fragment) in fragments.iter().enumerate() {
+                let opcode = match (n, m.kind) {
+                    (0, MessageKind::Text) => Opcode::Text,
+                    (0, MessageKind::Binary) => Opcode::Binary,
+                    _ => Opcode::Continuation,
+                };
+                let fin = n + 1 == fragments.len();
+                wire.extend(client_frame(fin, opcode, m.key, fragment));
+                for (_, ping) in ping_at.iter().filter(|(at, _)| *at == n) {
+                    wire.extend(client_frame(true, Opcode::Ping, m.key, ping));
+                    pongs.push(encode_frame(Opcode::Pong, &[ping], None));
+                }
+            }
+            events.push(message(m.kind, &m.data));
+        }
+        (wire, events, pongs)
+    }
+
+    proptest! {
+        #[test]
+        fn frame_header_encode_parse_round_trip(
+            opcode in prop::sample::select(OPCODES.to_vec()),
+            fin: bool,
+            len in payload_len(),
+            mask: Option<[u8; 4]>,
+        ) {
+            // Control frames are final and short by definition (RFC 6455 5.5).
+            let (fin, len) = if opcode.is_control() {
+                (true, len % (MAX_CONTROL_PAYLOAD as u64 + 1))
+            } else {
+                (fin, len)
+            };
+            let header = FrameHeader { fin, opcode, mask, payload_len: len };
+            let mut bytes = Vec::new();
+            header.encode(&mut bytes);
+            prop_assert_eq!(bytes.len(), FrameHeader::encoded_len(len as usize, mask.is_some()));
+            prop_assert_eq!(FrameHeader::parse(&bytes), Ok(Some((header, bytes.len()))));
+            for cut in 0..bytes.len() {
+                prop_assert_eq!(FrameHeader::parse(&bytes[..cut]), Ok(None), "cut {}", cut);
+            }
+            // What follows the header (the payload) is not the parser's business.
+            bytes.extend_from_slice(&[0xff; 4]);
+            prop_assert_eq!(FrameHeader::parse(&bytes), Ok(Some((header, bytes.len() - 4))));
+        }
+
+        #[test]
+        fn encode_frame_from_parts_unmasks_to_the_payload(
+            payload in vec(any::<u8>(), 0..600),
+            cuts in vec(any::<Index>(), 0..4),
+            mask: Option<[u8; 4]>,
+        ) {
+            let parts = cut(&payload, &cuts);
+            let frame = encode_frame(Opcode::Binary, &parts, mask);
+            let (header, header_len) = FrameHeader::parse(&frame).unwrap().unwrap();
+            prop_assert_eq!(header.mask, mask);
+            prop_assert_eq!(header.payload_len as usize, payload.len());
+            let mut body = frame[header_len..].to_vec();
+            if let Some(key) = mask {
+                apply_mask(&mut body, key, 0);
+            }
+            prop_assert_eq!(body, payload);
+        }
+
+        #[test]
+        fn client_messages_give_the_same_events_whole_and_in_random_reads(
+            messages in vec(client_message(), 1..5),
+            reads in vec(1usize..80, 1..6),
+        ) {
+            let (wire, want_events, want_pongs) = encode_messages(&messages);
+            let (mut whole, _) = open();
+            whole.handle_input(&wire);
+            let (events_whole, out_whole) = drain(&mut whole);
+            prop_assert_eq!(&events_whole, &want_events);
+            prop_assert_eq!(&out_whole, &want_pongs);
+
+            let (mut split, _) = open();
+            let (mut events_split, mut out_split) = (Vec::new(), Vec::new());
+            let mut rest = &wire[..];
+            for &n in reads.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (read, tail) = rest.split_at(n.min(rest.len()));
+                split.handle_input(read);
+                let (e, o) = drain(&mut split);
+                events_split.extend(e);
+                out_split.extend(o);
+                rest = tail;
+            }
+            prop_assert_eq!(events_split, events_whole);
+            prop_assert_eq!(out_split, out_whole);
+            prop_assert!(split.is_open());
+        }
+
+        /// mask.rs checks every length below 300, alignment and offset with one key and fixed
+        /// bytes; this adds random keys, contents, longer buffers and offsets of any size.
+        #[test]
+        fn fast_masking_matches_the_byte_loop(
+            bytes in vec(any::<u8>(), 0..1100),
+            start in 0usize..16,
+            key: [u8; 4],
+            offset: usize,
+        ) {
+            let start = start.min(bytes.len());
+            let mut fast = bytes.clone();
+            let mut slow = bytes.clone();
+            apply_mask(&mut fast[start..], key, offset);
+            mask_reference(&mut slow[start..], key, offset);
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn masking_in_random_pieces_equals_masking_whole(
+            bytes in vec(any::<u8>(), 0..600),
+            cuts in vec(any::<Index>(), 0..5),
+            key: [u8; 4],
+        ) {
+            let mut whole = bytes.clone();
+            apply_mask(&mut whole, key, 0);
+            let mut pieces = Vec::new();
+            let mut offset = 0;
+            for piece in cut(&bytes, &cuts) {
+                let mut piece = piece.to_vec();
+                apply_mask(&mut piece, key, offset);
+                offset += piece.len();
+                pieces.extend(piece);
+            }
+            prop_assert_eq!(pieces, whole);
+        }
+
+        #[test]
+        fn valid_utf8_is_accepted_split_at_every_byte(chars in vec(any::<char>(), 0..40)) {
+            let text = String::from_iter(chars).into_bytes();
+            for split in 0..=text.len() {
+                let mut v = Utf8Validator::default();
+                prop_assert!(v.feed(&text[..split]).is_ok(), "split {}", split);
+                prop_assert!(v.feed(&text[split..]).is_ok(), "split {}", split);
+                prop_assert!(v.finish().is_ok(), "split {}", split);
+            }
+            let mut v = Utf8Validator::default();
+            for b in &text {
+                prop_assert!(v.feed(std::slice::from_ref(b)).is_ok());
+            }
+            prop_assert!(v.finish().is_ok());
+        }
+
+        /// One byte of valid text replaced: rejected exactly when std rejects it, failing on the
+        /// read that makes the text impossible (`fuzzing::check_utf8`'s oracle), for every
+        /// read size up to 8 bytes.
+        #[test]
+        fn mutated_utf8_is_rejected_exactly_when_std_rejects_it(
+            chars in vec(any::<char>(), 1..30),
+            at: Index,
+            byte: u8,
+        ) {
+            let mut text = String::from_iter(chars).into_bytes();
+            let i = at.index(text.len());
+            text[i] = byte;
+            for read in 1u8..=8 {
+                // Plan: one chunk-size byte, `read`; see `fuzzing::Plan`.
+                let input = [&[1u8, read][..], &text].concat();
+                fuzzing::check_utf8(&input);
+            }
+            // Two reads at every split, against std directly.
+            for split in 0..=text.len() {
+                let mut v = Utf8Validator::default();
+                let ok = v.feed(&text[..split]).is_ok()
+                    && v.feed(&text[split..]).is_ok()
+                    && v.finish().is_ok();
+                prop_assert_eq!(ok, std::str::from_utf8(&text).is_ok(), "split {}", split);
+            }
+        }
+
+        /// The fuzz targets' frame check on random streams of valid messages with one byte
+        /// possibly corrupted, so that stable CI exercises it beyond the committed corpus.
+        #[test]
+        fn fuzz_frame_check_holds_on_random_streams(
+            messages in vec(client_message(), 0..4),
+            plan in vec(any::<u8>(), 1..8),
+            corrupt: Option<(Index, u8)>,
+        ) {
+            let (mut wire, _, _) = encode_messages(&messages);
+            if let Some((at, byte)) = corrupt
+                && !wire.is_empty()
+            {
+                let i = at.index(wire.len());
+                wire[i] = byte;
+            }
+            // Byte 0: how many of the following plan bytes are chunk sizes, and the flags.
+            let input = [&plan[..], &wire].concat();
+            fuzzing::check_frames(&input, Instant::now());
+        }
+    }
+}
