@@ -339,6 +339,9 @@ def summary(run_dir, bench=None, link_prefix=""):
                  + (f" with {b.get('git_dirty_server_files')} uncommitted server/client file(s)"
                     if b.get("git_dirty_server_files", "0") not in ("0", 0) else "")
                  + f", produced by `{b.get('command', '?')}`.")
+    notes = os.path.join(run_dir, "notes.md")  # written by hand after a run, kept with it
+    if os.path.exists(notes):
+        parts.append("> " + open(notes).read().strip().replace("\n", "\n> "))
     skipped = os.path.join(run_dir, "skipped.txt")
     if os.path.exists(skipped):
         parts.append("Skipped: " + "; ".join(open(skipped).read().split("\n")).strip("; "))
@@ -377,7 +380,7 @@ the text below the tables comes from `scripts/bench/summarize.py`). Each run liv
 `<machine>/<UTC timestamp>/`: `machine.json` (CPU, kernel, sysctls, fd limits, tool versions,
 the exact `scripts/bench.sh` command and git commit), one raw bench-client JSON per run
 (`<pattern>-<io>-<layout>-<scenario>[-rate]-run<k>.json`, with its HdrHistograms),
-`summary.md` (the tables below), `report/<layout>-<scenario>/` (`bench-client report`: per-run
+`summary.md` (the tables below), `notes.md` (optional, by hand: what happened during the run), `report/<layout>-<scenario>/` (`bench-client report`: per-run
 rows, latency and throughput plots), `syscalls/` (perf or strace counts) and `logs/` (every
 server's start-up line and every bench-client summary). Re-render with
 `python3 scripts/bench/summarize.py --run-dir DIR --bench target/release/bench-client`.
