@@ -464,22 +464,16 @@ mod properties {
         Opcode::Pong,
     ];
 
+    /// Where the encoding of the length changes (RFC 6455 5.2), and the largest legal length.
+    const LENGTH_BOUNDARIES: [u64; 8] = [0, 125, 126, 127, 0xfffe, 0xffff, 0x1_0000, u64::MAX >> 1];
+
     /// Payload lengths from each length class (7, 16 and 63 bits) and their boundaries.
     fn payload_len() -> impl Strategy<Value = u64> {
         prop_oneof![
             0u64..=125,
             126u64..=0xffff,
             0x1_0000u64..=u64::MAX >> 1,
-            prop::sample::select(vec![
-                0,
-                125,
-                126,
-                127,
-                0xfffe,
-                0xffff,
-                0x1_0000,
-                u64::MAX >> 1
-            ]),
+            prop::sample::select(LENGTH_BOUNDARIES.to_vec()),
         ]
     }
 
