@@ -45,6 +45,8 @@ async def closed_with(ws, timeout=5.0):
             await asyncio.wait_for(ws.recv(), timeout)
     except ConnectionClosed:
         pass
+    except asyncio.TimeoutError:
+        return None
     rcvd = ws.protocol.close_rcvd
     return rcvd.code if rcvd else None
 

@@ -1,4 +1,4 @@
-// Writes docs/screenshot-chat.png (desktop) and docs/screenshot-phone.png: a chat in progress
+// Writes docs/screenshot-chat.png (desktop, and -chat-dark.png) and docs/screenshot-phone.png: a chat in progress
 // on a reuseport server with two loops, while a few extra sockets keep the stats moving.
 import { join } from "node:path";
 import { mkdirSync } from "node:fs";
@@ -41,12 +41,14 @@ try {
   const docs = join(repo, "docs");
   mkdirSync(docs, { recursive: true });
   await ann.screenshot({ path: join(docs, "screenshot-chat.png") });
+  await ann.emulateMedia({ colorScheme: "dark" });
+  await ann.screenshot({ path: join(docs, "screenshot-chat-dark.png") });
   const phone = await openUser(browser, server.base, "Pat", "dev", { viewport: { width: 390, height: 844 } });
   await say(bob, "Hi Pat, welcome!");
   await seen(phone, "msg.them", "welcome");
   await say(phone, "Hello from a phone-width screen");
   await phone.screenshot({ path: join(docs, "screenshot-phone.png"), fullPage: true });
-  console.log("wrote docs/screenshot-chat.png and docs/screenshot-phone.png");
+  console.log("wrote docs/screenshot-chat.png, -chat-dark.png and -phone.png");
 } finally {
   await browser.close();
   await server.stop();
