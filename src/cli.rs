@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::io::uring::FeatureSet;
+
 /// How threads listen, accept, read and process (see patterns/README.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PatternKind {
@@ -20,6 +22,8 @@ pub enum PatternKind {
 pub enum IoKind {
     /// Readiness: edge-triggered epoll.
     Epoll,
+    /// Completion: io_uring (multishot accept and recv, provided buffers, batched sends).
+    Uring,
 }
 
 impl PatternKind {
@@ -34,6 +38,7 @@ impl IoKind {
     pub fn name(self) -> &'static str {
         match self {
             IoKind::Epoll => "epoll",
+            IoKind::Uring => "uring",
         }
     }
 }
@@ -53,6 +58,12 @@ pub struct Args {
     /// I/O backend.
     #[arg(long, env = "WSCHAT_IO", value_enum, default_value_t = IoKind::Epoll)]
     pub io: IoKind,
+
+    /// io_uring features to use where the kernel has them: `all`, `none`, or a comma list of
+    /// multishot-accept, multishot-recv, buf-ring, single-issuer, defer-taskrun,
+    /// coop-taskrun (the others fall back; `none` tests every fallback).
+    #[arg(long, env = "WSCHAT_URING_FEATURES", default_value = "all")]
+    pub uring_features: FeatureSet,
 
     /// listen() backlog; the kernel caps it at net.core.somaxconn (the start-up line says).
     #[arg(long, env = "WSCHAT_BACKLOG", default_value_t = 4096,

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::cli::{Args, IoKind, PatternKind};
 use crate::io::sys::{FdLimit, raise_fd_limit};
+use crate::io::uring::{self, FeatureSet};
 use crate::net::Backlog;
 use crate::ws::Limits;
 
@@ -22,6 +23,8 @@ pub struct Config {
     pub addr: SocketAddr,
     pub pattern: PatternKind,
     pub io: IoKind,
+    /// With `--io uring`: the features in use (probed, narrowed by --uring-features).
+    pub uring_features: FeatureSet,
     pub backlog: Backlog,
     pub nodelay: bool,
     pub max_conns: usize,
@@ -43,6 +46,8 @@ pub enum ConfigError {
     MaxMessageTooSmall,
     #[error("--close-timeout and --handshake-timeout must be between 1ms and 24h")]
     TimeoutOutOfRange,
+    #[error(transparent)]
+    UringUnavailable(#[from] uring::Unavailable),
 }
 
 impl Config {
@@ -65,10 +70,20 @@ impl Config {
         if !in_range(args.close_timeout) || !in_range(args.handshake_timeout) {
             return Err(ConfigError::TimeoutOutOfRange);
         }
+        // Probed here, so that an unusable io_uring stops the server before it binds, and the
+        // start-up line shows what is really in use.
+        let uring_features = match args.io {
+            IoKind::Uring => uring::probe()?
+                .features
+                .intersect(args.uring_features)
+                .consistent(),
+            IoKind::Epoll => FeatureSet::NONE,
+        };
         Ok(Config {
             addr: args.addr,
             pattern: args.pattern,
             io: args.io,
+            uring_features,
             backlog: Backlog::new(args.backlog),
             nodelay: !args.no_nodelay,
             max_conns: usize::try_from(max_conns).unwrap_or(usize::MAX),
@@ -94,10 +109,14 @@ impl Config {
             None => format!("{} (somaxconn unknown)", self.backlog.requested),
         };
         format!(
-            "wschat listening on {bound} pattern={} io={} threads={threads} backlog={backlog} \
+            "wschat listening on {bound} pattern={} io={}{} threads={threads} backlog={backlog} \
              nodelay={} max-conns={} fd-limit={}/{} max-message={} max-outbound={}",
             self.pattern.name(),
             self.io.name(),
+            match self.io {
+                IoKind::Uring => format!(" uring-features={}", self.uring_features),
+                IoKind::Epoll => String::new(),
+            },
             if self.nodelay { "on" } else { "off" },
             self.max_conns,
             self.fd_limit.soft,

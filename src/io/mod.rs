@@ -18,6 +18,7 @@ pub mod epoll;
 pub mod outbox;
 pub mod signals;
 pub mod sys;
+pub mod uring;
 pub mod waker;
 
 use std::io;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use epoll::EpollReactor;
 pub use outbox::Outbox;
+pub use uring::UringReactor;
 pub use waker::Waker;
 
 /// A connection's key, chosen by the caller when it hands the socket over (a slab index).

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use crate::cli::{IoKind, PatternKind};
 use crate::config::Config;
 use crate::io::signals::{TerminationSignals, signal_name};
-use crate::io::{EpollReactor, Reactor};
+use crate::io::{EpollReactor, Reactor, UringReactor};
 use crate::shard::{Inbox, InboxMsg};
 use crate::stats::StatsRegistry;
 
@@ -32,17 +32,27 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         (PatternKind::SingleThread, IoKind::Epoll) => {
             single_thread::run::<EpollReactor>(config, signals)
         }
+        (PatternKind::SingleThread, IoKind::Uring) => {
+            single_thread::run::<UringReactor>(config, signals)
+        }
     }
 }
 
 /// A reactor constructor per backend, so that pattern files stay generic over the io.
+/// Takes the config because a backend may have options (the io_uring features).
 pub trait NewReactor: Reactor + Sized {
-    fn open() -> std::io::Result<Self>;
+    fn open(config: &Config) -> std::io::Result<Self>;
 }
 
 impl NewReactor for EpollReactor {
-    fn open() -> std::io::Result<Self> {
+    fn open(_config: &Config) -> std::io::Result<Self> {
         EpollReactor::new()
+    }
+}
+
+impl NewReactor for UringReactor {
+    fn open(config: &Config) -> std::io::Result<Self> {
+        UringReactor::new(config.uring_features)
     }
 }
 

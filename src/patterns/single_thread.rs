@@ -30,7 +30,7 @@ pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> a
         .with_context(|| format!("binding {}", config.addr))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     let registry = registry(&config);
-    let reactor = R::open().context("creating the event loop")?;
+    let reactor = R::open(&config).context("creating the event loop")?;
     let mut shard = Shard::new(
         reactor,
         config.clone(),

@@ -19,14 +19,26 @@
 macro_rules! for_each_setup {
     ($body:ident) => {
         setup_test!($body, single_thread_epoll, "single-thread", "epoll");
+        setup_test!($body, single_thread_uring, "single-thread", "uring");
+        // Every io_uring fallback (plain accept, recv into per-op buffers, no taskrun flags).
+        setup_test!(
+            $body,
+            single_thread_uring_nofeatures,
+            "single-thread",
+            "uring",
+            ["--uring-features", "none"]
+        );
     };
 }
 
 macro_rules! setup_test {
     ($body:ident, $combo:ident, $pattern:literal, $io:literal) => {
+        setup_test!($body, $combo, $pattern, $io, []);
+    };
+    ($body:ident, $combo:ident, $pattern:literal, $io:literal, [$($flag:literal),*]) => {
         #[test]
         fn $combo() {
-            $body(&$crate::common::Setup::new($pattern, $io));
+            $body(&$crate::common::Setup::new($pattern, $io).with_flags(&[$($flag),*]));
         }
     };
 }

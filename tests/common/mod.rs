@@ -54,11 +54,21 @@ pub const OP_PONG: u8 = 0xA;
 pub struct Setup {
     pub pattern: &'static str,
     pub io: &'static str,
+    /// Flags every server of this combination gets (e.g. `--uring-features none`).
+    pub flags: &'static [&'static str],
 }
 
 impl Setup {
     pub const fn new(pattern: &'static str, io: &'static str) -> Setup {
-        Setup { pattern, io }
+        Setup {
+            pattern,
+            io,
+            flags: &[],
+        }
+    }
+
+    pub const fn with_flags(self, flags: &'static [&'static str]) -> Setup {
+        Setup { flags, ..self }
     }
 
     /// Starts the server for this combination with default flags.
@@ -129,6 +139,7 @@ impl Server {
             "--io",
             setup.io,
         ])
+        .args(setup.flags)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
