@@ -422,7 +422,7 @@ impl UringReactor {
             Some(Op::ListenerPoll { listener, .. }) => Kind::ListenerPoll(*listener),
             Some(Op::Recv { .. }) => Kind::Recv,
             Some(Op::Send { .. }) => Kind::Send,
-            Some(Op::WakerRead { .. }) => Kind::Waker,
+            Some(Op::WakerRead { .. } | Op::WakerPoll { .. }) => Kind::Waker,
             None => return,
         };
         let more = cqueue::more(flags);
@@ -441,16 +441,37 @@ impl UringReactor {
             Kind::Recv => self.on_recv(id, res, flags, on_event),
             Kind::Send => self.on_send(id, res, more, on_event),
             Kind::Waker => {
-                if res >= 0 || res == -libc::EAGAIN {
-                    // EAGAIN: woken, but a racing read took the count; a Wake is harmless.
+                if res >= 0 {
                     on_event(Event::Wake);
                 }
-                if !more && let Some(Op::WakerRead { waker, value }) = self.ops.finish(id) {
-                    if !self.closing && res != -libc::ECANCELED {
-                        self.start(Op::WakerRead { waker, value });
-                    }
+                if !more {
+                    self.waker_op_finished(id, res);
+                } else if let Some(Op::WakerPoll { waker }) = self.ops.get_mut(id) {
+                    waker.drain();
                 }
             }
+        }
+    }
+
+    /// Re-arms the waker: the same read, or (after EAGAIN: this kernel does not wait on a
+    /// non-blocking eventfd) a multishot poll that stays armed.
+    fn waker_op_finished(&mut self, id: OpId, res: i32) {
+        let op = self.ops.finish(id);
+        if self.closing || res == -libc::ECANCELED {
+            return;
+        }
+        match op {
+            Some(Op::WakerRead { waker, .. }) if res == -libc::EAGAIN => {
+                self.start(Op::WakerPoll { waker });
+            }
+            Some(Op::WakerRead { waker, value }) => {
+                self.start(Op::WakerRead { waker, value });
+            }
+            Some(Op::WakerPoll { waker }) => {
+                waker.drain();
+                self.start(Op::WakerPoll { waker });
+            }
+            _ => {}
         }
     }
 

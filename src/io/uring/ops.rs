@@ -125,6 +125,11 @@ pub(super) enum Op {
         waker: Waker,
         value: Box<u64>,
     },
+    /// A multishot poll of the waker's eventfd, for kernels whose read of a non-blocking
+    /// eventfd fails with EAGAIN instead of waiting; each completion drains it.
+    WakerPoll {
+        waker: Waker,
+    },
 }
 
 impl Op {
@@ -172,6 +177,11 @@ impl Op {
                 // raising SIGPIPE.
                 opcode::SendMsg::new(types::Fd(conn.stream.as_raw_fd()), &*buf.msg)
                     .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+            Op::WakerPoll { waker } => {
+                opcode::PollAdd::new(types::Fd(waker.raw_fd()), libc::POLLIN as u32)
+                    .multi(true)
                     .build()
             }
             Op::WakerRead { waker, value } => {
@@ -260,6 +270,7 @@ impl Ops {
         self.slots.is_empty()
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.slots.len()
     }

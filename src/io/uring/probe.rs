@@ -231,7 +231,8 @@ pub fn probe() -> Result<Probed, Unavailable> {
     check_required(|op| opcodes.is_supported(op))?;
 
     let mut features = FeatureSet::NONE;
-    let setup_trials: [(Feature, fn(&mut io_uring::Builder)); 3] = [
+    type Configure = fn(&mut io_uring::Builder);
+    let setup_trials: [(Feature, Configure); 3] = [
         (Feature::SingleIssuer, |b| {
             b.setup_single_issuer();
         }),
@@ -450,6 +451,7 @@ mod tests {
 
     #[test]
     fn probe_runs_here() {
+        let _fds = super::super::tests::FD_LOCK.lock();
         // The test machine has io_uring; what it offers is printed for the record.
         let probed = probe().expect("io_uring available on the test machine");
         eprintln!("probed: {} {probed:?}", probed.features);
