@@ -165,6 +165,21 @@ mod tests {
     }
 
     #[test]
+    fn the_startup_line_names_the_uring_features_in_use() {
+        let bound = "127.0.0.1:1".parse().unwrap();
+        let c = config(&["--io", "uring", "--uring-features", "none"]).unwrap();
+        assert_eq!(c.uring_features, FeatureSet::NONE);
+        assert!(
+            c.startup_line(bound, "1")
+                .contains("io=uring uring-features=none")
+        );
+        let c = config(&["--uring-features", "buf-ring"]).unwrap();
+        assert_eq!(c.uring_features, FeatureSet::NONE, "epoll uses none");
+        assert!(!c.startup_line(bound, "1").contains("uring-features"));
+        assert!(Args::try_parse_from(["wschat", "--uring-features", "bogus"]).is_err());
+    }
+
+    #[test]
     fn max_conns_cannot_exceed_the_fd_limit() {
         assert!(matches!(
             config(&["--max-conns", "100000000"]),
