@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::io::uring::FeatureSet;
+
 /// How threads listen, accept, read and process (see patterns/README.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PatternKind {
@@ -47,6 +49,8 @@ pub enum AcceptWakeupArg {
 pub enum IoKind {
     /// Readiness: edge-triggered epoll.
     Epoll,
+    /// Completion: io_uring (multishot accept and recv, provided buffers, batched sends).
+    Uring,
 }
 
 impl PatternKind {
@@ -65,6 +69,7 @@ impl IoKind {
     pub fn name(self) -> &'static str {
         match self {
             IoKind::Epoll => "epoll",
+            IoKind::Uring => "uring",
         }
     }
 }
@@ -122,6 +127,11 @@ pub struct Args {
     /// Pin each thread to one CPU of the affinity mask (in turn, wrapping around).
     #[arg(long, env = "WSCHAT_PIN")]
     pub pin: bool,
+    /// io_uring features to use where the kernel has them: `all`, `none`, or a comma list of
+    /// multishot-accept, multishot-recv, buf-ring, single-issuer, defer-taskrun,
+    /// coop-taskrun (the others fall back; `none` tests every fallback).
+    #[arg(long, env = "WSCHAT_URING_FEATURES", default_value = "all")]
+    pub uring_features: FeatureSet,
 
     /// listen() backlog; the kernel caps it at net.core.somaxconn (the start-up line says).
     #[arg(long, env = "WSCHAT_BACKLOG", default_value_t = 4096,

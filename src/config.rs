@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::cli::{AcceptWakeupArg, Args, Assign, IoKind, PatternKind};
 use crate::io::AcceptWakeup;
 use crate::io::sys::{FdLimit, raise_fd_limit};
+use crate::io::uring::{self, FeatureSet};
 use crate::net::Backlog;
 use crate::ws::Limits;
 
@@ -23,6 +24,8 @@ pub struct Config {
     pub addr: SocketAddr,
     pub pattern: PatternKind,
     pub io: IoKind,
+    /// With `--io uring`: the features in use (probed, narrowed by --uring-features).
+    pub uring_features: FeatureSet,
     pub backlog: Backlog,
     pub nodelay: bool,
     pub max_conns: usize,
@@ -88,6 +91,8 @@ pub enum ConfigError {
         "--ping-interval must be shorter than --idle-timeout, or the pings could never be answered in time"
     )]
     PingNotBeforeIdle,
+    #[error(transparent)]
+    UringUnavailable(#[from] uring::Unavailable),
 }
 
 impl Config {
@@ -158,6 +163,15 @@ impl Config {
             .filter(|&(flag, given)| given && !uses(flag))
             .map(|(flag, _)| flag)
             .collect();
+        // Probed here, so that an unusable io_uring stops the server before it binds, and the
+        // start-up line shows what is really in use.
+        let uring_features = match args.io {
+            IoKind::Uring => uring::probe()?
+                .features
+                .intersect(args.uring_features)
+                .consistent(),
+            IoKind::Epoll => FeatureSet::NONE,
+        };
         Ok(Config {
             heartbeat,
             shutdown_timeout: args.shutdown_timeout,
@@ -186,6 +200,7 @@ impl Config {
             addr: args.addr,
             pattern: args.pattern,
             io: args.io,
+            uring_features,
             backlog: Backlog::new(args.backlog),
             nodelay: !args.no_nodelay,
             max_conns: usize::try_from(max_conns).unwrap_or(usize::MAX),
@@ -211,10 +226,14 @@ impl Config {
             None => format!("{} (somaxconn unknown)", self.backlog.requested),
         };
         format!(
-            "wschat listening on {bound} pattern={} io={} threads={threads} backlog={backlog} \
+            "wschat listening on {bound} pattern={} io={}{} threads={threads} backlog={backlog} \
              nodelay={} max-conns={} fd-limit={}/{} max-message={} max-outbound={}",
             self.pattern.name(),
             self.io.name(),
+            match self.io {
+                IoKind::Uring => format!(" uring-features={}", self.uring_features),
+                IoKind::Epoll => String::new(),
+            },
             if self.nodelay { "on" } else { "off" },
             self.max_conns,
             self.fd_limit.soft,
@@ -238,7 +257,7 @@ impl Config {
             PatternKind::MultiAccept => format!(
                 " accept-wakeup={}",
                 match self.accept_wakeup {
-                    AcceptWakeup::Exclusive => "exclusive",
+                    AcceptWakeup::Exclusive | AcceptWakeup::Sole => "exclusive",
                     AcceptWakeup::All => "all",
                 }
             ),
@@ -320,6 +339,21 @@ mod tests {
             Err(ConfigError::TimeoutOutOfRange)
         ));
         assert!(config(&["--handshake-timeout", "500ms"]).is_ok());
+    }
+
+    #[test]
+    fn the_startup_line_names_the_uring_features_in_use() {
+        let bound = "127.0.0.1:1".parse().unwrap();
+        let c = config(&["--io", "uring", "--uring-features", "none"]).unwrap();
+        assert_eq!(c.uring_features, FeatureSet::NONE);
+        assert!(
+            c.startup_line(bound, "1")
+                .contains("io=uring uring-features=none")
+        );
+        let c = config(&["--uring-features", "buf-ring"]).unwrap();
+        assert_eq!(c.uring_features, FeatureSet::NONE, "epoll uses none");
+        assert!(!c.startup_line(bound, "1").contains("uring-features"));
+        assert!(Args::try_parse_from(["wschat", "--uring-features", "bogus"]).is_err());
     }
 
     #[test]

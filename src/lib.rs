@@ -9,7 +9,7 @@
 //!   shard/      one event loop: reactor events -> ws -> chat -> outboxes -> flush
 //!   chat/       rooms, names, notices, commands, fan-out plan (pure)
 //!   ws/         RFC 6455: handshake, frames, masking, UTF-8, close, state machine (pure)
-//!   io/         reactors (epoll), outbox, waker, signals, rlimits: all the unsafe code
+//!   io/         reactors (epoll, uring), outbox, waker, signals, rlimits: all the unsafe code
 //!   net/        listeners (backlog, SO_REUSEPORT), socket options
 //!   stats.rs    per-thread counters, /stats JSON, interval lines
 //! ```

@@ -404,7 +404,9 @@ server's start-up line and every bench-client summary). Re-render with
 - **other load**: the most CPU that processes other than the server and the loader used during
   any run of the cell, in % of the whole machine (`host_noise` in the run's JSON, from
   /proc/stat). bench.sh waits up to 60 s for a quiet machine before each run; **bold** (≥ 5 %)
-  means something else ran alongside (a compile, a test suite) and the cell is suspect.
+  means something else ran alongside (a compile, a test suite) and the cell is suspect. Treat it
+  as a flag, not a measurement: /proc/stat's busy ticks have been seen to exceed wall × CPUs on
+  this VM under heavy load (values over 100 %), a known open question of the pipeline.
 - **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
   numbers may describe the loader rather than the server; max is its busiest run.
 - Rates rise until latency breaks: where delivered/s stops following the offered rate × 49,

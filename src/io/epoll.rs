@@ -190,6 +190,7 @@ impl Reactor for EpollReactor {
         // EPOLLEXCLUSIVE (Linux 4.5): of the epoll instances holding this socket with the
         // flag, the kernel wakes one that has a thread waiting, instead of all of them.
         let flags = match wakeup {
+            AcceptWakeup::Sole => libc::EPOLLIN | libc::EPOLLET,
             AcceptWakeup::Exclusive => libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE,
             AcceptWakeup::All => libc::EPOLLIN | libc::EPOLLET,
         };
@@ -374,7 +375,7 @@ impl Reactor for EpollReactor {
 }
 
 /// accept4 with NONBLOCK|CLOEXEC in one call (plain accept would need two more syscalls).
-fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+pub(super) fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     // SAFETY: try_init passes a zeroed sockaddr_storage and its size; accept4 writes at most
     // that many bytes and updates the length.
     let (fd, addr) = unsafe {
@@ -396,7 +397,7 @@ fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
 }
 
 /// accept(2) errors that concern one dead connection, not the listener: keep accepting.
-fn is_transient_accept_error(e: &io::Error) -> bool {
+pub(super) fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(

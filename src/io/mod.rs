@@ -18,6 +18,7 @@ pub mod epoll;
 pub mod outbox;
 pub mod signals;
 pub mod sys;
+pub mod uring;
 pub mod waker;
 
 use std::io;
@@ -26,16 +27,22 @@ use std::time::Duration;
 
 pub use epoll::EpollReactor;
 pub use outbox::Outbox;
+pub use uring::UringReactor;
 pub use waker::Waker;
 
 /// A connection's key, chosen by the caller when it hands the socket over (a slab index).
 pub type ConnId = usize;
 
-/// How a listener shared by several reactors wakes them when a connection arrives.
+/// Who holds a listening socket, and how a connection's arrival wakes its holders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptWakeup {
-    /// One waiting reactor is woken per arrival (epoll's EPOLLEXCLUSIVE); the default, and
-    /// irrelevant for a listener that only one reactor holds.
+    /// This reactor alone holds the socket (single-thread, reuseport, an acceptor): accept
+    /// the cheapest way (io_uring: one multishot accept).
+    Sole,
+    /// Several reactors hold the socket; one waiting reactor is woken per arrival (epoll's
+    /// EPOLLEXCLUSIVE; io_uring: a single-shot accept re-armed after each connection, since
+    /// a multishot accept keeps its place at the head of the socket's wait queue and would
+    /// take every connection, which we measured).
     Exclusive,
     /// Every reactor holding the listener is woken, and all but one find nothing to accept:
     /// the thundering herd, offered so that it can be measured.

@@ -2,6 +2,13 @@
 //!
 //! Frames are reference-counted and shared with every other receiver of the same message;
 //! the outbox never copies them. "Wants to write" is simply "not empty".
+//!
+//! A completion-based reactor (io_uring) hands the front bytes to the kernel and learns only
+//! later how many were sent; until then those bytes are *in flight*: they stay at the front
+//! (so the outbox is not empty and the shard holds its FIN), [`Outbox::drop_unstarted`] keeps
+//! every frame they touch, and [`Outbox::complete_in_flight`] settles them. The reactor's
+//! operation holds its own references to the frames, so dropping them here never frees
+//! memory the kernel is reading.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,6 +21,8 @@ pub struct Outbox {
     head_offset: usize,
     /// Unsent bytes in total (for the slow-consumer limit).
     queued: usize,
+    /// Bytes at the front handed to the kernel and not yet confirmed (always <= `queued`).
+    in_flight: usize,
 }
 
 impl Outbox {
@@ -42,10 +51,39 @@ impl Outbox {
         })
     }
 
+    /// The unsent frames, oldest first, each with the offset its unsent bytes start at.
+    pub fn pending(&self) -> impl Iterator<Item = (&Arc<[u8]>, usize)> {
+        self.frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f, if i == 0 { self.head_offset } else { 0 }))
+    }
+
+    /// Bytes at the front handed to the kernel and not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Records that the first `n` unsent bytes were handed to the kernel.
+    pub fn set_in_flight(&mut self, n: usize) {
+        self.in_flight = n.min(self.queued);
+    }
+
+    /// Settles the bytes in flight, of which the kernel reports `sent` as sent: those leave
+    /// the outbox, the rest become plain unsent bytes again. Returns (bytes, frames)
+    /// completed. After [`Outbox::clear`] nothing is in flight, so a late report is a no-op.
+    pub fn complete_in_flight(&mut self, sent: usize) -> (usize, usize) {
+        let sent = sent.min(self.in_flight);
+        self.in_flight = 0;
+        (sent, self.advance(sent))
+    }
+
     /// Marks `n` bytes as written; returns how many frames were completed.
     pub fn advance(&mut self, mut n: usize) -> usize {
         debug_assert!(n <= self.queued);
-        self.queued -= n.min(self.queued);
+        n = n.min(self.queued);
+        self.queued -= n;
+        self.in_flight = self.in_flight.saturating_sub(n);
         let mut completed = 0;
         while let Some(front) = self.frames.front() {
             let left = front.len() - self.head_offset;
@@ -61,24 +99,36 @@ impl Outbox {
         completed
     }
 
-    /// Drops every frame not yet started; a partly written frame is kept so that the stream
-    /// stays well-formed. Returns the number of frames dropped.
+    /// Drops every frame not yet started; a frame partly written or in flight is kept so
+    /// that the stream stays well-formed. Returns the number of frames dropped.
     pub fn drop_unstarted(&mut self) -> usize {
-        let keep = usize::from(self.head_offset > 0).min(self.frames.len());
+        // Bytes of the kept frames, counted from the start of the first: everything written
+        // or in flight must stay covered.
+        let started = self.head_offset + self.in_flight;
+        let mut start = 0;
+        let keep = self
+            .frames
+            .iter()
+            .take_while(|f| {
+                let touched = start < started;
+                start += f.len();
+                touched
+            })
+            .count();
         let dropped = self.frames.len() - keep;
         self.frames.truncate(keep);
-        self.queued = self
-            .frames
-            .front()
-            .map_or(0, |f| f.len() - self.head_offset);
+        // A non-zero head offset means the first frame was started, so it is kept.
+        let kept: usize = self.frames.iter().map(|f| f.len()).sum();
+        self.queued = kept - self.head_offset.min(kept);
         dropped
     }
 
-    /// Drops everything (the transport is gone).
+    /// Drops everything (the transport is gone), including the record of bytes in flight.
     pub fn clear(&mut self) {
         self.frames.clear();
         self.head_offset = 0;
         self.queued = 0;
+        self.in_flight = 0;
     }
 }
 
@@ -127,5 +177,72 @@ mod tests {
         assert_eq!(o.drop_unstarted(), 2);
         assert!(o.is_empty());
         assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn drop_unstarted_keeps_every_frame_in_flight() {
+        let mut o = Outbox::default();
+        for f in [&b"abc"[..], b"de", b"fgh", b"ij"] {
+            o.push(frame(f));
+        }
+        o.advance(1);
+        // The kernel has "bcdef" (reaching one byte into "fgh"); "ij" is unstarted.
+        o.set_in_flight(5);
+        assert_eq!(o.drop_unstarted(), 1);
+        assert_eq!(contents(&o), b"bcdefgh");
+        assert_eq!(o.queued_bytes(), 7);
+        assert_eq!(o.in_flight(), 5);
+        // A short completion: 3 of the 5 went out; the rest is unsent again.
+        assert_eq!(o.complete_in_flight(3), (3, 1));
+        assert_eq!(contents(&o), b"efgh");
+        assert_eq!(o.in_flight(), 0);
+        assert_eq!(o.complete_in_flight(4), (0, 0), "nothing was in flight");
+    }
+
+    #[test]
+    fn in_flight_ending_on_a_frame_boundary() {
+        let mut o = Outbox::default();
+        for f in [&b"abc"[..], b"de", b"fgh"] {
+            o.push(frame(f));
+        }
+        o.set_in_flight(5);
+        assert_eq!(o.drop_unstarted(), 1);
+        assert_eq!(contents(&o), b"abcde");
+        assert_eq!(o.complete_in_flight(5), (5, 2));
+        assert!(o.is_empty());
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn clear_forgets_bytes_in_flight() {
+        let mut o = Outbox::default();
+        o.push(frame(b"abcdef"));
+        o.set_in_flight(6);
+        o.clear();
+        o.push(frame(b"xyz"));
+        // The late completion of the cleared send must not eat the new frame.
+        assert_eq!(o.complete_in_flight(6), (0, 0));
+        assert_eq!(contents(&o), b"xyz");
+        assert_eq!(o.queued_bytes(), 3);
+    }
+
+    #[test]
+    fn in_flight_never_exceeds_queued() {
+        let mut o = Outbox::default();
+        o.push(frame(b"ab"));
+        o.set_in_flight(10);
+        assert_eq!(o.in_flight(), 2);
+        assert_eq!(o.complete_in_flight(100), (2, 1));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn pending_starts_at_the_write_offset() {
+        let mut o = Outbox::default();
+        o.push(frame(b"abc"));
+        o.push(frame(b"de"));
+        o.advance(2);
+        let offsets: Vec<usize> = o.pending().map(|(_, off)| off).collect();
+        assert_eq!(offsets, [2, 0]);
     }
 }

@@ -26,7 +26,7 @@ use anyhow::{Context as _, anyhow};
 use crate::cli::{IoKind, PatternKind};
 use crate::config::Config;
 use crate::io::signals::{TerminationSignals, signal_name};
-use crate::io::{AcceptWakeup, EpollReactor, Reactor, Waker};
+use crate::io::{AcceptWakeup, EpollReactor, Reactor, UringReactor, Waker};
 use crate::net;
 use crate::shard::{Acceptor, Hub, Inbox, InboxMsg, Shard};
 use crate::stats::{StatsRegistry, ThreadStats};
@@ -55,18 +55,36 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             multi_accept::run::<EpollReactor>(config, signals)
         }
         (PatternKind::Reuseport, IoKind::Epoll) => reuseport::run::<EpollReactor>(config, signals),
+        (PatternKind::SingleThread, IoKind::Uring) => {
+            single_thread::run::<UringReactor>(config, signals)
+        }
+        (PatternKind::AcceptorReaders, IoKind::Uring) => {
+            acceptor_readers::run::<UringReactor>(config, signals)
+        }
+        (PatternKind::WorkQueue, IoKind::Uring) => work_queue::run::<UringReactor>(config, signals),
+        (PatternKind::MultiAccept, IoKind::Uring) => {
+            multi_accept::run::<UringReactor>(config, signals)
+        }
+        (PatternKind::Reuseport, IoKind::Uring) => reuseport::run::<UringReactor>(config, signals),
     }
 }
 
-/// A reactor constructor per backend, so that pattern files stay generic over the io.
+/// A reactor constructor per backend, so that pattern files stay generic over the io. It
+/// takes the config because a backend may have options (the io_uring features).
 pub trait NewReactor: Reactor + Sized + 'static {
     /// Opens a reactor on the calling thread, woken by `waker`.
-    fn open(waker: Waker) -> std::io::Result<Self>;
+    fn open(waker: Waker, config: &Config) -> std::io::Result<Self>;
 }
 
 impl NewReactor for EpollReactor {
-    fn open(waker: Waker) -> std::io::Result<Self> {
+    fn open(waker: Waker, _config: &Config) -> std::io::Result<Self> {
         EpollReactor::new(waker)
+    }
+}
+
+impl NewReactor for UringReactor {
+    fn open(waker: Waker, config: &Config) -> std::io::Result<Self> {
+        UringReactor::new(waker, config.uring_features)
     }
 }
 
@@ -107,10 +125,10 @@ impl Threads {
         R: NewReactor,
         L: EventLoop,
     {
-        let waker = waker.clone();
+        let (waker, config) = (waker.clone(), self.config.clone());
         let (ready, built) = mpsc::sync_channel::<anyhow::Result<()>>(1);
         let body = move || {
-            let made = R::open(waker)
+            let made = R::open(waker, &config)
                 .context("creating the event loop")
                 .and_then(build);
             let mut event_loop = match made {

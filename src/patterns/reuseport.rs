@@ -43,7 +43,7 @@ pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> a
     let mut threads = Threads::new(&config);
     let setups = listeners
         .into_iter()
-        .map(|listener| serve::<R>(listener, AcceptWakeup::Exclusive));
+        .map(|listener| serve::<R>(listener, AcceptWakeup::Sole));
     start_shards(&mut threads, &hub, &wakers, "loop", &registry, setups)?;
 
     let _helpers = start_helpers(&config, signals, hub.inboxes().to_vec(), registry)?;

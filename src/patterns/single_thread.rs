@@ -31,7 +31,7 @@ pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> a
     let hub = Hub::new(&wakers, config.max_conns);
 
     let mut threads = Threads::new(&config);
-    let setup = serve::<R>(listener, AcceptWakeup::Exclusive);
+    let setup = serve::<R>(listener, AcceptWakeup::Sole);
     start_shards(&mut threads, &hub, &wakers, "loop", &registry, [setup])?;
 
     let _helpers = start_helpers(&config, signals, hub.inboxes().to_vec(), registry)?;

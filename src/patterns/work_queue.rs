@@ -44,7 +44,7 @@ pub fn run<R: NewReactor>(config: Arc<Config>, signals: TerminationSignals) -> a
     let mut threads = Threads::new(&config);
     let io_loop = move |shard: &mut Shard<R>| {
         shard
-            .add_listener(listener, AcceptWakeup::Exclusive)
+            .add_listener(listener, AcceptWakeup::Sole)
             .context("registering the listener")?;
         shard.offload(queue);
         Ok(())

@@ -50,7 +50,7 @@ impl<R: Reactor> Acceptor<R> {
     }
 
     pub fn add_listener(&mut self, listener: TcpListener) -> io::Result<ListenerId> {
-        self.io.add_listener(listener, AcceptWakeup::Exclusive)
+        self.io.add_listener(listener, AcceptWakeup::Sole)
     }
 
     /// Accepts until `InboxMsg::Stop`.

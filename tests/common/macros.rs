@@ -49,6 +49,43 @@ macro_rules! for_each_setup {
             "epoll",
             ["--threads", "2"]
         );
+        setup_test!($body, single_thread_uring, "single-thread", "uring", []);
+        setup_test!(
+            $body,
+            acceptor_readers_uring,
+            "acceptor-readers",
+            "uring",
+            ["--threads", "2"]
+        );
+        setup_test!(
+            $body,
+            work_queue_uring,
+            "work-queue",
+            "uring",
+            ["--workers", "2"]
+        );
+        setup_test!(
+            $body,
+            multi_accept_uring,
+            "multi-accept",
+            "uring",
+            ["--threads", "2"]
+        );
+        setup_test!(
+            $body,
+            reuseport_uring,
+            "reuseport",
+            "uring",
+            ["--threads", "2"]
+        );
+        // Every io_uring fallback (plain accept, recv into per-op buffers, no taskrun flags).
+        setup_test!(
+            $body,
+            single_thread_uring_nofeatures,
+            "single-thread",
+            "uring",
+            ["--uring-features", "none"]
+        );
     };
 }
 

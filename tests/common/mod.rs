@@ -54,7 +54,7 @@ pub const OP_PONG: u8 = 0xA;
 pub struct Setup {
     pub pattern: &'static str,
     pub io: &'static str,
-    /// Flags every server of this combination gets (thread counts).
+    /// Flags every server of this combination gets (thread counts, `--uring-features none`).
     pub flags: &'static [&'static str],
 }
 

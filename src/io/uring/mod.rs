@@ -1,0 +1,889 @@
+//! The io_uring reactor: completion-based, one ring per thread, behind the same
+//! [`Reactor`] trait as epoll.
+//!
+//! One `poll` is one `io_uring_enter`: it submits every SQE queued since the last call (recv
+//! re-arms, sends of every flushed connection, cancels) and waits for at least one
+//! completion or the deadline. What the kernel offers is probed at start ([`probe`]) and can
+//! be narrowed with `--uring-features`; each feature has a fallback:
+//!
+//! | feature            | with it                                   | without it                      |
+//! |--------------------|-------------------------------------------|---------------------------------|
+//! | multishot-accept   | one accept SQE per listener, ever         | an accept re-armed per conn     |
+//! | buf-ring           | recv buffers picked by the kernel         | a 16 KiB buffer per recv op     |
+//! | multishot-recv     | one recv SQE per connection, ever         | a recv re-armed per completion  |
+//! | single-issuer, defer-taskrun, coop-taskrun | completions batched into our wait | the kernel interrupts us |
+//!
+//! Sends: at most one sendmsg per connection in flight. `send` hands the outbox's front bytes
+//! to the kernel and marks them in flight in the outbox; the completion is remembered and
+//! reported as [`Event::Writable`]; the shard then calls `send` again, which settles the
+//! completed bytes (a short send leaves the rest at the front, sent next) and starts the next
+//! batch. The outbox stays non-empty while bytes are in flight, so the shard holds its FIN.
+//!
+//! Counters, as this backend means them: `wakeups` returns from `io_uring_enter`;
+//! `listener_wakeups` accept completions (exclusive: one per connection handed to us) or poll
+//! completions (`AcceptWakeup::All`); `futile_accepts` listener wake-ups whose accept found
+//! nothing (EAGAIN: only possible with `All`, since an exclusive accept waits in the kernel);
+//! `reads` recv completions carrying data; `writev` sendmsg submissions; `epoll_ctl` 0.
+//!
+//! Owns: the ring, the op slab ([`ops`]), the provided-buffer ring, the sockets. Must never:
+//! free or reuse memory an op handed to the kernel before that op's final completion, report
+//! a completion of a closed connection under a key reused since, or block except in `poll`.
+
+mod bufring;
+mod ops;
+mod probe;
+
+pub use probe::{Feature, FeatureSet, Probed, Unavailable, probe};
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use self::bufring::BufRing;
+use self::ops::{CANCEL_USER_DATA, ConnRef, Op, OpId, Ops, RecvMode, SendBuf};
+use super::epoll::{accept4, is_transient_accept_error};
+use super::{
+    AcceptWakeup, ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker,
+};
+
+/// Submission queue slots; more SQEs in one iteration wait in `backlog`.
+const SQ_ENTRIES: u32 = 1024;
+/// Completion queue slots: room for a burst of multishot completions between two waits
+/// (the kernel keeps overflow, but overflow costs a slow path).
+const CQ_ENTRIES: u32 = 8192;
+/// Provided receive buffers per thread and their size: 4 MiB in all, shared by every
+/// connection of the thread (a buffer is back in the ring as soon as its bytes are handed on).
+const RING_BUFFERS: u16 = 256;
+const RING_BUFFER_BYTES: usize = 16 * 1024;
+const BUFFER_GROUP: u16 = 0;
+/// Buffer of a recv op when there is no buffer ring.
+const OWNED_RECV_BYTES: usize = 16 * 1024;
+/// Accepts per listener per wake-up with `AcceptWakeup::All` (as epoll's).
+const ACCEPTS_PER_WAKEUP: usize = 64;
+/// Slices per sendmsg; Linux's IOV_MAX.
+const IOV_MAX: usize = 1024;
+/// Completions handled per batch, and batches per `poll` before the others get their turn.
+const CQES_PER_BATCH: usize = 1024;
+const BATCHES_PER_POLL: usize = 8;
+/// Dropping the reactor waits this long per round, for this many rounds, for the
+/// cancelled ops to complete before leaking what they own.
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
+const DRAIN_ROUNDS: usize = 50;
+
+/// A listener and the op that accepts from it.
+struct ListenerSlot {
+    socket: Arc<TcpListener>,
+    wakeup: AcceptWakeup,
+    /// The accept (exclusive) or poll (`All`) in flight.
+    op: Option<OpId>,
+    /// Paused by an accept failure until `resume_accepting`.
+    paused: bool,
+}
+
+/// How the peer's input ended.
+#[derive(Debug)]
+enum InputEnd {
+    Eof,
+    Failed(io::Error),
+}
+
+struct ConnSlot {
+    stream: Arc<TcpStream>,
+    /// Distinguishes this connection from earlier ones under the same key.
+    generation: u64,
+    recv: Option<OpId>,
+    send: Option<OpId>,
+    /// The last send's result, settled in the outbox by the next `send`.
+    sent: Option<io::Result<usize>>,
+    paused: bool,
+    /// Input completed while paused (at most what the kernel had already taken), reported
+    /// after resume; then the end of input, if it came.
+    held: Vec<u8>,
+    held_end: Option<InputEnd>,
+    /// EOF or an error was seen: no more recv.
+    input_ended: bool,
+}
+
+/// Work to do in the next `poll` without waiting for the kernel.
+#[derive(Debug, Clone, Copy)]
+enum Ready {
+    /// A shared (`All`) listener stopped by its budget or resumed.
+    Listener(usize),
+    /// A resumed connection with held input.
+    Conn(ConnId, u64),
+}
+
+/// What a completion is for (copied out of the slab so that the slab can be changed).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Accept(usize),
+    ListenerPoll(usize),
+    Recv,
+    Send,
+    Waker,
+}
+
+/// One thread's io_uring and the sockets it serves.
+pub struct UringReactor {
+    /// Declared first so that it is dropped (and the kernel done with every buffer) before
+    /// the memory the ops and the buffer ring own.
+    ring: IoUring,
+    ops: Ops,
+    bufs: Option<BufRing>,
+    features: FeatureSet,
+    /// SQEs that found the submission queue full, submitted in order before newer ones.
+    backlog: VecDeque<squeue::Entry>,
+    /// Set up disabled: SINGLE_ISSUER binds the ring to the thread that enables it, so the
+    /// first `poll` enables it on the thread that runs the loop.
+    disabled: bool,
+    /// Dropping: nothing is re-armed.
+    closing: bool,
+    listeners: Vec<Option<ListenerSlot>>,
+    conns: Vec<Option<ConnSlot>>,
+    next_generation: u64,
+    ready: Vec<Ready>,
+    spare_recv_bufs: Vec<Box<[u8]>>,
+    cqes: Vec<(u64, i32, u32)>,
+    waker: Waker,
+    counters: IoCounters,
+}
+
+impl UringReactor {
+    /// A ring using `features` (already narrowed to what the kernel has, see [`probe`]), that
+    /// `waker` interrupts.
+    pub fn new(waker: Waker, features: FeatureSet) -> io::Result<UringReactor> {
+        let features = features.consistent();
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(CQ_ENTRIES).setup_clamp();
+        let single_issuer = features.contains(Feature::SingleIssuer);
+        if single_issuer {
+            builder.setup_single_issuer().setup_r_disabled();
+        }
+        if features.contains(Feature::DeferTaskrun) {
+            builder.setup_defer_taskrun();
+        } else if features.contains(Feature::CoopTaskrun) {
+            builder.setup_coop_taskrun();
+        }
+        let ring = builder.build(SQ_ENTRIES)?;
+        let bufs = if features.contains(Feature::BufRing) {
+            let bufs = BufRing::new(RING_BUFFERS, RING_BUFFER_BYTES)?;
+            bufs.register(&ring, BUFFER_GROUP)?;
+            Some(bufs)
+        } else {
+            None
+        };
+        let mut reactor = UringReactor {
+            ring,
+            ops: Ops::default(),
+            bufs,
+            features,
+            backlog: VecDeque::new(),
+            disabled: single_issuer,
+            closing: false,
+            listeners: Vec::new(),
+            conns: Vec::new(),
+            next_generation: 0,
+            ready: Vec::new(),
+            spare_recv_bufs: Vec::new(),
+            cqes: Vec::with_capacity(CQES_PER_BATCH),
+            waker,
+            counters: IoCounters::default(),
+        };
+        let waker = reactor.waker.clone();
+        reactor.start(Op::WakerRead {
+            waker,
+            value: Box::new(0),
+        });
+        Ok(reactor)
+    }
+
+    /// The features this reactor uses.
+    pub fn features(&self) -> FeatureSet {
+        self.features
+    }
+
+    /// Stores `op` in the slab and queues the SQE that starts it.
+    fn start(&mut self, op: Op) -> OpId {
+        let (id, sqe) = self.ops.start(op);
+        self.push(sqe);
+        id
+    }
+
+    fn cancel(&mut self, id: OpId) {
+        let sqe = opcode::AsyncCancel::new(id.user_data())
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        self.push(sqe);
+    }
+
+    /// Queues an SQE; a full submission queue spills into `backlog`.
+    fn push(&mut self, sqe: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: every SQE is a cancel (no pointers) or was built by `Ops::start` from
+            // memory its op owns, and the op stays in the slab until its final completion.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(sqe);
+    }
+
+    /// Moves the backlog into the submission queue, submitting when it fills.
+    fn flush_backlog(&mut self) -> io::Result<()> {
+        while let Some(sqe) = self.backlog.front() {
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                self.backlog.pop_front();
+                continue;
+            }
+            match self.ring.submit() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if is_retry(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn conn_slot(&mut self, conn: ConnId, generation: u64) -> Option<&mut ConnSlot> {
+        self.conns
+            .get_mut(conn)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation == generation)
+    }
+
+    /// Starts the listener's accept (or poll) unless one is in flight or it is paused.
+    fn arm_listener(&mut self, index: usize) {
+        if self.closing {
+            return;
+        }
+        let multishot = self.features.contains(Feature::MultishotAccept);
+        let Some(Some(slot)) = self.listeners.get(index) else {
+            return;
+        };
+        if slot.op.is_some() || slot.paused {
+            return;
+        }
+        let socket = slot.socket.clone();
+        let op = match slot.wakeup {
+            AcceptWakeup::Sole => Op::Accept {
+                listener: index,
+                socket,
+                multishot,
+            },
+            // Re-armed per connection, so it joins the back of the socket's exclusive wait
+            // queue each time and the loops take turns (see AcceptWakeup::Exclusive).
+            AcceptWakeup::Exclusive => Op::Accept {
+                listener: index,
+                socket,
+                multishot: false,
+            },
+            AcceptWakeup::All => Op::ListenerPoll {
+                listener: index,
+                socket,
+            },
+        };
+        let id = self.start(op);
+        if let Some(Some(slot)) = self.listeners.get_mut(index) {
+            slot.op = Some(id);
+        }
+    }
+
+    /// Starts a recv on the connection unless one is in flight, it is paused, or its input
+    /// ended.
+    fn arm_recv(&mut self, conn: ConnId) {
+        if self.closing {
+            return;
+        }
+        let Some(Some(slot)) = self.conns.get(conn) else {
+            return;
+        };
+        if slot.recv.is_some() || slot.paused || slot.input_ended {
+            return;
+        }
+        let conn_ref = ConnRef {
+            id: conn,
+            generation: slot.generation,
+            stream: slot.stream.clone(),
+        };
+        let mode = match &self.bufs {
+            Some(_) if self.features.contains(Feature::MultishotRecv) => RecvMode::Multishot {
+                group: BUFFER_GROUP,
+            },
+            Some(bufs) => RecvMode::Select {
+                group: BUFFER_GROUP,
+                len: bufs.buf_size() as u32,
+            },
+            None => RecvMode::Owned(
+                self.spare_recv_bufs
+                    .pop()
+                    .unwrap_or_else(|| vec![0; OWNED_RECV_BYTES].into_boxed_slice()),
+            ),
+        };
+        let id = self.start(Op::Recv {
+            conn: conn_ref,
+            mode,
+        });
+        if let Some(Some(slot)) = self.conns.get_mut(conn) {
+            slot.recv = Some(id);
+        }
+    }
+
+    /// Accepts from a shared (`All`) listener until EAGAIN or the budget, like epoll.
+    fn accept_direct(&mut self, index: usize, on_edge: bool, on_event: &mut dyn FnMut(Event<'_>)) {
+        let Some(Some(slot)) = self.listeners.get_mut(index) else {
+            return;
+        };
+        if slot.paused {
+            return;
+        }
+        let id = ListenerId(index);
+        for n in 0..ACCEPTS_PER_WAKEUP {
+            match accept4(&slot.socket) {
+                Ok((stream, peer)) => on_event(Event::Accepted {
+                    listener: id,
+                    stream,
+                    peer,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n == 0 && on_edge {
+                        self.counters.futile_accepts += 1;
+                    }
+                    return;
+                }
+                Err(e) if is_transient_accept_error(&e) => {}
+                Err(error) => {
+                    slot.paused = true;
+                    on_event(Event::AcceptFailed {
+                        listener: id,
+                        error,
+                    });
+                    return;
+                }
+            }
+        }
+        self.ready.push(Ready::Listener(index));
+    }
+
+    /// Reports what a resumed connection held, then reads on.
+    fn release_held(&mut self, conn: ConnId, generation: u64, on_event: &mut dyn FnMut(Event<'_>)) {
+        let Some(slot) = self.conn_slot(conn, generation) else {
+            return;
+        };
+        if slot.paused {
+            return; // paused again before we got here: keep holding
+        }
+        let held = std::mem::take(&mut slot.held);
+        let end = slot.held_end.take();
+        if !held.is_empty() {
+            on_event(Event::Received { conn, bytes: &held });
+        }
+        match end {
+            Some(InputEnd::Eof) => on_event(Event::Eof { conn }),
+            Some(InputEnd::Failed(error)) => on_event(Event::Failed { conn, error }),
+            None => {}
+        }
+        self.arm_recv(conn);
+    }
+
+    /// Handles every completion available now.
+    fn reap(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
+        for _ in 0..BATCHES_PER_POLL {
+            let mut batch = std::mem::take(&mut self.cqes);
+            batch.clear();
+            batch.extend(
+                self.ring
+                    .completion()
+                    .take(CQES_PER_BATCH)
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(user_data, result, flags) in &batch {
+                self.complete(user_data, result, flags, on_event);
+            }
+            let done = batch.len() < CQES_PER_BATCH;
+            self.cqes = batch;
+            if done {
+                break;
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        user_data: u64,
+        res: i32,
+        flags: u32,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) {
+        if user_data == CANCEL_USER_DATA {
+            return;
+        }
+        let id = OpId::from_user_data(user_data);
+        let kind = match self.ops.get_mut(id) {
+            Some(Op::Accept { listener, .. }) => Kind::Accept(*listener),
+            Some(Op::ListenerPoll { listener, .. }) => Kind::ListenerPoll(*listener),
+            Some(Op::Recv { .. }) => Kind::Recv,
+            Some(Op::Send { .. }) => Kind::Send,
+            Some(Op::WakerRead { .. } | Op::WakerPoll { .. }) => Kind::Waker,
+            None => return,
+        };
+        let more = cqueue::more(flags);
+        match kind {
+            Kind::Accept(index) => self.on_accept(id, index, res, more, on_event),
+            Kind::ListenerPoll(index) => {
+                let open = matches!(self.listeners.get(index), Some(Some(_)));
+                if res >= 0 && open {
+                    self.counters.listener_wakeups += 1;
+                    self.accept_direct(index, true, on_event);
+                }
+                if !more {
+                    self.listener_op_finished(id, index);
+                }
+            }
+            Kind::Recv => self.on_recv(id, res, flags, on_event),
+            Kind::Send => self.on_send(id, res, more, on_event),
+            Kind::Waker => {
+                if res >= 0 {
+                    on_event(Event::Wake);
+                }
+                if !more {
+                    self.waker_op_finished(id, res);
+                } else if let Some(Op::WakerPoll { waker }) = self.ops.get_mut(id) {
+                    waker.drain();
+                }
+            }
+        }
+    }
+
+    /// Re-arms the waker: the same read, or (after EAGAIN: this kernel does not wait on a
+    /// non-blocking eventfd) a multishot poll that stays armed.
+    fn waker_op_finished(&mut self, id: OpId, res: i32) {
+        let op = self.ops.finish(id);
+        if self.closing || res == -libc::ECANCELED {
+            return;
+        }
+        match op {
+            Some(Op::WakerRead { waker, .. }) if res == -libc::EAGAIN => {
+                self.start(Op::WakerPoll { waker });
+            }
+            Some(Op::WakerRead { waker, value }) => {
+                self.start(Op::WakerRead { waker, value });
+            }
+            Some(Op::WakerPoll { waker }) => {
+                waker.drain();
+                self.start(Op::WakerPoll { waker });
+            }
+            _ => {}
+        }
+    }
+
+    fn listener_op_finished(&mut self, id: OpId, index: usize) {
+        self.ops.finish(id);
+        if let Some(Some(slot)) = self.listeners.get_mut(index) {
+            slot.op = None;
+        }
+        self.arm_listener(index);
+    }
+
+    fn on_accept(
+        &mut self,
+        id: OpId,
+        index: usize,
+        res: i32,
+        more: bool,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) {
+        let open = matches!(self.listeners.get(index), Some(Some(_)));
+        self.counters.listener_wakeups += 1;
+        if res >= 0 {
+            // SAFETY: a non-negative accept result is a new descriptor that nobody owns yet.
+            let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(res) });
+            // Dropped (closed) if the listener was closed meanwhile, as epoll would never
+            // have accepted it.
+            if open && !self.closing {
+                // A multishot accept cannot return the address: ask for it (a connection
+                // reset already in the queue has none; the shard only logs it).
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                on_event(Event::Accepted {
+                    listener: ListenerId(index),
+                    stream,
+                    peer,
+                });
+            }
+        } else {
+            let error = io::Error::from_raw_os_error(-res);
+            if res == -libc::EAGAIN {
+                self.counters.futile_accepts += 1;
+            } else if res == -libc::ECANCELED || is_transient_accept_error(&error) {
+                // Closing, or one dead connection: the next accept may be fine.
+            } else if open {
+                if let Some(Some(slot)) = self.listeners.get_mut(index) {
+                    slot.paused = true;
+                }
+                if more {
+                    self.cancel(id);
+                }
+                on_event(Event::AcceptFailed {
+                    listener: ListenerId(index),
+                    error,
+                });
+            }
+        }
+        if !more {
+            self.listener_op_finished(id, index);
+        }
+    }
+
+    fn on_recv(&mut self, id: OpId, res: i32, flags: u32, on_event: &mut dyn FnMut(Event<'_>)) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let Some(Op::Recv { conn, mode }) = self.ops.get_mut(id) else {
+            return;
+        };
+        let (cid, generation) = (conn.id, conn.generation);
+        let slot = self
+            .conns
+            .get_mut(cid)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation == generation);
+        if let Some(slot) = slot {
+            if res > 0 {
+                self.counters.reads += 1;
+                let n = res as usize;
+                let bytes = match (&*mode, bid, &self.bufs) {
+                    (RecvMode::Owned(buf), _, _) => buf.get(..n),
+                    (_, Some(bid), Some(bufs)) => bufs.filled(bid, n),
+                    _ => None,
+                };
+                if let Some(bytes) = bytes {
+                    if slot.paused {
+                        slot.held.extend_from_slice(bytes);
+                    } else {
+                        on_event(Event::Received { conn: cid, bytes });
+                    }
+                }
+            } else {
+                let end = match -res {
+                    0 => Some(InputEnd::Eof),
+                    // Cancelled (pause), out of ring buffers, or interrupted: re-armed below.
+                    libc::ECANCELED | libc::ENOBUFS | libc::EAGAIN | libc::EINTR => None,
+                    errno => Some(InputEnd::Failed(io::Error::from_raw_os_error(errno))),
+                };
+                if let Some(end) = end {
+                    slot.input_ended = true;
+                    if slot.paused {
+                        slot.held_end = Some(end);
+                    } else {
+                        match end {
+                            InputEnd::Eof => on_event(Event::Eof { conn: cid }),
+                            InputEnd::Failed(error) => {
+                                on_event(Event::Failed { conn: cid, error });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some(bid), Some(bufs)) = (bid, self.bufs.as_mut()) {
+            bufs.recycle(bid);
+        }
+        if !more {
+            if let Some(Op::Recv {
+                mode: RecvMode::Owned(buf),
+                ..
+            }) = self.ops.finish(id)
+            {
+                self.spare_recv_bufs.push(buf);
+            }
+            if let Some(slot) = self.conn_slot(cid, generation) {
+                slot.recv = None;
+                self.arm_recv(cid);
+            }
+        }
+    }
+
+    fn on_send(&mut self, id: OpId, res: i32, more: bool, on_event: &mut dyn FnMut(Event<'_>)) {
+        if more {
+            return; // sendmsg completes once; nothing to release before the final one
+        }
+        let Some(Op::Send { conn, .. }) = self.ops.finish(id) else {
+            return;
+        };
+        // The frames the op held are released here, after the kernel is done with them.
+        let Some(slot) = self.conn_slot(conn.id, conn.generation) else {
+            return;
+        };
+        slot.send = None;
+        slot.sent = Some(match res {
+            n if n >= 0 => Ok(n as usize),
+            n if -n == libc::EINTR || -n == libc::EAGAIN => Ok(0),
+            n => Err(io::Error::from_raw_os_error(-n)),
+        });
+        on_event(Event::Writable { conn: conn.id });
+    }
+}
+
+impl Reactor for UringReactor {
+    fn add_listener(
+        &mut self,
+        listener: TcpListener,
+        wakeup: AcceptWakeup,
+    ) -> io::Result<ListenerId> {
+        let index = self.listeners.len();
+        self.listeners.push(Some(ListenerSlot {
+            socket: Arc::new(listener),
+            wakeup,
+            op: None,
+            paused: false,
+        }));
+        self.arm_listener(index);
+        Ok(ListenerId(index))
+    }
+
+    fn close_listeners(&mut self) {
+        for index in 0..self.listeners.len() {
+            if let Some(slot) = self.listeners[index].take()
+                && let Some(op) = slot.op
+            {
+                // The op keeps the socket open until its final completion.
+                self.cancel(op);
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self, listener: ListenerId) {
+        let Some(Some(slot)) = self.listeners.get_mut(listener.0) else {
+            return;
+        };
+        slot.paused = false;
+        if slot.wakeup == AcceptWakeup::All {
+            self.ready.push(Ready::Listener(listener.0));
+        }
+        self.arm_listener(listener.0);
+    }
+
+    fn add_conn(&mut self, conn: ConnId, stream: TcpStream) -> io::Result<()> {
+        if self.conns.len() <= conn {
+            self.conns.resize_with(conn + 1, || None);
+        }
+        self.next_generation += 1;
+        self.conns[conn] = Some(ConnSlot {
+            stream: Arc::new(stream),
+            generation: self.next_generation,
+            recv: None,
+            send: None,
+            sent: None,
+            paused: false,
+            held: Vec::new(),
+            held_end: None,
+            input_ended: false,
+        });
+        self.arm_recv(conn);
+        Ok(())
+    }
+
+    fn pause_reading(&mut self, conn: ConnId) {
+        let Some(Some(slot)) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if slot.paused {
+            return;
+        }
+        slot.paused = true;
+        // The recv in flight is cancelled; what it completes before the cancel lands is
+        // held (bounded by what the kernel had already received), the rest stays in the
+        // socket so that TCP pushes back on the peer.
+        if let Some(op) = slot.recv {
+            self.cancel(op);
+        }
+    }
+
+    fn resume_reading(&mut self, conn: ConnId) {
+        let Some(Some(slot)) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if !slot.paused {
+            return;
+        }
+        slot.paused = false;
+        if !slot.held.is_empty() || slot.held_end.is_some() {
+            let generation = slot.generation;
+            self.ready.push(Ready::Conn(conn, generation));
+        } else {
+            self.arm_recv(conn);
+        }
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()> {
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
+        self.flush_backlog()?;
+        let busy = !self.ready.is_empty() || !self.backlog.is_empty();
+        let wait = if busy { Some(Duration::ZERO) } else { timeout };
+        let entered = match wait {
+            None => self.ring.submitter().submit_and_wait(1),
+            Some(d) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match entered {
+            Ok(_) => {}
+            // ETIME: the deadline passed; EINTR: a signal; EBUSY: the completion queue
+            // overflowed and must be reaped first (the SQEs stay queued).
+            Err(e) if is_retry(&e) || e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) => return Err(e),
+        }
+        self.counters.wakeups += 1;
+        for ready in std::mem::take(&mut self.ready) {
+            match ready {
+                Ready::Listener(index) => self.accept_direct(index, false, on_event),
+                Ready::Conn(conn, generation) => self.release_held(conn, generation, on_event),
+            }
+        }
+        self.reap(on_event);
+        Ok(())
+    }
+
+    fn send(&mut self, conn: ConnId, outbox: &mut Outbox) -> io::Result<SendOutcome> {
+        let Some(Some(slot)) = self.conns.get_mut(conn) else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if slot.send.is_some() {
+            return Ok(SendOutcome::default()); // its completion reports Writable
+        }
+        let mut outcome = SendOutcome::default();
+        match slot.sent.take() {
+            Some(Ok(sent)) => {
+                let (bytes, frames) = outbox.complete_in_flight(sent);
+                outcome = SendOutcome { bytes, frames };
+            }
+            Some(Err(error)) => {
+                outbox.complete_in_flight(0);
+                return Err(error);
+            }
+            // Nothing was in flight for this connection (a fresh outbox, or one whose
+            // in-flight mark belongs to nobody): all of it is unsent.
+            None => {
+                outbox.complete_in_flight(0);
+            }
+        }
+        if outbox.is_empty() {
+            return Ok(outcome);
+        }
+        let (buf, len) = SendBuf::new(outbox.pending().take(IOV_MAX));
+        if len == 0 {
+            return Ok(outcome);
+        }
+        outbox.set_in_flight(len);
+        let conn_ref = ConnRef {
+            id: conn,
+            generation: slot.generation,
+            stream: slot.stream.clone(),
+        };
+        self.counters.writev += 1;
+        let id = self.start(Op::Send {
+            conn: conn_ref,
+            buf,
+        });
+        if let Some(Some(slot)) = self.conns.get_mut(conn) {
+            slot.send = Some(id);
+        }
+        Ok(outcome)
+    }
+
+    fn shutdown_write(&mut self, conn: ConnId) {
+        if let Some(Some(slot)) = self.conns.get(conn) {
+            // A direct shutdown(2): the shard calls this only once the outbox is empty, so
+            // no send is in flight that the FIN could overtake. Fails only if the peer
+            // already reset the connection; closing follows anyway.
+            let _ = slot.stream.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let Some(slot) = self.conns.get_mut(conn).and_then(Option::take) else {
+            return;
+        };
+        // Cancel, then wait: the ops keep the socket and their buffers until their final
+        // completions, which find no connection of their generation and report nothing.
+        for op in [slot.recv, slot.send].into_iter().flatten() {
+            self.cancel(op);
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn counters(&self) -> IoCounters {
+        self.counters
+    }
+}
+
+impl Drop for UringReactor {
+    /// Cancels every op and waits for the final completions, so that the kernel is done with
+    /// every buffer before it is freed. If the ring cannot be driven (another thread drops
+    /// a SINGLE_ISSUER ring, or the kernel does not finish within DRAIN_ROUNDS x DRAIN_WAIT)
+    /// the ops and the buffer ring are leaked on purpose: a leak is bounded, a
+    /// use-after-free by the kernel is not.
+    fn drop(&mut self) {
+        self.closing = true;
+        self.listeners.clear();
+        self.conns.clear();
+        self.ready.clear();
+        if self.ops.is_empty() || self.disabled {
+            // Never enabled: no SQE ever reached the kernel.
+            return;
+        }
+        for id in self.ops.ids() {
+            self.cancel(id);
+        }
+        let ts = types::Timespec::from(DRAIN_WAIT);
+        for _ in 0..DRAIN_ROUNDS {
+            if self.flush_backlog().is_err() {
+                break;
+            }
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if is_retry(&e) || e.raw_os_error() == Some(libc::ETIME) => {}
+                Err(_) => break,
+            }
+            self.reap(&mut |_| {});
+            if self.ops.is_empty() {
+                return;
+            }
+        }
+        std::mem::forget(std::mem::take(&mut self.ops));
+        if let Some(bufs) = self.bufs.take() {
+            std::mem::forget(bufs);
+        }
+    }
+}
+
+/// io_uring_enter errors after which the loop just goes on.
+fn is_retry(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+    )
+}
+
+#[cfg(test)]
+mod tests;

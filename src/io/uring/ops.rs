@@ -1,0 +1,277 @@
+//! The operations in flight, each owning everything the kernel may touch until its last
+//! completion: the socket (a shared handle, so the fd number cannot be closed and reused
+//! under it), and the memory its SQE points into.
+//!
+//! Owns: the op slab and the user_data encoding. An op leaves the slab only through
+//! [`Ops::finish`], which the reactor calls for a completion without IORING_CQE_F_MORE, or
+//! never (the reactor leaks the slab when it cannot drain the ring). So no buffer can be
+//! freed while the kernel may still use it: that is structural, not a convention.
+//! Must never: build an SQE from memory it does not own.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use io_uring::{opcode, squeue, types};
+use slab::Slab;
+
+use super::super::{ConnId, Waker};
+
+/// A connection as an op sees it: the key, the generation of the connection that used the
+/// key when the op started (the key may be reused at once after `close`), and the socket.
+#[derive(Debug, Clone)]
+pub(super) struct ConnRef {
+    pub id: ConnId,
+    pub generation: u64,
+    pub stream: Arc<TcpStream>,
+}
+
+/// How a recv gets its buffer.
+#[derive(Debug)]
+pub(super) enum RecvMode {
+    /// Multishot, buffers from the provided-buffer ring.
+    Multishot { group: u16 },
+    /// One completion, a buffer from the provided-buffer ring.
+    Select { group: u16, len: u32 },
+    /// One completion, into this op's own buffer (no buffer ring).
+    Owned(Box<[u8]>),
+}
+
+/// A sendmsg's iovecs and header, which point into `frames` (and each other).
+pub(super) struct SendBuf {
+    /// Keeps the frames alive whatever the shard does to its outbox.
+    _frames: Vec<Arc<[u8]>>,
+    iov: Box<[libc::iovec]>,
+    msg: Box<libc::msghdr>,
+}
+
+impl std::fmt::Debug for SendBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBuf")
+            .field("slices", &self.iov.len())
+            .finish()
+    }
+}
+
+// SAFETY: the raw pointers in `iov` and `msg` point only into `_frames` and `iov`, which this
+// value owns (the frames are immutable, reference-counted with atomics); moving the owner to
+// another thread moves all of it.
+unsafe impl Send for SendBuf {}
+
+impl SendBuf {
+    /// A message over `slices` (a frame and the offset its unsent bytes start at), and its
+    /// length in bytes. Empty slices are skipped.
+    pub(super) fn new<'a>(
+        slices: impl Iterator<Item = (&'a Arc<[u8]>, usize)>,
+    ) -> (SendBuf, usize) {
+        let mut frames = Vec::new();
+        let mut iov = Vec::new();
+        let mut len = 0;
+        for (frame, offset) in slices {
+            let Some(bytes) = frame.get(offset..).filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            iov.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+            len += bytes.len();
+            frames.push(frame.clone());
+        }
+        let mut iov = iov.into_boxed_slice();
+        let mut msg = Box::new(empty_msghdr());
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        (
+            SendBuf {
+                _frames: frames,
+                iov,
+                msg,
+            },
+            len,
+        )
+    }
+}
+
+fn empty_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    unsafe { std::mem::zeroed() }
+}
+
+/// One operation in flight.
+#[derive(Debug)]
+pub(super) enum Op {
+    /// An accept on a listener (multishot, or re-armed after each completion).
+    Accept {
+        listener: usize,
+        socket: Arc<TcpListener>,
+        multishot: bool,
+    },
+    /// A multishot poll on a listener shared non-exclusively (`AcceptWakeup::All`).
+    ListenerPoll {
+        listener: usize,
+        socket: Arc<TcpListener>,
+    },
+    Recv {
+        conn: ConnRef,
+        mode: RecvMode,
+    },
+    Send {
+        conn: ConnRef,
+        buf: SendBuf,
+    },
+    /// An 8-byte read of the waker's eventfd.
+    WakerRead {
+        waker: Waker,
+        value: Box<u64>,
+    },
+    /// A multishot poll of the waker's eventfd, for kernels whose read of a non-blocking
+    /// eventfd fails with EAGAIN instead of waiting; each completion drains it.
+    WakerPoll {
+        waker: Waker,
+    },
+}
+
+impl Op {
+    /// The SQE that starts this op. Its pointers point into memory `self` owns.
+    fn entry(&mut self) -> squeue::Entry {
+        match self {
+            Op::Accept {
+                socket, multishot, ..
+            } => {
+                let fd = types::Fd(socket.as_raw_fd());
+                let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+                if *multishot {
+                    opcode::AcceptMulti::new(fd).flags(flags).build()
+                } else {
+                    // The peer address is read with getpeername afterwards, as for
+                    // multishot accepts, which cannot return it.
+                    opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                        .flags(flags)
+                        .build()
+                }
+            }
+            Op::ListenerPoll { socket, .. } => {
+                opcode::PollAdd::new(types::Fd(socket.as_raw_fd()), libc::POLLIN as u32)
+                    .multi(true)
+                    .build()
+            }
+            Op::Recv { conn, mode } => {
+                let fd = types::Fd(conn.stream.as_raw_fd());
+                match mode {
+                    RecvMode::Multishot { group } => opcode::RecvMulti::new(fd, *group).build(),
+                    RecvMode::Select { group, len } => {
+                        opcode::Recv::new(fd, std::ptr::null_mut(), *len)
+                            .buf_group(*group)
+                            .build()
+                            .flags(squeue::Flags::BUFFER_SELECT)
+                    }
+                    RecvMode::Owned(buf) => {
+                        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+                        opcode::Recv::new(fd, buf.as_mut_ptr(), len).build()
+                    }
+                }
+            }
+            Op::Send { conn, buf } => {
+                // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of
+                // raising SIGPIPE.
+                opcode::SendMsg::new(types::Fd(conn.stream.as_raw_fd()), &*buf.msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+            Op::WakerPoll { waker } => {
+                opcode::PollAdd::new(types::Fd(waker.raw_fd()), libc::POLLIN as u32)
+                    .multi(true)
+                    .build()
+            }
+            Op::WakerRead { waker, value } => {
+                opcode::Read::new(types::Fd(waker.raw_fd()), (&raw mut **value).cast(), 8).build()
+            }
+        }
+    }
+}
+
+/// user_data = slot key (low 32 bits) | the op's sequence number (high 32 bits). A key is
+/// reused once its op finished; the sequence number keeps a late cancel from hitting the
+/// op that reused the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OpId(u64);
+
+impl OpId {
+    fn new(key: usize, seq: u32) -> OpId {
+        OpId((u64::from(seq) << 32) | key as u64)
+    }
+
+    pub(super) fn from_user_data(user_data: u64) -> OpId {
+        OpId(user_data)
+    }
+
+    pub(super) fn user_data(self) -> u64 {
+        self.0
+    }
+
+    fn key(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
+
+/// user_data of cancel requests: owns nothing, its completion is ignored.
+pub(super) const CANCEL_USER_DATA: u64 = u64::MAX;
+
+struct Slot {
+    seq: u32,
+    op: Op,
+}
+
+/// The ops in flight.
+#[derive(Default)]
+pub(super) struct Ops {
+    slots: Slab<Slot>,
+    next_seq: u32,
+}
+
+impl Ops {
+    /// Stores `op` and returns its id with the SQE that starts it. The SQE is valid for as
+    /// long as the op stays in the slab.
+    pub(super) fn start(&mut self, op: Op) -> (OpId, squeue::Entry) {
+        let seq = self.next_seq;
+        // Key 0xffff_ffff with sequence 0xffff_ffff would be CANCEL_USER_DATA.
+        self.next_seq = self.next_seq.wrapping_add(1) % u32::MAX;
+        let entry = self.slots.vacant_entry();
+        let id = OpId::new(entry.key(), seq);
+        let slot = entry.insert(Slot { seq, op });
+        let sqe = slot.op.entry().user_data(id.user_data());
+        (id, sqe)
+    }
+
+    /// The op a completion belongs to, if it is still in flight.
+    pub(super) fn get_mut(&mut self, id: OpId) -> Option<&mut Op> {
+        self.slots
+            .get_mut(id.key())
+            .filter(|s| OpId::new(id.key(), s.seq) == id)
+            .map(|s| &mut s.op)
+    }
+
+    /// Removes the op after its final completion (no IORING_CQE_F_MORE): only then may what
+    /// it owns be freed or reused.
+    pub(super) fn finish(&mut self, id: OpId) -> Option<Op> {
+        self.get_mut(id)?;
+        Some(self.slots.remove(id.key()).op)
+    }
+
+    pub(super) fn ids(&self) -> Vec<OpId> {
+        self.slots
+            .iter()
+            .map(|(key, s)| OpId::new(key, s.seq))
+            .collect()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}

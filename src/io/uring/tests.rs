@@ -1,0 +1,430 @@
+//! Reactor-level tests over real loopback sockets, each run with every feature the kernel
+//! has and with none (every fallback). Waits are liveness bounds (a loop gives up after
+//! many rounds), never performance thresholds.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::*;
+
+/// Held by every test that counts this process's descriptors, so that the counts of one
+/// are not disturbed by the sockets of another running in parallel.
+pub(super) static FD_LOCK: Mutex<()> = Mutex::new(());
+
+fn fd_lock() -> MutexGuard<'static, ()> {
+    FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const ROUNDS: usize = 2000;
+const STEP: Duration = Duration::from_millis(20);
+
+/// An owned copy of an [`Event`].
+#[derive(Debug)]
+enum Seen {
+    Accepted(TcpStream),
+    AcceptFailed,
+    Received(ConnId, Vec<u8>),
+    Writable(ConnId),
+    Eof(ConnId),
+    Failed(ConnId),
+    Wake,
+}
+
+fn feature_sets() -> Vec<FeatureSet> {
+    let probed = probe().expect("io_uring on the test machine").features;
+    vec![probed, FeatureSet::NONE]
+}
+
+struct Harness {
+    reactor: UringReactor,
+    addr: SocketAddr,
+    seen: Vec<Seen>,
+}
+
+impl Harness {
+    fn new(features: FeatureSet, wakeup: AcceptWakeup) -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut reactor = UringReactor::new(Waker::new().unwrap(), features).unwrap();
+        reactor.add_listener(listener, wakeup).unwrap();
+        Harness {
+            reactor,
+            addr,
+            seen: Vec::new(),
+        }
+    }
+
+    fn poll(&mut self, timeout: Duration) {
+        let seen = &mut self.seen;
+        self.reactor
+            .poll(Some(timeout), &mut |event| {
+                seen.push(match event {
+                    Event::Accepted { stream, .. } => Seen::Accepted(stream),
+                    Event::AcceptFailed { .. } => Seen::AcceptFailed,
+                    Event::Received { conn, bytes } => Seen::Received(conn, bytes.to_vec()),
+                    Event::Writable { conn } => Seen::Writable(conn),
+                    Event::Eof { conn } => Seen::Eof(conn),
+                    Event::Failed { conn, .. } => Seen::Failed(conn),
+                    Event::Wake => Seen::Wake,
+                });
+            })
+            .unwrap();
+    }
+
+    /// Polls until `done` holds for what was seen (which is then taken), or panics.
+    fn poll_until(&mut self, what: &str, mut done: impl FnMut(&[Seen]) -> bool) -> Vec<Seen> {
+        for _ in 0..ROUNDS {
+            if done(&self.seen) {
+                return std::mem::take(&mut self.seen);
+            }
+            self.poll(STEP);
+        }
+        panic!("never saw {what}; saw {:?}", self.seen);
+    }
+
+    fn connect(&self) -> TcpStream {
+        let client = TcpStream::connect(self.addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client
+    }
+
+    /// Accepts one connection and registers it as `conn`.
+    fn accept_as(&mut self, conn: ConnId) {
+        let seen = self.poll_until("an accept", |s| {
+            s.iter().any(|e| matches!(e, Seen::Accepted(_)))
+        });
+        let mut accepted = seen.into_iter().filter_map(|e| match e {
+            Seen::Accepted(stream) => Some(stream),
+            _ => None,
+        });
+        let stream = accepted.next().unwrap();
+        self.reactor.add_conn(conn, stream).unwrap();
+    }
+
+    /// Polls until only the waker's read, the listener's accept and `extra` ops are left.
+    fn settle(&mut self, extra: usize) {
+        for _ in 0..ROUNDS {
+            if self.reactor.ops.len() <= 2 + extra {
+                return;
+            }
+            self.poll(STEP);
+        }
+        panic!("{} ops still in flight", self.reactor.ops.len());
+    }
+}
+
+fn received(seen: &[Seen], conn: ConnId) -> Vec<u8> {
+    seen.iter()
+        .filter_map(|e| match e {
+            Seen::Received(c, bytes) if *c == conn => Some(bytes.as_slice()),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
+fn count(seen: &[Seen], pred: impl Fn(&Seen) -> bool) -> usize {
+    seen.iter().filter(|e| pred(e)).count()
+}
+
+/// The socket inodes ("socket:[N]") among this process's descriptors.
+fn open_sockets() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.starts_with("socket:"))
+        .collect()
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn socket_name(stream: &TcpStream) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", stream.as_raw_fd()))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn accept_receive_send_round_trip() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(7);
+        client.write_all(b"hello").unwrap();
+        let seen = h.poll_until("hello", |s| received(s, 7) == b"hello");
+        assert_eq!(count(&seen, |e| matches!(e, Seen::Eof(_))), 0);
+
+        let mut outbox = Outbox::default();
+        outbox.push(Arc::from(&b"wor"[..]));
+        outbox.push(Arc::from(&b"ld"[..]));
+        // Asynchronous: nothing is complete yet, and the bytes stay in the outbox.
+        assert_eq!(
+            h.reactor.send(7, &mut outbox).unwrap(),
+            SendOutcome::default()
+        );
+        assert_eq!(outbox.queued_bytes(), 5);
+        assert_eq!(outbox.in_flight(), 5);
+        h.poll_until("writable", |s| {
+            s.iter().any(|e| matches!(e, Seen::Writable(7)))
+        });
+        let outcome = h.reactor.send(7, &mut outbox).unwrap();
+        assert_eq!(
+            outcome,
+            SendOutcome {
+                bytes: 5,
+                frames: 2
+            }
+        );
+        assert!(outbox.is_empty());
+        let mut reply = [0; 5];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"world");
+
+        client.shutdown(Shutdown::Write).unwrap();
+        h.poll_until("eof", |s| s.iter().any(|e| matches!(e, Seen::Eof(7))));
+        h.reactor.close(7);
+        h.settle(0);
+        assert!(h.reactor.counters().wakeups > 0);
+        assert_eq!(h.reactor.counters().writev, 1);
+    }
+}
+
+/// Sends `outbox` until a send stays in flight (the client does not read, so the socket
+/// buffers fill): returns with a sendmsg pending in the kernel.
+fn fill_until_send_blocks(h: &mut Harness, conn: ConnId, outbox: &mut Outbox) {
+    for _ in 0..ROUNDS {
+        h.reactor.send(conn, outbox).unwrap();
+        h.poll(STEP);
+        let writable = count(&h.seen, |e| matches!(e, Seen::Writable(c) if *c == conn));
+        h.seen.clear();
+        if writable == 0 {
+            assert!(h.reactor.conns[conn].as_ref().unwrap().send.is_some());
+            return;
+        }
+    }
+    panic!("the socket never filled");
+}
+
+#[test]
+fn client_closes_while_a_large_send_is_in_flight() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let client = h.connect();
+        h.accept_as(0);
+        let mut outbox = Outbox::default();
+        outbox.push(Arc::from(vec![b'x'; 8 << 20]));
+        fill_until_send_blocks(&mut h, 0, &mut outbox);
+        drop(client); // unread data: the kernel answers with a reset
+        let mut failed = false;
+        for _ in 0..ROUNDS {
+            h.poll(STEP);
+            let seen = std::mem::take(&mut h.seen);
+            if count(&seen, |e| matches!(e, Seen::Failed(0) | Seen::Eof(0))) > 0 {
+                failed = true;
+            }
+            if count(&seen, |e| matches!(e, Seen::Writable(0))) > 0 {
+                match h.reactor.send(0, &mut outbox) {
+                    Err(_) => failed = true,
+                    Ok(_) if outbox.is_empty() => unreachable!("nobody read 8 MiB"),
+                    Ok(_) => {}
+                }
+            }
+            if failed {
+                break;
+            }
+        }
+        assert!(failed, "the reset was never reported");
+        outbox.clear();
+        h.reactor.close(0);
+        h.settle(0);
+    }
+}
+
+#[test]
+fn thousands_of_short_connections_leak_no_descriptors() {
+    let _fds = fd_lock();
+    const BATCH: usize = 50;
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        h.settle(0);
+        let before = fd_count();
+        let mut names = Vec::new();
+        for _ in 0..ROUNDS / BATCH {
+            let clients: Vec<TcpStream> = (0..BATCH).map(|_| h.connect()).collect();
+            let mut conns = 0;
+            let mut seen = Vec::new();
+            for _ in 0..ROUNDS {
+                h.poll(STEP);
+                for event in std::mem::take(&mut h.seen) {
+                    match event {
+                        Seen::Accepted(stream) => {
+                            names.push(socket_name(&stream));
+                            h.reactor.add_conn(conns, stream).unwrap();
+                            conns += 1;
+                        }
+                        other => seen.push(other),
+                    }
+                }
+                if conns == BATCH {
+                    break;
+                }
+            }
+            assert_eq!(conns, BATCH);
+            drop(clients);
+            h.seen = seen;
+            let seen = h.poll_until("every eof", |s| {
+                count(s, |e| matches!(e, Seen::Eof(_) | Seen::Failed(_))) == BATCH
+            });
+            assert_eq!(count(&seen, |e| matches!(e, Seen::Received(..))), 0);
+            for conn in 0..BATCH {
+                h.reactor.close(conn); // keys are reused by the next batch at once
+            }
+        }
+        h.settle(0);
+        assert_eq!(fd_count(), before, "descriptors leaked");
+        let open = open_sockets();
+        assert!(
+            names.iter().all(|n| !open.contains(n)),
+            "a socket stayed open"
+        );
+    }
+}
+
+#[test]
+fn a_reused_key_never_sees_the_old_connections_completions() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut old = h.connect();
+        h.accept_as(0);
+        let mut outbox = Outbox::default();
+        outbox.push(Arc::from(vec![b'o'; 8 << 20]));
+        fill_until_send_blocks(&mut h, 0, &mut outbox);
+        // Input for the old connection's recv, which is in flight but not yet reaped.
+        old.write_all(b"stale").unwrap();
+        let old_name = socket_name(h.reactor.conns[0].as_ref().unwrap().stream.as_ref());
+        h.reactor.close(0);
+        outbox.clear();
+
+        let mut new = h.connect();
+        h.accept_as(0);
+        new.write_all(b"fresh").unwrap();
+        let seen = h.poll_until("the new connection's input", |s| received(s, 0) == b"fresh");
+        assert_eq!(count(&seen, |e| matches!(e, Seen::Writable(0))), 0);
+        assert_eq!(
+            count(&seen, |e| matches!(e, Seen::Eof(0) | Seen::Failed(0))),
+            0
+        );
+        h.settle(1); // the new connection's recv
+        assert!(
+            h.seen
+                .iter()
+                .all(|e| !matches!(e, Seen::Writable(_) | Seen::Eof(_)))
+        );
+        assert!(received(&h.seen, 0).is_empty());
+        // Once the cancelled ops are done, the old socket is really closed.
+        assert!(!open_sockets().contains(&old_name));
+        let mut rest = Vec::new();
+        let _ = old.read_to_end(&mut rest); // EOF or reset: either way it ends
+    }
+}
+
+#[test]
+fn paused_input_stays_in_the_kernel_until_resumed() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(3);
+        client.write_all(b"one").unwrap();
+        h.poll_until("one", |s| received(s, 3) == b"one");
+
+        h.reactor.pause_reading(3);
+        client.write_all(b"two").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        for _ in 0..10 {
+            h.poll(STEP);
+        }
+        assert!(
+            h.seen
+                .iter()
+                .all(|e| !matches!(e, Seen::Received(3, _) | Seen::Eof(3))),
+            "input reported while paused: {:?}",
+            h.seen
+        );
+        h.reactor.resume_reading(3);
+        let seen = h.poll_until("two, then eof", |s| {
+            s.iter().any(|e| matches!(e, Seen::Eof(3)))
+        });
+        assert_eq!(received(&seen, 3), b"two");
+        let eof_at = seen.iter().position(|e| matches!(e, Seen::Eof(3)));
+        let data_at = seen.iter().rposition(|e| matches!(e, Seen::Received(3, _)));
+        assert!(data_at < eof_at, "eof before the data: {seen:?}");
+        h.reactor.close(3);
+        h.settle(0);
+    }
+}
+
+#[test]
+fn dropping_the_reactor_with_ops_in_flight_closes_everything() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let before = fd_count();
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(0);
+        let name = socket_name(h.reactor.conns[0].as_ref().unwrap().stream.as_ref());
+        let mut outbox = Outbox::default();
+        outbox.push(Arc::from(vec![b'd'; 8 << 20]));
+        fill_until_send_blocks(&mut h, 0, &mut outbox);
+        assert!(h.reactor.ops.len() >= 4, "waker, accept, recv, send");
+        drop(h);
+        // The outbox may be dropped now: the op had its own references.
+        drop(outbox);
+        assert!(!open_sockets().contains(&name));
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+        drop(client);
+        assert_eq!(fd_count(), before, "descriptors leaked");
+    }
+}
+
+#[test]
+fn a_waker_interrupts_the_wait_and_a_timeout_ends_it() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        h.poll(Duration::from_millis(1));
+        assert!(h.seen.is_empty());
+        let waker = h.reactor.waker();
+        let thread = std::thread::spawn(move || waker.wake());
+        h.poll_until("a wake", |s| s.iter().any(|e| matches!(e, Seen::Wake)));
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn a_shared_listener_wakes_through_poll() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::All);
+        let mut client = h.connect();
+        h.accept_as(1);
+        assert!(h.reactor.counters().listener_wakeups >= 1);
+        client.write_all(b"x").unwrap();
+        h.poll_until("x", |s| received(s, 1) == b"x");
+    }
+}
