@@ -66,11 +66,15 @@ if ! $quick; then
     else
         # Every pattern, multi-thread ones with two loops (or two workers): the protocol
         # must not depend on how threads are arranged.
-        run "autobahn single-thread" bash scripts/autobahn.sh --pattern single-thread
-        run "autobahn acceptor-readers" bash scripts/autobahn.sh --pattern acceptor-readers -- --threads 2
-        run "autobahn work-queue" bash scripts/autobahn.sh --pattern work-queue -- --workers 2
-        run "autobahn multi-accept" bash scripts/autobahn.sh --pattern multi-accept -- --threads 2
-        run "autobahn reuseport" bash scripts/autobahn.sh --pattern reuseport -- --threads 2
+        # Every pattern on both backends, and io_uring's fallbacks once.
+        for io in epoll uring; do
+            run "autobahn single-thread/$io" bash scripts/autobahn.sh --pattern single-thread --io "$io"
+            run "autobahn acceptor-readers/$io" bash scripts/autobahn.sh --pattern acceptor-readers --io "$io" -- --threads 2
+            run "autobahn work-queue/$io" bash scripts/autobahn.sh --pattern work-queue --io "$io" -- --workers 2
+            run "autobahn multi-accept/$io" bash scripts/autobahn.sh --pattern multi-accept --io "$io" -- --threads 2
+            run "autobahn reuseport/$io" bash scripts/autobahn.sh --pattern reuseport --io "$io" -- --threads 2
+        done
+        run "autobahn single-thread/uring, no features" bash scripts/autobahn.sh --pattern single-thread --io uring -- --uring-features none
     fi
 fi
 
