@@ -99,6 +99,14 @@ pub struct LoadArgs {
     /// no reordering, no duplicates).
     #[arg(long)]
     pub require_correct: bool,
+    /// Skewed sender mix (chat; saturate ignores it): every K-th connection (id % K == 0) is
+    /// hot and sends --hot-weight times as often as the others; the total rate is unchanged.
+    /// 0: every connection sends rate/conns.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub hot_every: u64,
+    /// How many times more often a hot connection sends (see --hot-every).
+    #[arg(long, default_value_t = 10.0, value_name = "W")]
+    pub hot_weight: f64,
 }
 
 #[derive(Debug, Clone, ClapArgs)]

@@ -30,7 +30,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use wschat::ws::frame::Opcode;
 
-use crate::clock::{DeadlineTimer, NANOS_PER_SEC, now_ns};
+use crate::clock::{DeadlineTimer, now_ns};
 use crate::histo::{new_histogram, percentiles, record_ns};
 use crate::net::{ConnectError, WsUrl, connect_finished, source_ip, start_connect};
 use crate::payload::{self, Stamp};
@@ -75,6 +75,10 @@ pub struct LoadConfig {
     pub seed: u64,
     pub progress: bool,
     pub server_pid: Option<u32>,
+    /// Skewed sender mix (open loop): every `hot_every`-th connection (0 = none) sends
+    /// `hot_weight` times the rate of the others.
+    pub hot_every: usize,
+    pub hot_weight: f64,
 }
 
 const PHASE_CONNECT: u8 = 0;
@@ -595,13 +599,19 @@ impl Loader {
         let start_ns = self.shared.start_ns.load(Relaxed);
         let end_ns = self.shared.end_ns.load(Relaxed);
         if let Drive::OpenLoop { rate } = self.cfg.drive {
-            let open_total = self.cfg.conns as f64;
-            // Each connection sends rate/C per second: period = C/rate seconds.
-            let period_ns = ((open_total / rate) * NANOS_PER_SEC as f64).max(1.0) as u64;
             for idx in 0..self.conns.len() {
                 if !self.conns[idx].is_open() {
                     continue;
                 }
+                // Each connection sends rate/C per second (period = C/rate seconds), unless
+                // the sender mix is skewed (--hot-every): see skewed_period_ns.
+                let period_ns = crate::schedule::skewed_period_ns(
+                    rate,
+                    self.cfg.conns,
+                    self.conns[idx].id as usize,
+                    self.cfg.hot_every,
+                    self.cfg.hot_weight,
+                );
                 let phase = self.rng.below(period_ns);
                 let tt = Timetable::new(start_ns, period_ns, phase, end_ns);
                 if let Some(due) = tt.next_due() {

@@ -104,6 +104,9 @@ fn load_config(
     output: &OutputArgs,
 ) -> anyhow::Result<LoadConfig> {
     check_payload(load.payload);
+    if !(load.hot_weight.is_finite() && load.hot_weight > 0.0) {
+        usage_error(format!("--hot-weight {}: must be > 0", load.hot_weight));
+    }
     Ok(LoadConfig {
         url: self::url(url),
         target,
@@ -121,6 +124,8 @@ fn load_config(
         seed: seed(output),
         progress: !output.quiet,
         server_pid: output.server_pid,
+        hot_every: load.hot_every as usize,
+        hot_weight: load.hot_weight,
     })
 }
 
@@ -259,7 +264,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
                 "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
                 "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
-                "fd_limit": fd_cap,
+                "fd_limit": fd_cap, "hot_every": a.load.hot_every, "hot_weight": a.load.hot_weight,
             });
             run_load("chat", cfg, json, &a.output, a.load.require_correct)
         }
@@ -303,6 +308,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 connect_concurrency: 256,
                 source_ips: 1,
                 require_correct: a.require_correct,
+                hot_every: 0,
+                hot_weight: 10.0,
             };
             let cfg = load_config(
                 &a.url,

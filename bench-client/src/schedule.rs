@@ -60,9 +60,45 @@ impl Timetable {
     }
 }
 
+/// Period of connection `id` in an open-loop run of `rate` messages/s over `conns`
+/// connections. With `hot_every` = K > 0, every K-th connection (id % K == 0) is *hot* and
+/// sends `hot_weight` times as often as the others; the total rate stays `rate`. With K = 0
+/// every connection sends `rate / conns` per second.
+pub fn skewed_period_ns(rate: f64, conns: usize, id: usize, hot_every: usize, hot_weight: f64) -> u64 {
+    let (hot, weight_sum) = if hot_every == 0 {
+        (false, conns as f64)
+    } else {
+        let hot_count = conns.div_ceil(hot_every);
+        let cold = (conns - hot_count) as f64;
+        (id % hot_every == 0, cold + hot_count as f64 * hot_weight)
+    };
+    let weight = if hot { hot_weight } else { 1.0 };
+    // This connection's share of the rate is weight / weight_sum.
+    ((weight_sum / (rate * weight)) * 1e9).max(1.0) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_skew_is_rate_over_conns() {
+        assert_eq!(skewed_period_ns(1000.0, 100, 7, 0, 10.0), 100_000_000);
+    }
+
+    #[test]
+    fn hot_connections_send_weight_times_more_and_the_total_rate_holds() {
+        // 10 conns, every 5th hot (ids 0 and 5) with weight 9: weights 8*1 + 2*9 = 26.
+        let rate = 2600.0;
+        let hot = skewed_period_ns(rate, 10, 5, 5, 9.0);
+        let cold = skewed_period_ns(rate, 10, 3, 5, 9.0);
+        assert_eq!(hot, 1_111_111); // 26 / (2600 * 9) s
+        assert_eq!(cold, 10_000_000); // 26 / 2600 s
+        let total: f64 = (0..10)
+            .map(|id| 1e9 / skewed_period_ns(rate, 10, id, 5, 9.0) as f64)
+            .sum();
+        assert!((total - rate).abs() < 1.0, "{total}");
+    }
 
     #[test]
     fn nothing_is_due_before_its_time() {
