@@ -124,11 +124,17 @@ for io in ios:
     spe, spa = cell(io, "paced", "exclusive", 2, "spread"), cell(io, "paced", "all", 2, "spread")
     f = lambda x: "—" if x is None else f"{x:.2f}"
     v.append(f"{io}: paced connects to an idle pool: `all` costs {f(a2)} wake-ups per connection with 2 threads and {f(aM)} "
-             f"with {tmax} (exclusive {f(e2)} and {f(eM)}, reuseport {f(rM)}): the herd grows with the pool. "
-             f"Under a storm the pool is busy and the herd shrinks ({tmax} threads: all {f(sa)}, exclusive {f(se)}).")
-    v.append(f"{io}: futile accepts per connection (`all`, paced, {tmax} threads) {f(cell(io, 'paced', 'all', tmax, 'futile_per_conn'))}: "
-             f"far below the wake-ups, because the kernel puts most losers back to sleep inside the wait. Spread (max/mean, 2 threads, paced): "
-             f"exclusive {f(spe)}, all {f(spa)}, reuseport {f(cell(io, 'paced', 'reuseport', 2, 'spread'))}.")
+             f"with {tmax} (exclusive {f(e2)} and {f(eM)}, reuseport {f(rM)}): the herd grows with the pool, about one wake-up "
+             f"per sleeping thread. Storm, {tmax} threads: all {f(sa)}, exclusive {f(se)}.")
+    fut = cell(io, 'paced', 'all', tmax, 'futile_per_conn')
+    v.append(f"{io}: futile accepts per connection (`all`, paced, {tmax} threads) {f(fut)}"
+             + (": far below the wake-ups, because epoll re-checks the listener and puts most losers back to sleep inside "
+                "epoll_wait, unseen by user space" if io == "epoll" else
+                ": nearly every loser returns to user space and fails its accept (a poll completion cannot be taken back)")
+             + f". Spread (max/mean, 2 threads, paced; 1.0 is even): exclusive {f(spe)}, all {f(spa)}, "
+             f"reuseport {f(cell(io, 'paced', 'reuseport', 2, 'spread'))}"
+             + (": EPOLLEXCLUSIVE wakes the same waiter every time an idle pool is reached." if io == "epoll" else
+                ": single-shot accepts re-armed per connection queue the loops in turn, so exclusive alternates."))
 verdict = [v[0]] + v[1:]
 doc = {"name": "herd", "title": "2. Thundering herd", "command": command, "verdict": verdict, "sections": sections,
        "patterns": ["multi-accept.md", "reuseport.md"], "data": data}
