@@ -186,6 +186,24 @@ pub struct Args {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Serve https:// and wss:// with this certificate chain (PEM), with --tls-key.
+    #[arg(
+        long,
+        env = "WSCHAT_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "WSCHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Serve https:// and wss:// with a certificate for 127.0.0.1 and localhost made at start
+    /// (browsers will warn: it is for trying TLS out, not for production).
+    #[arg(long, env = "WSCHAT_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+
     /// Print a stats line on stderr at this interval (e.g. 1s).
     #[arg(long, env = "WSCHAT_STATS_INTERVAL", value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,

@@ -11,6 +11,7 @@ use crate::io::AcceptWakeup;
 use crate::io::sys::{FdLimit, raise_fd_limit};
 use crate::io::uring::{self, FeatureSet};
 use crate::net::Backlog;
+use crate::tls::{TlsConfig, TlsSetupError};
 use crate::ws::Limits;
 
 /// Descriptors kept free for listeners, epoll, eventfds, stdio and the connections that are
@@ -54,6 +55,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Origins allowed to open WebSockets; empty: any.
     pub allowed_origins: Vec<String>,
+    /// `Some`: every connection speaks TLS (https://, wss://).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Keeping connections honest: pings to the quiet ones, a close for the silent ones.
@@ -93,6 +96,8 @@ pub enum ConfigError {
     PingNotBeforeIdle,
     #[error(transparent)]
     UringUnavailable(#[from] uring::Unavailable),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 impl Config {
@@ -172,7 +177,13 @@ impl Config {
                 .consistent(),
             IoKind::Epoll => FeatureSet::NONE,
         };
+        let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+            (Some(cert), Some(key), _) => Some(TlsConfig::from_pem_files(cert, key)?),
+            (_, _, true) => Some(TlsConfig::self_signed()?),
+            _ => None,
+        };
         Ok(Config {
+            tls,
             heartbeat,
             shutdown_timeout: args.shutdown_timeout,
             allowed_origins: args.allowed_origins,
@@ -271,6 +282,9 @@ impl Config {
                 " accept-delay-us={} (experiment)",
                 self.accept_delay.as_micros()
             );
+        }
+        if let Some(tls) = &self.tls {
+            out += &format!(" tls=on ({})", tls.source);
         }
         if self.pin {
             out += &format!(" pin=on cpus={:?}", self.cpus);

@@ -36,4 +36,5 @@ pub mod net;
 pub mod patterns;
 pub mod shard;
 pub mod stats;
+pub mod tls;
 pub mod ws;

@@ -76,6 +76,8 @@ counters! {
     handshake_timeouts,
     /// Times accepting paused because descriptors or memory ran out.
     accept_pauses,
+    /// Connections whose TLS failed (bad records, a handshake that went wrong).
+    tls_errors,
     /// Heartbeat pings sent to quiet connections.
     pings_sent,
     /// Connections closed (1001) for sending nothing for --idle-timeout.

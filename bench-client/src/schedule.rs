@@ -64,7 +64,13 @@ impl Timetable {
 /// connections. With `hot_every` = K > 0, every K-th connection (id % K == 0) is *hot* and
 /// sends `hot_weight` times as often as the others; the total rate stays `rate`. With K = 0
 /// every connection sends `rate / conns` per second.
-pub fn skewed_period_ns(rate: f64, conns: usize, id: usize, hot_every: usize, hot_weight: f64) -> u64 {
+pub fn skewed_period_ns(
+    rate: f64,
+    conns: usize,
+    id: usize,
+    hot_every: usize,
+    hot_weight: f64,
+) -> u64 {
     let (hot, weight_sum) = if hot_every == 0 {
         (false, conns as f64)
     } else {

@@ -254,9 +254,14 @@ fn announce(config: &Config, bound: std::net::SocketAddr, threads: &str) {
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", config.startup_line(bound, threads));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let _ = writeln!(
         out,
-        "wschat: open http://{bound}/ in a browser; Ctrl-C stops"
+        "wschat: open {scheme}://{bound}/ in a browser; Ctrl-C stops"
     );
     let _ = out.flush();
 }

@@ -25,6 +25,7 @@ pub mod acceptor;
 pub mod heartbeat;
 pub mod hub;
 pub mod inbox;
+mod tls_link;
 pub mod work;
 
 use std::cmp::Reverse;
@@ -50,6 +51,7 @@ use crate::ws::Event as WsEvent;
 use crate::ws::handshake::http_response;
 use crate::ws::{CloseCode, Connection, Finish, HandshakeError, Message, Request, SharedFrame};
 use heartbeat::HeartbeatWheel;
+use tls_link::TlsLink;
 
 /// How long accepting pauses after running out of descriptors or memory: long enough for
 /// some connections to close, short enough that a burst of 503s is not needed.
@@ -83,7 +85,10 @@ enum Role {
 #[derive(Debug)]
 struct Conn {
     ws: Connection,
+    /// Bytes for the socket: frames, or TLS records when `tls` is set.
     outbox: Outbox,
+    /// With --tls-*: the session between the socket and `ws`, and the frames it will seal.
+    tls: Option<Box<TlsLink>>,
     peer: SocketAddr,
     role: Role,
     /// Accepted beyond --max-conns: its request gets 503.
@@ -110,6 +115,31 @@ struct Conn {
     armed: Option<Instant>,
 }
 
+impl Conn {
+    /// Queues a frame for the peer (as plaintext to seal, over TLS).
+    fn push(&mut self, frame: SharedFrame) {
+        match &mut self.tls {
+            Some(tls) => tls.push(frame),
+            None => self.outbox.push(frame),
+        }
+    }
+
+    /// Bytes queued for the peer and not yet sent.
+    fn queued_bytes(&self) -> usize {
+        self.outbox.queued_bytes() + self.tls.as_ref().map_or(0, |tls| tls.queued_bytes())
+    }
+
+    /// The slow-consumer cut: frames not yet started go (over TLS: those not yet sealed).
+    fn drop_unstarted(&mut self) {
+        match &mut self.tls {
+            Some(tls) => tls.drop_unstarted(),
+            None => {
+                self.outbox.drop_unstarted();
+            }
+        }
+    }
+}
+
 /// Everything but the reactor, so that reactor callbacks can borrow it mutably.
 struct State {
     config: Arc<Config>,
@@ -132,6 +162,8 @@ struct State {
     kicks: Vec<ConnId>,
     /// `fan_out` is running (see there).
     fanning_out: bool,
+    /// Decrypted input of one read (TLS), reused.
+    plaintext: Vec<u8>,
     inbox_batch: Vec<InboxMsg>,
     stats: Arc<ThreadStats>,
     registry: Arc<StatsRegistry>,
@@ -180,6 +212,7 @@ impl<R: Reactor> Shard<R> {
                 work: None,
                 kicks: Vec::new(),
                 fanning_out: false,
+                plaintext: Vec::new(),
                 inbox_batch: Vec::new(),
                 heartbeats: config
                     .heartbeat
@@ -263,6 +296,14 @@ impl<R: Reactor> Shard<R> {
             if net::configure_stream(&stream, state.config.nodelay).is_err() {
                 continue;
             }
+            // A session that cannot even start leaves the client to see a closed socket.
+            let tls = match &state.config.tls {
+                Some(config) => match config.session() {
+                    Ok(session) => Some(Box::new(TlsLink::new(session))),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
             let entry = state.conns.vacant_entry();
             let id = entry.key();
             if self.io.add_conn(id, stream).is_err() {
@@ -273,6 +314,7 @@ impl<R: Reactor> Shard<R> {
             entry.insert(Conn {
                 ws: Connection::new(state.config.limits, state.now),
                 outbox: Outbox::default(),
+                tls,
                 peer,
                 role: Role::Pending,
                 over_capacity,
@@ -343,19 +385,43 @@ impl<R: Reactor> Shard<R> {
                     self.io.resume_reading(id);
                 }
             }
-            let sendable = !conn.write_shut && conn.ws.finish() != Some(Finish::Now);
-            if sendable && !conn.outbox.is_empty() {
-                match self.io.send(id, &mut conn.outbox) {
-                    Ok(sent) => {
-                        bump(&self.state.stats.counters.bytes_out, sent.bytes as u64);
-                        bump(&self.state.stats.counters.frames_out, sent.frames as u64);
+            // Over TLS, rounds of sealing and sending go on while the socket takes all: rustls
+            // holds 64 KiB of records at a time, and an emptied outbox means no write edge
+            // will come to resume. Each round seals or sends something, or it stops.
+            loop {
+                let queued_before = conn.queued_bytes();
+                // Over TLS, frames are counted when sealed (a buffer of records holds many).
+                let sealed = conn.tls.as_mut().map(|tls| tls.seal_into(&mut conn.outbox));
+                let tls_alert = conn.tls.as_ref().is_some_and(|tls| tls.failed);
+                let sendable =
+                    !conn.write_shut && (conn.ws.finish() != Some(Finish::Now) || tls_alert);
+                bump(
+                    &self.state.stats.counters.frames_out,
+                    sealed.unwrap_or(0) as u64,
+                );
+                if sendable && !conn.outbox.is_empty() {
+                    match self.io.send(id, &mut conn.outbox) {
+                        Ok(sent) => {
+                            bump(&self.state.stats.counters.bytes_out, sent.bytes as u64);
+                            if sealed.is_none() {
+                                bump(&self.state.stats.counters.frames_out, sent.frames as u64);
+                            }
+                        }
+                        Err(_) => {
+                            // The peer reset the connection: nothing more can be delivered.
+                            conn.ws.handle_eof();
+                            conn.outbox.clear();
+                            conn.peer_done = true;
+                        }
                     }
-                    Err(_) => {
-                        // The peer reset the connection: nothing more can be delivered.
-                        conn.ws.handle_eof();
-                        conn.outbox.clear();
-                        conn.peer_done = true;
-                    }
+                }
+                let more = conn.outbox.is_empty()
+                    && conn
+                        .tls
+                        .as_ref()
+                        .is_some_and(|tls| tls.has_output() && !tls.failed);
+                if !more || conn.queued_bytes() >= queued_before {
+                    break;
                 }
             }
             let end_now = match conn.ws.finish() {
@@ -366,10 +432,19 @@ impl<R: Reactor> Shard<R> {
                 Some(Finish::Now) => true,
                 Some(Finish::AfterFlush) => {
                     let deadline = *conn.linger_deadline.get_or_insert(now + close_timeout);
-                    if conn.outbox.is_empty() && conn.peer_done {
+                    let flushed = conn.outbox.is_empty()
+                        && conn.tls.as_ref().is_none_or(|tls| !tls.has_output());
+                    if flushed && conn.peer_done {
                         true
+                    } else if let Some(tls) =
+                        conn.tls.as_mut().filter(|tls| flushed && !tls.closed())
+                    {
+                        // Over TLS, close_notify goes before our FIN: send it first.
+                        tls.close();
+                        self.state.mark_dirty(id);
+                        false
                     } else {
-                        if conn.outbox.is_empty() && !conn.write_shut {
+                        if flushed && !conn.write_shut {
                             // Our FIN goes first (RFC 6455 7.1.1); we keep reading until the
                             // peer's FIN so that unread input cannot turn our close into a
                             // reset that destroys the Close frame in flight.
@@ -423,11 +498,35 @@ impl State {
                     return;
                 };
                 bump(&self.stats.counters.bytes_in, bytes.len() as u64);
-                c.ws.handle_input(bytes);
+                match &mut c.tls {
+                    None => c.ws.handle_input(bytes),
+                    Some(tls) => {
+                        let plaintext = &mut self.plaintext;
+                        plaintext.clear();
+                        match tls.receive(bytes, plaintext) {
+                            Ok(received) => {
+                                c.ws.handle_input(plaintext);
+                                if received.peer_closed {
+                                    c.ws.handle_eof();
+                                    c.peer_done = true;
+                                }
+                            }
+                            // The alert goes out at the flush; then the connection ends.
+                            Err(_) => {
+                                bump(&self.stats.counters.tls_errors, 1);
+                                c.ws.handle_eof();
+                                c.peer_done = true;
+                            }
+                        }
+                    }
+                }
                 self.pump(conn);
             }
             Event::Writable { conn } => {
-                if self.conns.get(conn).is_some_and(|c| !c.outbox.is_empty()) {
+                let has_output = self.conns.get(conn).is_some_and(|c| {
+                    !c.outbox.is_empty() || c.tls.as_ref().is_some_and(|tls| tls.has_output())
+                });
+                if has_output {
                     self.mark_dirty(conn);
                 }
             }
@@ -439,6 +538,9 @@ impl State {
                 c.peer_done = true;
                 if matches!(event, Event::Failed { .. }) {
                     c.outbox.clear();
+                    if let Some(tls) = &mut c.tls {
+                        tls.drop_unstarted();
+                    }
                 }
                 self.pump(conn);
             }
@@ -496,7 +598,7 @@ impl State {
                 return;
             };
             while let Some(frame) = conn.ws.poll_output() {
-                conn.outbox.push(frame);
+                conn.push(frame);
             }
             if conn.awaiting_work {
                 break;
@@ -677,7 +779,7 @@ impl State {
                 }
                 // Frames not yet started are dropped, the one in progress is finished, and
                 // Close 1008 follows it; the close timeout bounds how long we wait.
-                conn.outbox.drop_unstarted();
+                conn.drop_unstarted();
                 conn.ws.close(CloseCode::POLICY_VIOLATION, self.now);
                 bump(&self.stats.counters.slow_consumer_kicks, 1);
                 self.pump(id);
@@ -877,12 +979,12 @@ fn queue_frame(
     if !conn.ws.accepts_messages() {
         return;
     }
-    conn.outbox.push(frame.clone());
+    conn.push(frame.clone());
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(id);
     }
-    if conn.outbox.queued_bytes() > max_outbound && !kicks.contains(&id) {
+    if conn.queued_bytes() > max_outbound && !kicks.contains(&id) {
         kicks.push(id);
     }
 }

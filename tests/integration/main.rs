@@ -17,3 +17,4 @@ mod http;
 mod lifecycle;
 mod patterns;
 mod threads;
+mod tls;
