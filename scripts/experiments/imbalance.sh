@@ -94,6 +94,8 @@ verdict = [
     f"reuseport's hash mixes them ({f(g('reuseport','spread_frames'))}, p99 {f(g('reuseport','p99_ms'))} ms); multi-accept exclusive "
     f"took everything on one loop when connections arrive one at a time ({f(g('ma-excl','spread_frames'))}, p99 {f(g('ma-excl','p99_ms'))} ms); "
     f"`all` spread them ({f(g('ma-all','spread_frames'))}, p99 {f(g('ma-all','p99_ms'))} ms).",
+    "The counts (messages per loop) are the result; the p99s moved a lot between runs on this busy 2-core machine "
+    "(reuseport's even spread did not buy a low p99 every run), so read them as a direction, not a ranking.",
 ]
 sections = [f"`bench-client chat --conns 100 --rooms 50 --rate {rate} --hot-every 2 --hot-weight 10 --connect-concurrency 1`, "
             f"server `--threads 2 --work-us {work}` (each message costs {work} µs of CPU), unpinned on 2 cores with the loader. "
