@@ -85,7 +85,7 @@ verdict = [
     f"round trips stalled over 30 ms without NODELAY (p50 {f(g(io,'no-nodelay','two-gap','p50_ms'))} ms, p99 {f(g(io,'no-nodelay','two-gap','p99_ms'))}) "
     f"against {f(g(io,'nodelay','two-gap','stalls_over_30ms'))} with it; back to back (no gap): {f(g(io,'no-nodelay','two','stalls_over_30ms'))}. "
     + ("Nagle met delayed ACK as the course says." if (g(io,'no-nodelay','two-gap','stalls_over_30ms') or 0) >= 5 else
-       "The course's 40 ms stall did not show on this kernel over loopback: the client ACKed the first echo at once "
+       "The course's 40 ms stall did not show on this kernel over loopback; our explanation (not verified with a packet capture): the client ACKed the first echo at once "
        "(quick-ACK: a connection that has sent little stays in quick-ACK mode, and loopback's RTT is microseconds), so the "
        "server's second write found nothing unacknowledged. Per-iteration writev batching would hide it anyway when both "
        "frames arrive in one read."),
