@@ -111,33 +111,11 @@ impl EpollReactor {
         let Some(Some(listener)) = self.listeners.get(index) else {
             return;
         };
-        let id = ListenerId(index);
-        for n in 0..ACCEPTS_PER_WAKEUP {
-            match accept4(listener) {
-                Ok((stream, peer)) => on_event(Event::Accepted {
-                    listener: id,
-                    stream,
-                    peer,
-                }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if n == 0 && on_edge {
-                        self.counters.futile_accepts += 1;
-                    }
-                    return;
-                }
-                // The connection died in the accept queue, or a signal interrupted us: the
-                // next one may be fine (accept(2), "Error handling").
-                Err(e) if is_transient_accept_error(&e) => {}
-                Err(error) => {
-                    on_event(Event::AcceptFailed {
-                        listener: id,
-                        error,
-                    });
-                    return;
-                }
-            }
+        match accept_burst(listener, ListenerId(index), on_event) {
+            Burst::Drained { accepted: 0 } if on_edge => self.counters.futile_accepts += 1,
+            Burst::Drained { .. } | Burst::Failed => {}
+            Burst::Budget => self.ready.push(Source::Listener(index)),
         }
-        self.ready.push(Source::Listener(index));
     }
 
     /// Reads until EAGAIN, EOF or the budget. A read shorter than the buffer means the socket
@@ -374,8 +352,49 @@ impl Reactor for EpollReactor {
     }
 }
 
+/// How an accept burst ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Burst {
+    /// EAGAIN: the accept queue is empty.
+    Drained { accepted: usize },
+    /// The budget ran out with connections perhaps still queued: come back without an edge.
+    Budget,
+    /// Out of descriptors or memory: reported as `AcceptFailed`; the listener is paused.
+    Failed,
+}
+
+/// Accepts from `listener` until EAGAIN, a resource error, or `ACCEPTS_PER_WAKEUP`
+/// connections, reporting each as an event (shared by both backends' readiness-style accepts).
+pub(super) fn accept_burst(
+    listener: &TcpListener,
+    id: ListenerId,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Burst {
+    for accepted in 0..ACCEPTS_PER_WAKEUP {
+        match accept4(listener) {
+            Ok((stream, peer)) => on_event(Event::Accepted {
+                listener: id,
+                stream,
+                peer,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Burst::Drained { accepted },
+            // The connection died in the accept queue, or a signal interrupted us: the next
+            // one may be fine (accept(2), "Error handling").
+            Err(e) if is_transient_accept_error(&e) => {}
+            Err(error) => {
+                on_event(Event::AcceptFailed {
+                    listener: id,
+                    error,
+                });
+                return Burst::Failed;
+            }
+        }
+    }
+    Burst::Budget
+}
+
 /// accept4 with NONBLOCK|CLOEXEC in one call (plain accept would need two more syscalls).
-pub(super) fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     // SAFETY: try_init passes a zeroed sockaddr_storage and its size; accept4 writes at most
     // that many bytes and updates the length.
     let (fd, addr) = unsafe {

@@ -46,7 +46,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use self::bufring::BufRing;
 use self::ops::{CANCEL_USER_DATA, ConnRef, Op, OpId, Ops, RecvMode, SendBuf};
-use super::epoll::{accept4, is_transient_accept_error};
+use super::epoll::{Burst, accept_burst, is_transient_accept_error};
 use super::{
     AcceptWakeup, ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker,
 };
@@ -63,8 +63,6 @@ const RING_BUFFER_BYTES: usize = 16 * 1024;
 const BUFFER_GROUP: u16 = 0;
 /// Buffer of a recv op when there is no buffer ring.
 const OWNED_RECV_BYTES: usize = 16 * 1024;
-/// Accepts per listener per wake-up with `AcceptWakeup::All` (as epoll's).
-const ACCEPTS_PER_WAKEUP: usize = 64;
 /// Slices per sendmsg; Linux's IOV_MAX.
 const IOV_MAX: usize = 1024;
 /// Completions handled per batch, and batches per `poll` before the others get their turn.
@@ -343,32 +341,12 @@ impl UringReactor {
         if slot.paused {
             return;
         }
-        let id = ListenerId(index);
-        for n in 0..ACCEPTS_PER_WAKEUP {
-            match accept4(&slot.socket) {
-                Ok((stream, peer)) => on_event(Event::Accepted {
-                    listener: id,
-                    stream,
-                    peer,
-                }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if n == 0 && on_edge {
-                        self.counters.futile_accepts += 1;
-                    }
-                    return;
-                }
-                Err(e) if is_transient_accept_error(&e) => {}
-                Err(error) => {
-                    slot.paused = true;
-                    on_event(Event::AcceptFailed {
-                        listener: id,
-                        error,
-                    });
-                    return;
-                }
-            }
+        match accept_burst(&slot.socket, ListenerId(index), on_event) {
+            Burst::Drained { accepted: 0 } if on_edge => self.counters.futile_accepts += 1,
+            Burst::Drained { .. } => {}
+            Burst::Failed => slot.paused = true,
+            Burst::Budget => self.ready.push(Ready::Listener(index)),
         }
-        self.ready.push(Ready::Listener(index));
     }
 
     /// Reports what a resumed connection held, then reads on.
