@@ -67,6 +67,18 @@ pub struct OutputArgs {
     pub seed: Option<u64>,
 }
 
+/// Whom a `wss://` URL trusts (ignored for `ws://`).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TlsArgs {
+    /// wss://: accept any server certificate (e.g. the server's --tls-self-signed one). The
+    /// handshake is still a full one, signature included; only the chain is not checked.
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+    /// wss://: trust server certificates that chain to a certificate in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
 /// Flags shared by the message-load subcommands.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct LoadArgs {
@@ -111,7 +123,7 @@ pub struct LoadArgs {
 
 #[derive(Debug, Clone, ClapArgs)]
 pub struct ChatArgs {
-    /// Server base URL; rooms are /chat/<room-prefix><i>.
+    /// Server base URL (ws:// or wss://); rooms are /chat/<room-prefix><i>.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
     /// Rooms; connection i joins room i % rooms.
@@ -127,6 +139,8 @@ pub struct ChatArgs {
     pub settle_timeout: Duration,
     #[command(flatten)]
     pub load: LoadArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -147,6 +161,8 @@ pub struct SaturateArgs {
     pub settle_timeout: Duration,
     #[command(flatten)]
     pub load: LoadArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -175,6 +191,8 @@ pub struct PingArgs {
     #[arg(long)]
     pub require_correct: bool,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -201,6 +219,8 @@ pub struct ConnectArgs {
     pub hold: bool,
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub source_ips: u8,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

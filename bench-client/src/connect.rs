@@ -1,29 +1,33 @@
 //! `connect`: a handshake storm. Opens `--conns` WebSocket connections with at most
 //! `--concurrency` handshakes in flight and measures, separately, the TCP `connect()` (until
-//! the socket is writable) and the upgrade (request written until the 101 is read).
+//! the socket is writable), for `wss://` the TLS handshake (`tls_us`: connected until the
+//! client has the server's Finished and has queued its own), and the upgrade (request
+//! written until the 101 is read; with TLS the request leaves with the client's Finished).
 //!
 //! Owns: the storm loop and its counters. Must never: retry a failed attempt (a failure is a
 //! data point), or wait without a deadline (each attempt has `--timeout`, the whole run
 //! `--time-limit`).
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
 use crate::histo::{new_histogram, record_ns};
 use crate::net::{ConnectError, WsUrl, connect_finished, source_ip, start_connect};
 use crate::rng::SplitMix64;
+use crate::transport::{TlsClient, Transport};
 use crate::wsclient;
 
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
     pub url: WsUrl,
+    /// `wss://`: each attempt gets a TLS session from this.
+    pub tls: Option<TlsClient>,
     pub conns: usize,
     pub concurrency: usize,
     pub threads: usize,
@@ -40,12 +44,19 @@ pub struct ConnectOutcome {
     pub counters: BTreeMap<String, u64>,
     pub connect: Histogram<u64>,
     pub upgrade: Histogram<u64>,
+    /// `wss://` only (empty otherwise).
+    pub tls: Histogram<u64>,
     pub wall: Duration,
 }
 
 enum Step {
     Connecting,
+    /// `wss://`: TCP is up, the TLS handshake is under way.
+    Securing {
+        connected_ns: u64,
+    },
     Upgrading {
+        /// When the upgrade began: TCP connected (ws://) or TLS done (wss://).
         connected_ns: u64,
         key: String,
         head: Vec<u8>,
@@ -55,14 +66,14 @@ enum Step {
 }
 
 struct Attempt {
-    stream: TcpStream,
+    stream: Transport,
     started_ns: u64,
     step: Step,
 }
 
 enum Outcome {
     Pending,
-    Open(TcpStream),
+    Open(Transport),
     Failed(ConnectError),
 }
 
@@ -76,7 +87,8 @@ struct Storm {
     counters: BTreeMap<&'static str, u64>,
     connect: Histogram<u64>,
     upgrade: Histogram<u64>,
-    held: Vec<TcpStream>,
+    tls: Histogram<u64>,
+    held: Vec<Transport>,
     scratch: Vec<u8>,
 }
 
@@ -88,7 +100,9 @@ impl Storm {
     fn start(&mut self, global_index: usize) {
         self.count("attempted");
         let source: Option<Ipv4Addr> = source_ip(global_index, self.cfg.source_ips);
-        let mut stream = match start_connect(self.cfg.url.addr, source) {
+        let started = start_connect(self.cfg.url.addr, source)
+            .and_then(|tcp| Transport::new(tcp, self.cfg.tls.as_ref()));
+        let mut stream = match started {
             Ok(s) => s,
             Err(e) => {
                 self.count("failed");
@@ -100,7 +114,7 @@ impl Storm {
             self.slots.len() - 1
         });
         if let Err(e) = self.poll.registry().register(
-            &mut stream,
+            stream.tcp_mut(),
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -124,24 +138,50 @@ impl Storm {
             return Outcome::Pending;
         };
         if let Step::Connecting = attempt.step {
-            match connect_finished(&attempt.stream) {
+            match connect_finished(attempt.stream.tcp()) {
                 Ok(false) => return Outcome::Pending,
                 Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
                 Ok(true) => {
                     let connected_ns = now_ns();
                     record_ns(&mut self.connect, connected_ns - attempt.started_ns);
-                    let key = wsclient::new_key(self.rng.bytes16());
-                    let request =
-                        wsclient::upgrade_request(&self.cfg.url.host, &self.cfg.url.path, &key);
-                    attempt.step = Step::Upgrading {
-                        connected_ns,
-                        key,
-                        head: Vec::new(),
-                        request,
-                        written: 0,
-                    };
+                    attempt.step = Step::Securing { connected_ns };
                 }
             }
+        }
+        if let Step::Securing { connected_ns } = attempt.step {
+            // A plain stream is never handshaking: it goes straight on to the upgrade.
+            while attempt.stream.handshaking() {
+                match attempt.stream.flush() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
+                }
+                // No plaintext can come before the request has gone; none is expected.
+                match attempt.stream.read_with(&mut self.scratch, |_| {}) {
+                    Ok(0) => return Outcome::Failed(ConnectError::Reset),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
+                }
+            }
+            let upgrade_from = if self.cfg.tls.is_some() {
+                let secured_ns = now_ns();
+                record_ns(&mut self.tls, secured_ns - connected_ns);
+                secured_ns
+            } else {
+                connected_ns
+            };
+            let key = wsclient::new_key(self.rng.bytes16());
+            let request = wsclient::upgrade_request(&self.cfg.url.host, &self.cfg.url.path, &key);
+            attempt.step = Step::Upgrading {
+                connected_ns: upgrade_from,
+                key,
+                head: Vec::new(),
+                request,
+                written: 0,
+            };
         }
         let Step::Upgrading {
             connected_ns,
@@ -161,10 +201,22 @@ impl Storm {
                 Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
             }
         }
+        // TLS records of the request that the socket did not take yet (none for plain).
         loop {
-            match attempt.stream.read(&mut self.scratch) {
+            match attempt.stream.flush() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
+            }
+        }
+        loop {
+            match attempt
+                .stream
+                .read_with(&mut self.scratch, |bytes| head.extend_from_slice(bytes))
+            {
                 Ok(0) => return Outcome::Failed(ConnectError::Reset),
-                Ok(n) => head.extend_from_slice(&self.scratch[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
@@ -194,20 +246,23 @@ impl Storm {
             Outcome::Pending => {}
             Outcome::Open(mut stream) => {
                 self.count("handshakes");
-                let _ = self.poll.registry().deregister(&mut stream);
+                let _ = self.poll.registry().deregister(stream.tcp_mut());
                 if self.cfg.hold {
                     self.held.push(stream);
                     let held = self.held.len() as u64;
                     let peak = self.counters.entry("held_peak").or_default();
                     *peak = (*peak).max(held);
+                } else {
+                    // Dropped here: the client closes first (and keeps the TIME_WAIT); with
+                    // TLS after a close_notify, so the server sees a clean close.
+                    stream.close_notify();
                 }
-                // Otherwise dropped here: the client closes first (and keeps the TIME_WAIT).
             }
             Outcome::Failed(why) => {
                 self.count(why.counter());
                 self.count("failed");
                 if let Some(mut a) = self.slots[slot].take() {
-                    let _ = self.poll.registry().deregister(&mut a.stream);
+                    let _ = self.poll.registry().deregister(a.stream.tcp_mut());
                     self.free.push(slot);
                 }
             }
@@ -273,6 +328,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
             counters: BTreeMap::new(),
             connect: new_histogram(),
             upgrade: new_histogram(),
+            tls: new_histogram(),
             held: Vec::new(),
             scratch: vec![0; 16 << 10],
         };
@@ -285,6 +341,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
     let mut counters: BTreeMap<String, u64> = BTreeMap::new();
     let mut connect = new_histogram();
     let mut upgrade = new_histogram();
+    let mut tls = new_histogram();
     let mut storms = Vec::new();
     for h in handles {
         let storm = match h.join() {
@@ -297,6 +354,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
         }
         let _ = connect.add(&storm.connect);
         let _ = upgrade.add(&storm.upgrade);
+        let _ = tls.add(&storm.tls);
         storms.push(storm);
     }
     // Held connections close only now, after every thread finished: the wall time covers
@@ -319,6 +377,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
         counters,
         connect,
         upgrade,
+        tls,
         wall,
     })
 }

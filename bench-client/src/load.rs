@@ -20,13 +20,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use wschat::ws::frame::Opcode;
 
@@ -37,6 +36,7 @@ use crate::payload::{self, Stamp};
 use crate::rng::SplitMix64;
 use crate::schedule::Timetable;
 use crate::track::{Arrival, SeqTracker};
+use crate::transport::{TlsClient, Transport, is_tls_error};
 use crate::wsclient::{self, MessageReader};
 
 /// Where the connections go and who receives what.
@@ -60,6 +60,8 @@ pub enum Drive {
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub url: WsUrl,
+    /// `wss://`: every connection gets a TLS session from this.
+    pub tls: Option<TlsClient>,
     pub target: Target,
     pub drive: Drive,
     pub conns: usize,
@@ -198,7 +200,7 @@ struct Conn {
     /// Global index: the sender id in payloads and the `b<id>` name.
     id: u32,
     room: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
     state: State,
     out: Vec<u8>,
     out_sent: usize,
@@ -286,11 +288,13 @@ impl Loader {
     fn start_connect(&mut self, idx: usize) {
         let source = source_ip(idx, self.cfg.source_ips);
         self.in_flight += 1;
-        match start_connect(self.cfg.url.addr, source) {
+        let started = start_connect(self.cfg.url.addr, source)
+            .and_then(|tcp| Transport::new(tcp, self.cfg.tls.as_ref()));
+        match started {
             Ok(mut stream) => {
                 let token = Token(idx);
                 if let Err(e) = self.poll.registry().register(
-                    &mut stream,
+                    stream.tcp_mut(),
                     token,
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
@@ -311,7 +315,7 @@ impl Loader {
             let Some(stream) = &self.conns[idx].stream else {
                 return;
             };
-            match connect_finished(stream) {
+            match connect_finished(stream.tcp()) {
                 Ok(false) => return,
                 Ok(true) => {
                     let key = wsclient::new_key(self.rng.bytes16());
@@ -320,6 +324,9 @@ impl Loader {
                         &self.path_for(&self.conns[idx]),
                         &key,
                     );
+                    // With TLS the request waits inside rustls until the handshake is done,
+                    // and leaves with the client's last handshake flight: open_us covers
+                    // connect, TLS and upgrade.
                     let conn = &mut self.conns[idx];
                     conn.out.extend_from_slice(&request);
                     conn.state = State::Upgrading {
@@ -351,14 +358,13 @@ impl Loader {
             else {
                 return;
             };
-            let n = match stream.read(&mut self.scratch) {
+            match stream.read_with(&mut self.scratch, |bytes| head.extend_from_slice(bytes)) {
                 Ok(0) => return self.fail(idx, ConnectError::Reset),
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return self.fail(idx, ConnectError::from_io(&e)),
-            };
-            head.extend_from_slice(&self.scratch[..n]);
+            }
             match wsclient::check_response(head, key) {
                 Ok(None) => continue,
                 Ok(Some(head_len)) => {
@@ -394,21 +400,30 @@ impl Loader {
             let (Some(stream), State::Open) = (&mut conn.stream, &conn.state) else {
                 return;
             };
-            match stream.read(&mut self.scratch) {
+            // The arrival time is taken right after the read that delivered the bytes (with
+            // TLS: once they are decrypted, which is part of what a wss:// client waits for).
+            let mut arrived_ns = 0;
+            let reader = &mut conn.reader;
+            let read = stream.read_with(&mut self.scratch, |bytes| {
+                if arrived_ns == 0 {
+                    arrived_ns = now_ns();
+                }
+                reader.handle_input(bytes);
+            });
+            match read {
                 Ok(0) => {
                     // EOF without a Close frame: an abnormal closure (1006 by RFC 6455 7.1.5).
                     self.close(idx, Some(1006), false);
                     return;
                 }
-                Ok(n) => {
-                    // The arrival time is taken right after the read that delivered the bytes.
-                    let arrived_ns = now_ns();
-                    conn.reader.handle_input(&self.scratch[..n]);
-                    self.handle_messages(idx, arrived_ns);
-                }
+                Ok(_) if arrived_ns == 0 => {} // TLS bytes that completed no record
+                Ok(_) => self.handle_messages(idx, arrived_ns),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    if is_tls_error(&e) {
+                        self.counters.add("tls_errors", 1);
+                    }
                     self.close(idx, Some(1006), false);
                     return;
                 }
@@ -551,6 +566,7 @@ impl Loader {
             conn.out_sent = 0;
             return;
         };
+        let mut failed = false;
         while conn.out_sent < conn.out.len() {
             match stream.write(&conn.out[conn.out_sent..]) {
                 Ok(0) => break,
@@ -558,17 +574,29 @@ impl Loader {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    conn.out.clear();
-                    conn.out_sent = 0;
-                    if conn.is_open() {
-                        self.close(idx, Some(1006), false);
-                    }
-                    return;
+                    failed = true;
+                    break;
                 }
             }
         }
         conn.out.clear();
         conn.out_sent = 0;
+        // TLS: sealed records rustls still holds (nothing for a plain stream). This runs even
+        // when `out` was empty, so the WRITABLE edge that marks a connection dirty also
+        // drains them.
+        if !failed {
+            loop {
+                match stream.flush() {
+                    Ok(()) => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if conn.is_open() {
+            self.close(idx, Some(1006), false);
+        }
     }
 
     fn queue_message(&mut self, idx: usize, stamp: Stamp) {
@@ -774,7 +802,12 @@ impl Loader {
                 }
                 match self.conns[idx].state {
                     State::Connecting { .. } | State::Upgrading { .. } => {
-                        self.advance_handshake(idx)
+                        self.advance_handshake(idx);
+                        // A request (or, with TLS, a handshake flight) the socket could not
+                        // take at once goes on the WRITABLE edge.
+                        if ev.is_writable() {
+                            self.mark_dirty(idx);
+                        }
                     }
                     State::Open => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -832,6 +865,10 @@ impl Loader {
                     .out
                     .extend_from_slice(&wsclient::close_frame(1000, key));
                 self.flush(idx);
+                // After the Close frame, which rustls would not seal behind close_notify.
+                if let Some(stream) = &mut self.conns[idx].stream {
+                    stream.close_notify();
+                }
             }
         }
         let _ = self
@@ -1105,6 +1142,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         "malformed",
         "foreign",
         "protocol_errors",
+        "tls_errors",
         "disconnects",
         "sent_measured",
         "expected_measured",

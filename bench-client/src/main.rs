@@ -13,6 +13,7 @@
 //!   results.rs   the JSON schema, summary, merge        report.rs  markdown + SVG
 //!   clock.rs     CLOCK_MONOTONIC ns, timerfd deadlines   cpu.rs     rusage, /proc, rlimit
 //!   net.rs       URLs, non-blocking connect from a chosen source address
+//!   transport.rs the stream under the client: plain TCP, or rustls on it (wss://), sans-IO
 //! ```
 //! Invariants: latency is always measured from a message's *scheduled* time (open loop) or
 //! its actual send time (closed loop), never from when a loop got round to it; every
@@ -36,6 +37,7 @@ mod results;
 mod rng;
 mod schedule;
 mod track;
+mod transport;
 mod wsclient;
 
 use std::collections::BTreeMap;
@@ -97,6 +99,7 @@ fn check_payload(payload: usize) {
 
 fn load_config(
     url: &str,
+    tls: &cli::TlsArgs,
     target: Target,
     drive: Drive,
     load: &LoadArgs,
@@ -107,8 +110,10 @@ fn load_config(
     if !(load.hot_weight.is_finite() && load.hot_weight > 0.0) {
         usage_error(format!("--hot-weight {}: must be > 0", load.hot_weight));
     }
+    let url = self::url(url);
     Ok(LoadConfig {
-        url: self::url(url),
+        tls: tls_client(&url, tls),
+        url,
         target,
         drive,
         conns: load.conns as usize,
@@ -236,6 +241,28 @@ fn url(raw: &str) -> net::WsUrl {
     net::parse_url(raw).unwrap_or_else(|e| usage_error(format!("--url {raw}: {e:#}")))
 }
 
+/// The TLS client of a `wss://` run (None for `ws://`); a missing trust choice or an
+/// unreadable --ca file is a usage error, reported before anything connects.
+fn tls_client(url: &net::WsUrl, args: &cli::TlsArgs) -> Option<transport::TlsClient> {
+    if !url.tls {
+        return None;
+    }
+    // No public root certificates are built in: the servers under test are ours.
+    let trust = match (&args.ca, args.insecure) {
+        (Some(path), _) => transport::Trust::CaFile(path.clone()),
+        (None, true) => transport::Trust::AnyCertificate,
+        (None, false) => usage_error(
+            "wss:// needs --insecure (accept any certificate) or --ca FILE (trust this PEM \
+             certificate)"
+                .into(),
+        ),
+    };
+    Some(
+        transport::TlsClient::new(&trust, &url.hostname)
+            .unwrap_or_else(|e| usage_error(format!("TLS: {e:#}"))),
+    )
+}
+
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     validate(&args);
     match args.command {
@@ -250,6 +277,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let fd_cap = cpu::raise_fd_limit();
             let cfg = load_config(
                 &a.url,
+                &a.tls,
                 Target::Chat {
                     rooms: a.rooms as usize,
                     room_prefix: a.room_prefix.clone(),
@@ -264,6 +292,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
                 "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
                 "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
+                "tls": cfg.tls.is_some(),
                 "fd_limit": fd_cap, "hot_every": a.load.hot_every, "hot_weight": a.load.hot_weight,
             });
             run_load("chat", cfg, json, &a.output, a.load.require_correct)
@@ -278,6 +307,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let fd_cap = cpu::raise_fd_limit();
             let cfg = load_config(
                 &a.url,
+                &a.tls,
                 Target::Chat {
                     rooms: a.rooms as usize,
                     room_prefix: a.room_prefix.clone(),
@@ -292,6 +322,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
                 "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
                 "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
+                "tls": cfg.tls.is_some(),
                 "fd_limit": fd_cap,
             });
             run_load("saturate", cfg, json, &a.output, a.load.require_correct)
@@ -313,6 +344,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let cfg = load_config(
                 &a.url,
+                &a.tls,
                 Target::Echo,
                 Drive::OpenLoop { rate: a.rate },
                 &load,
@@ -323,7 +355,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "url": a.url, "conns": a.conns, "rate": a.rate,
                 "duration_s": a.duration.as_secs_f64(), "warmup_s": a.warmup.as_secs_f64(),
                 "drain_s": a.drain.as_secs_f64(), "payload": a.payload,
-                "threads": cfg.threads, "seed": cfg.seed,
+                "threads": cfg.threads, "seed": cfg.seed, "tls": cfg.tls.is_some(),
             });
             run_load("ping", cfg, json, &a.output, a.require_correct)
         }
@@ -383,8 +415,11 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: --hold with --conns {} exceeds that cap", a.conns);
     }
     let threads = (a.output.threads as usize).min(a.conns as usize).max(1);
+    let url = url(&a.url);
+    let tls = url.tls;
     let cfg = connect::ConnectConfig {
-        url: url(&a.url),
+        tls: tls_client(&url, &a.tls),
+        url,
         conns: a.conns as usize,
         concurrency: a.concurrency as usize,
         threads,
@@ -424,6 +459,12 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         "upgrade_us".to_string(),
         StoredHistogram::from_histogram(&outcome.upgrade)?,
     );
+    if tls {
+        histograms.insert(
+            "tls_us".to_string(),
+            StoredHistogram::from_histogram(&outcome.tls)?,
+        );
+    }
     let run = RunResult {
         schema: SCHEMA.into(),
         kind: "connect".into(),
@@ -433,7 +474,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         config: serde_json::json!({
             "url": a.url, "conns": a.conns, "concurrency": a.concurrency,
             "timeout_s": a.timeout.as_secs_f64(), "hold": a.hold, "source_ips": a.source_ips,
-            "threads": threads, "fd_limit": fd_cap,
+            "threads": threads, "fd_limit": fd_cap, "tls": tls,
         }),
         measured_s: wall_s,
         counters: outcome.counters,

@@ -1,7 +1,8 @@
 //! Client sockets: URL parsing, non-blocking connect from a chosen source address, and the
 //! classification of connect errors.
 //!
-//! Owns: everything between a `ws://` URL and a connecting mio `TcpStream`.
+//! Owns: everything between a `ws://` or `wss://` URL and a connecting mio `TcpStream` (TLS
+//! itself is transport.rs).
 //! Must never: block (connect returns at once; completion is a WRITABLE event).
 
 use std::io;
@@ -11,31 +12,38 @@ use anyhow::{Context, bail};
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// A parsed `ws://host:port/path` URL.
+/// A parsed `ws://host:port/path` or `wss://host:port/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
     /// `host:port` as sent in the Host header.
     pub host: String,
+    /// The host alone: the name a `wss://` server's certificate must carry.
+    pub hostname: String,
     pub addr: SocketAddr,
     /// The path (and query) part, `/` when absent.
     pub path: String,
+    /// `wss://`: TLS between the socket and the WebSocket client.
+    pub tls: bool,
 }
 
 pub fn parse_url(url: &str) -> anyhow::Result<WsUrl> {
-    let Some(rest) = url.strip_prefix("ws://") else {
-        bail!("{url}: only ws:// URLs are supported");
+    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("ws://") {
+        (rest, false, 80)
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        (rest, true, 443)
+    } else {
+        bail!("{url}: only ws:// and wss:// URLs are supported");
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if authority
+    let (hostname, with_port) = match authority
         .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
     {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+        Some((name, _)) => (name.to_string(), authority.to_string()),
+        None => (authority.to_string(), format!("{authority}:{default_port}")),
     };
     let addr = with_port
         .to_socket_addrs()
@@ -44,8 +52,10 @@ pub fn parse_url(url: &str) -> anyhow::Result<WsUrl> {
         .with_context(|| format!("{with_port} resolves to nothing"))?;
     Ok(WsUrl {
         host: with_port,
+        hostname,
         addr,
         path: path.to_string(),
+        tls,
     })
 }
 
@@ -98,12 +108,17 @@ pub enum ConnectError {
     Rejected,
     /// A 101 with a wrong accept key or an unparsable head.
     BadResponse,
+    /// wss://: the TLS handshake failed (certificate refused, alert, not TLS at all).
+    Tls,
     Other,
 }
 
 impl ConnectError {
     pub fn from_io(err: &io::Error) -> ConnectError {
         use io::ErrorKind as K;
+        if crate::transport::is_tls_error(err) {
+            return ConnectError::Tls;
+        }
         match err.kind() {
             K::ConnectionRefused => ConnectError::Refused,
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
@@ -124,17 +139,19 @@ impl ConnectError {
             ConnectError::NoPort => "connect_no_port",
             ConnectError::Rejected => "connect_rejected",
             ConnectError::BadResponse => "connect_bad_response",
+            ConnectError::Tls => "connect_tls_error",
             ConnectError::Other => "connect_other_error",
         }
     }
 
-    pub const ALL: [ConnectError; 7] = [
+    pub const ALL: [ConnectError; 8] = [
         ConnectError::Refused,
         ConnectError::Reset,
         ConnectError::Timeout,
         ConnectError::NoPort,
         ConnectError::Rejected,
         ConnectError::BadResponse,
+        ConnectError::Tls,
         ConnectError::Other,
     ];
 }
@@ -149,9 +166,18 @@ mod tests {
         assert_eq!(u.host, "127.0.0.1:8080");
         assert_eq!(u.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(u.path, "/echo");
+        assert_eq!(u.hostname, "127.0.0.1");
+        assert!(!u.tls);
         assert_eq!(parse_url("ws://127.0.0.1:9").unwrap().path, "/");
-        assert!(parse_url("wss://127.0.0.1:9").is_err());
+        let s = parse_url("wss://localhost:9/chat/a?name=b").unwrap();
+        assert!(s.tls);
+        assert_eq!(s.hostname, "localhost");
+        assert_eq!(s.host, "localhost:9");
+        assert_eq!(s.path, "/chat/a?name=b");
+        let s = parse_url("wss://127.0.0.1").unwrap();
+        assert_eq!((s.host.as_str(), s.addr.port()), ("127.0.0.1:443", 443));
         assert!(parse_url("http://127.0.0.1:9").is_err());
+        assert!(parse_url("https://127.0.0.1:9").is_err());
     }
 
     #[test]

@@ -47,8 +47,14 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// With extra server flags (e.g. --tls-self-signed).
+    fn start_with(extra: &[&str]) -> Server {
         let mut child = Command::new(server_binary())
             .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -341,4 +347,214 @@ fn exit_codes_for_usage_and_run_errors() {
         bench(&["connect", "--url", &url, "--conns", "3", "--quiet"]).0,
         1
     );
+}
+
+/// A certificate and key for 127.0.0.1 as PEM files (for --tls-cert/--tls-key and --ca).
+fn test_certificate(dir_name: &str) -> (PathBuf, PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = temp_path(&format!("{dir_name}-cert.pem"));
+    let key = temp_path(&format!("{dir_name}-key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// GET `path` over https from a server whose certificate is `ca`: the server's own view
+/// (its /stats) after a wss:// run.
+fn https_get(addr: &str, ca: &Path, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    // The server may close without close_notify once the body is out: keep what came.
+    let _ = tls.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn wss_chat_and_connect_with_a_trusted_certificate_account_exactly() {
+    let (cert, key) = test_certificate("wss");
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let ca = cert.to_str().unwrap();
+    let json = temp_path("wss-chat.json");
+    let url = format!("wss://{}", server.addr);
+    let pid = server.pid().to_string();
+    // 12 connections, 2 rooms of 6, 120 msg/s for 1 s: each connection sends exactly 10
+    // messages (period 100 ms), 120 in total, each reaching the 5 other members of its room.
+    let (code, stdout) = bench(&[
+        "chat",
+        "--url",
+        &url,
+        "--ca",
+        ca,
+        "--conns",
+        "12",
+        "--rooms",
+        "2",
+        "--rate",
+        "120",
+        "--warmup",
+        "0s",
+        "--duration",
+        "1s",
+        "--drain",
+        "10s",
+        "--threads",
+        "2",
+        "--server-pid",
+        &pid,
+        "--require-correct",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert_eq!(run["config"]["tls"], true);
+    assert_eq!(counter(&run, "opened"), 12);
+    assert_eq!(counter(&run, "join_notices"), 2 * 15);
+    assert_eq!(counter(&run, "sent"), 120);
+    assert_eq!(counter(&run, "expected"), 120 * 5);
+    assert_eq!(counter(&run, "received"), 120 * 5);
+    for zero in [
+        "lost",
+        "out_of_order",
+        "duplicates",
+        "malformed",
+        "foreign",
+        "disconnects",
+        "tls_errors",
+        "connect_tls_error",
+    ] {
+        assert_eq!(counter(&run, zero), 0, "{zero}");
+    }
+    assert_eq!(run["correct"], true);
+    assert_eq!(
+        run["histograms"]["latency_us"]["percentiles"]["count"],
+        120 * 5
+    );
+
+    let json = temp_path("wss-connect.json");
+    let (code, stdout) = bench(&[
+        "connect",
+        "--url",
+        &format!("{url}/echo"),
+        "--ca",
+        ca,
+        "--conns",
+        "100",
+        "--concurrency",
+        "10",
+        "--threads",
+        "2",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert_eq!(counter(&run, "attempted"), 100);
+    assert_eq!(counter(&run, "handshakes"), 100);
+    assert_eq!(counter(&run, "failed"), 0);
+    for hist in ["connect_us", "tls_us", "upgrade_us"] {
+        assert_eq!(
+            run["histograms"][hist]["percentiles"]["count"], 100,
+            "{hist}"
+        );
+    }
+    // The server saw every one of those sessions end cleanly (the loader sends close_notify).
+    let stats = https_get(&server.addr, &cert, "/stats");
+    assert!(stats.contains("\"tls_errors\": 0"), "{stats}");
+}
+
+#[test]
+fn wss_ping_against_self_signed_with_insecure_and_tls_failures_are_counted() {
+    let server = Server::start_with(&["--tls-self-signed"]);
+    let url = format!("wss://{}/echo", server.addr);
+    let json = temp_path("wss-ping.json");
+    let (code, stdout) = bench(&[
+        "ping",
+        "--url",
+        &url,
+        "--insecure",
+        "--rate",
+        "100",
+        "--warmup",
+        "0s",
+        "--duration",
+        "1s",
+        "--require-correct",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let run = read_json(&json);
+    assert_eq!(counter(&run, "received"), 100);
+
+    // A certificate nobody trusts: every handshake is a counted TLS failure (exit 1).
+    let (other_ca, _) = test_certificate("other");
+    let json = temp_path("wss-untrusted.json");
+    let (code, _) = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--ca",
+        other_ca.to_str().unwrap(),
+        "--conns",
+        "5",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let run = read_json(&json);
+    assert_eq!(counter(&run, "connect_tls_error"), 5);
+    assert_eq!(counter(&run, "failed"), 5);
+
+    // wss:// to a plain server: the 400 it answers the ClientHello with is no TLS.
+    let plain = Server::start();
+    let (code, _) = bench(&[
+        "connect",
+        "--url",
+        &format!("wss://{}/echo", plain.addr),
+        "--insecure",
+        "--conns",
+        "3",
+        "--timeout",
+        "5s",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(counter(&read_json(&json), "handshakes"), 0);
+
+    // wss:// without saying whom to trust is a usage error.
+    assert_eq!(bench(&["connect", "--url", &url, "--conns", "1"]).0, 2);
 }
