@@ -182,3 +182,51 @@ for (const args of patterns) {
     });
   });
 }
+
+// The page over https:// from a server with a certificate made at start (--tls-self-signed):
+// Chromium is told to accept it, as a user clicking through the warning would. The page must
+// then open its WebSocket with wss:// (it derives the scheme from location.protocol), and
+// two pages chat through TLS on both sides.
+describe("chat page over https:// and wss:// (--tls-self-signed)", () => {
+  let server, browser;
+  const errors = [];
+  before(async () => {
+    server = await startServer(["--tls-self-signed"]);
+    server.base = `https://${server.addr}`;
+    browser = await launchBrowser(["--ignore-certificate-errors"]);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    assert.deepEqual(errors, [], "no script errors in any page");
+  });
+
+  it("the page loads over https, connects with wss, and two pages talk", async () => {
+    const sockets = [];
+    const join = async (name) => {
+      const page = await openUser(browser, server.base, name, "tls", { errors, join: false });
+      page.on("websocket", (ws) => sockets.push(ws.url()));
+      assert.equal(await page.evaluate(() => location.protocol), "https:");
+      await page.getByRole("button", { name: "Join" }).click();
+      await waitOpen(page);
+      await page.locator("#members li.me").waitFor();
+      return page;
+    };
+    const ann = await join("ann");
+    const bob = await join("bob");
+    await seen(ann, "notice.join", "bob just connected");
+    assert.equal(sockets.length, 2);
+    for (const url of sockets) assert.match(url, /^wss:\/\/127\.0\.0\.1:\d+\/chat\/tls\?name=/);
+
+    await say(ann, "over tls");
+    const got = await seen(bob, "msg.them", "over tls");
+    assert.equal(await got.locator(".from").textContent(), "ann");
+    await say(bob, "and back");
+    await seen(ann, "msg.them", "and back");
+
+    // The server's own view, fetched by the page over https: no TLS failures.
+    const stats = await ann.evaluate(async () => (await fetch("/stats", { cache: "no-store" })).json());
+    assert.equal(stats.totals.tls_errors, 0);
+    for (const p of [ann, bob]) await p.context().close();
+  });
+});

@@ -58,11 +58,12 @@ export const CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic"
 /**
  * Debian's Chromium, headless. playwright-core gives every launch a new empty profile
  * directory (its own --user-data-dir), and every browser.newContext() separate storage,
- * so each simulated user has its own localStorage.
+ * so each simulated user has its own localStorage. `extraArgs` are added to the flags
+ * (e.g. --ignore-certificate-errors for a --tls-self-signed server).
  */
-export async function launchBrowser() {
+export async function launchBrowser(extraArgs = []) {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} missing (apt-get install chromium)`);
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_FLAGS, ...extraArgs] });
 }
 
 /** Opens the page as a new user (own context), fills name and room, joins, waits for "open". */
