@@ -2,7 +2,7 @@
 # The benchmark matrix: every pattern (and the Node `ws` baseline) x io x CPU layout x scenario,
 # measured by bench-client, raw JSON per run, then median-of-runs tables and plots.
 #
-#   scripts/bench.sh                 # full matrix, 3 runs per cell (about 25 minutes on 2 cores)
+#   scripts/bench.sh                 # full matrix, 3 runs per cell (about 30 minutes on 2 cores)
 #   scripts/bench.sh --quick         # all patterns, fewer scenarios, 2 s runs, 1 run (< 2 minutes)
 #   scripts/bench.sh --smoke         # CI: single-thread + reuseport (+ node), chat 50 conns 2 s, 1 run
 #
@@ -13,15 +13,16 @@
 #   --patterns "P ..."   wschat patterns (default: all five); node-ws is the baseline, see --no-node
 #   --ios "epoll uring"  io backends to try (default: epoll); one the binary rejects is skipped
 #   --layouts "split shared"   CPU layouts (default full: both; quick/smoke: split)
-#   --scenarios "..."    of: chat saturate connect ping cpu (default full: all)
+#   --scenarios "..."    of: chat saturate connect ping cpu tls (default full: all)
 #   --shared-scenarios "..."   scenarios also run in the shared layout (default: chat saturate cpu)
 #   --rates "R ..."      chat rates, messages/s (default: 1000 2000 5000 10000)
 #   --shared-rates "R ..."     chat rates in the shared layout (default: 2000 5000)
+#   --tls-rate R         the one chat rate of the tls scenario (default: 2000; smoke: 500)
 #   --runs N             runs per cell, back to back (default full: 3)
 #   --duration SECS      measured seconds per run (default full: 5)
 #   --no-node            skip the Node baseline
 #   --no-syscalls, --syscalls   skip / do the syscall-count runs (default: full mode only)
-#   --no-build           use the existing target/release binaries
+#   --no-build           use the existing release binaries (in $CARGO_TARGET_DIR, else target/)
 #   --quiet-wait SECS    before each run, wait at most SECS for the machine to be < 10 % busy
 #                        (default 60; smoke 0). Other load is recorded per run either way.
 #   -h, --help           this text
@@ -40,6 +41,11 @@
 #   connect   connect --conns 5000 --concurrency 100 --source-ips 8 on /echo (handshakes/s)
 #   ping      ping --conns 10 --rate 1000 on /echo (round trip)
 #   cpu       server --work-us 50; chat --conns 1000 --rooms 200 (rooms of 5) --rate 4000
+#   tls       the chat (at --tls-rate) and the connect storm above, each twice: against the
+#             server as it is (label tls=off, ws://) and with --tls-self-signed (tls=on,
+#             wss:// --insecure: full handshakes, no resumption). Scenario labels tls-chat
+#             and tls-connect; the tables put tls=off and tls=on side by side (server CPU
+#             per delivery and per handshake, handshakes/s). Not for node-ws.
 #
 # Syscalls per delivery come from a separate, untimed run per pattern (chat 1000 conns, rooms
 # of 50, 1000 msg/s, split layout) with `perf stat -e syscalls:sys_enter_*` attached to the
@@ -68,7 +74,7 @@ out=results
 machine=
 patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
 ios="epoll"
-layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration=
+layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_rate=
 node=true syscalls= build=true quiet_max=
 while (($#)); do
     case $1 in
@@ -84,6 +90,7 @@ while (($#)); do
         --shared-scenarios) shared_scenarios=${2?}; shift ;;
         --rates) rates=${2:?}; shift ;;
         --shared-rates) shared_rates=${2:?}; shift ;;
+        --tls-rate) tls_rate=${2:?}; shift ;;
         --runs) runs=${2:?}; shift ;;
         --duration) duration=${2:?}; shift ;;
         --no-node) node=false ;;
@@ -101,7 +108,7 @@ done
 conns=1000 rooms=20 smoke_extra=()
 case $mode in
     full)
-        : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu}"
+        : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu tls}"
         : "${shared_scenarios:=chat saturate cpu}" "${rates:=1000 2000 5000 10000}"
         : "${shared_rates:=2000 5000}" "${runs:=3}" "${duration:=5}"
         warmup=1 connect_conns=5000
@@ -115,15 +122,16 @@ case $mode in
         [[ $patterns == "single-thread acceptor-readers work-queue multi-accept reuseport" ]] &&
             patterns="single-thread reuseport"
         : "${layouts:=split}" "${scenarios:=chat}" "${shared_scenarios:=}"
-        : "${rates:=500}" "${shared_rates:=500}" "${runs:=1}" "${duration:=2}"
+        : "${rates:=500}" "${shared_rates:=500}" "${runs:=1}" "${duration:=2}" "${tls_rate:=500}"
         conns=50 rooms=5 warmup=0.5 connect_conns=200
         : "${syscalls:=false}"
         smoke_extra=(--require-correct) ;;
 esac
+: "${tls_rate:=2000}"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ $duration =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds"
 for s in $scenarios $shared_scenarios; do
-    case $s in chat | saturate | connect | ping | cpu) ;; *) die "unknown scenario: $s" ;; esac
+    case $s in chat | saturate | connect | ping | cpu | tls) ;; *) die "unknown scenario: $s" ;; esac
 done
 for l in $layouts; do
     case $l in split | shared) ;; *) die "unknown layout: $l" ;; esac
@@ -149,8 +157,9 @@ mkdir -p "$dir/logs"
 started=$SECONDS
 failures=()
 
-wschat=target/release/wschat
-bench=target/release/bench-client
+# Where the build below puts them: cargo honours $CARGO_TARGET_DIR, so must this.
+wschat=${CARGO_TARGET_DIR:-target}/release/wschat
+bench=${CARGO_TARGET_DIR:-target}/release/bench-client
 
 # ---- build --------------------------------------------------------------------------------
 if $build; then
@@ -181,7 +190,7 @@ python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
     "command=$invocation" "mode=$mode" "git_head=$git_head" \
     "git_dirty_server_files=$git_dirty" "started_utc=$stamp" \
     "patterns=$patterns" "ios=$ios" "layouts=$layouts" "scenarios=$scenarios" \
-    "shared_scenarios=$shared_scenarios" "rates=$rates" "shared_rates=$shared_rates" \
+    "shared_scenarios=$shared_scenarios" "rates=$rates" "shared_rates=$shared_rates" "tls_rate=$tls_rate" \
     "runs=$runs" "duration_s=$duration" "node=$node"
 note "results in $dir (machine $machine, mode $mode)"
 
@@ -209,11 +218,11 @@ stop_server() {
 trap 'stop_server || true' EXIT
 trap 'exit 130' INT TERM
 
-# start_server NAME LAYOUT IO WORK_US LOG: starts wschat (or node-ws) on a free loopback port;
-# sets server_pid and server_addr. Returns 3 if the server refused to start (e.g. an io
-# backend this binary does not have), 1 on other failures.
+# start_server NAME LAYOUT IO WORK_US LOG [TLS]: starts wschat (or node-ws) on a free loopback
+# port, with --tls-self-signed when TLS is "on"; sets server_pid and server_addr. Returns 3 if
+# the server refused to start (e.g. an io backend this binary does not have), 1 on other failures.
 start_server() {
-    local name=$1 layout=$2 io=$3 work=$4 log=$5 pin=() cmd i
+    local name=$1 layout=$2 io=$3 work=$4 log=$5 tls=${6:-} pin=() cmd i
     [[ $layout == split ]] && pin=(taskset -c 0)
     if [[ $name == node-ws ]]; then
         cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0 --work-us "$work")
@@ -223,6 +232,7 @@ start_server() {
             acceptor-readers | multi-accept | reuseport) cmd+=(--threads 2) ;;
             work-queue) cmd+=(--workers 2) ;;
         esac
+        [[ $tls == on ]] && cmd+=(--tls-self-signed)
     fi
     echo "# ${pin[*]} ${cmd[*]}" >"$log"
     "${pin[@]}" "${cmd[@]}" >>"$log" 2>&1 &
@@ -252,10 +262,10 @@ start_server() {
 quiet_waited=0 quiet_busy=0
 
 # ---- one run ------------------------------------------------------------------------------
-# run_cell NAME IO LAYOUT SCENARIO RATE K: one server start, one bench-client run, one stop.
+# run_cell NAME IO LAYOUT SCENARIO RATE K [TLS]: one bench-client run against the running server.
 run_cell() {
-    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k=$6
-    local tag=$name-$io-$layout-$scenario${rate:+-$rate}-run$k
+    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k=$6 tls=${7:-}
+    local tag=$name-$io-$layout-$scenario${rate:+-$rate}${tls:+-tls_$tls}-run$k
     local json=$dir/$tag.json log=$dir/logs/$tag
     local work=0 loader=() args=() limit status=0
     [[ $scenario == cpu ]] && work=50
@@ -266,21 +276,26 @@ run_cell() {
     local labels=(--label "pattern=$name" --label "io=$io" --label "layout=$layout"
         --label "scenario=$scenario" --label "rate=${rate:-na}" --label "run=$k"
         --label "threads=$threads" --label "work_us=$work" --label "machine=$machine")
-    case $scenario in
+    # tls-chat and tls-connect are chat and connect, over wss:// when TLS is on.
+    local scheme=ws kind=${scenario#tls-}
+    [[ -n $tls ]] && labels+=(--label "tls=$tls")
+    [[ $tls == on ]] && scheme=wss
+    case $kind in
         chat) args=(chat --conns "$conns" --rooms "$rooms" --rate "$rate" --warmup "${warmup}s"
             --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
         cpu) args=(chat --conns "$conns" --rooms $((conns / 5)) --rate "$rate" --warmup "${warmup}s"
             --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
         saturate) args=(saturate --conns $((conns < 200 ? conns : 200)) --rooms 4 --window 8
             --warmup "${warmup}s" --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
-        ping) args=(ping --url "ws://$server_addr/echo" --conns 10 --rate 1000 --warmup "${warmup}s"
+        ping) args=(ping --url "$scheme://$server_addr/echo" --conns 10 --rate 1000 --warmup "${warmup}s"
             --drain 2s "${smoke_extra[@]}") ;;
-        connect) args=(connect --url "ws://$server_addr/echo" --conns "$connect_conns"
+        connect) args=(connect --url "$scheme://$server_addr/echo" --conns "$connect_conns"
             --concurrency 100 --source-ips 8 --timeout 10s --time-limit 60s)
             common=(--json "$json" -q --server-pid) ;;
     esac
     # --url goes first for chat-like runs (the server address is known only now).
-    case $scenario in chat | cpu | saturate) args=("${args[0]}" --url "ws://$server_addr" "${args[@]:1}") ;; esac
+    case $kind in chat | cpu | saturate) args=("${args[0]}" --url "$scheme://$server_addr" "${args[@]:1}") ;; esac
+    [[ $tls == on ]] && args+=(--insecure)   # the certificate was made at the server's start
     limit=$(python3 -c "print(int(60 + 2 * $duration))")
     # `times` (a builtin: no fork, in this shell) gives the CPU of waited-for children, i.e.
     # the loader's; /proc/stat the whole machine's; /proc/PID/stat the server's.
@@ -303,20 +318,20 @@ run_cell() {
     return "$status"
 }
 
-# cell NAME IO LAYOUT SCENARIO RATE: --runs runs of one cell, back to back.
+# cell NAME IO LAYOUT SCENARIO RATE [TLS]: --runs runs of one cell, back to back.
 cell() {
-    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k status tag
+    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 tls=${6:-} k status tag
     local work=0
     [[ $scenario == cpu ]] && work=50
     for ((k = 1; k <= runs; k++)); do
-        tag=$name-$io-$layout-$scenario${rate:+-$rate}-run$k
+        tag=$name-$io-$layout-$scenario${rate:+-$rate}${tls:+-tls_$tls}-run$k
         quiet_waited=0 quiet_busy=-1
         if ((quiet_max > 0)); then
             read -r quiet_waited quiet_busy < <(python3 scripts/bench/noise.py wait-quiet "$quiet_max")
             ((quiet_busy >= 10)) && note "machine still ${quiet_busy}% busy after ${quiet_waited} s: running $tag anyway (see host_noise)"
         fi
         status=0
-        start_server "$name" "$layout" "$io" "$work" "$dir/logs/$tag.server" || status=$?
+        start_server "$name" "$layout" "$io" "$work" "$dir/logs/$tag.server" "$tls" || status=$?
         if ((status == 3)); then
             return 3
         elif ((status != 0)); then
@@ -325,7 +340,7 @@ cell() {
             continue
         fi
         status=0
-        run_cell "$name" "$io" "$layout" "$scenario" "$rate" "$k" || status=$?
+        run_cell "$name" "$io" "$layout" "$scenario" "$rate" "$k" "$tls" || status=$?
         local stop=0
         stop_server || stop=$?
         if ((status != 0)); then
@@ -408,7 +423,16 @@ for entry in "${servers[@]}"; do
                 cpu) if [[ $mode == smoke ]]; then rlist=500; else rlist=4000; fi ;;
             esac
             status=0
-            if [[ -z $rlist ]]; then
+            if [[ $scenario == tls ]]; then
+                # node-ws has no TLS; the same server and loader with and without it.
+                [[ $name == node-ws ]] && continue
+                for t in off on; do
+                    cell "$name" "$io" "$layout" tls-chat "$tls_rate" "$t" || status=$?
+                    ((status == 3)) && break
+                    cell "$name" "$io" "$layout" tls-connect "" "$t" || status=$?
+                    ((status == 3)) && break
+                done
+            elif [[ -z $rlist ]]; then
                 cell "$name" "$io" "$layout" "$scenario" "" || status=$?
             else
                 for rate in $rlist; do

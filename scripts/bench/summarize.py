@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws"]
-SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect"]
+SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect", "tls-chat", "tls-connect"]
 SYSCALL_GROUPS = [
     ("sendmsg+writev", ["sendmsg", "sendto", "writev"]),
     ("write", ["write"]),
@@ -100,7 +100,10 @@ def cells(run_dir):
         if "scenario" not in lab:
             continue
         d["_file"] = os.path.basename(path)
-        key = (lab.get("pattern", "?"), lab.get("io", "?"), lab.get("rate", "na"))
+        io = lab.get("io", "?")
+        if "tls" in lab:  # the tls scenario: tls=off and tls=on rows side by side
+            io += f" tls={lab['tls']}"
+        key = (lab.get("pattern", "?"), io, lab.get("rate", "na"))
         out.setdefault((lab.get("layout", "?"), lab["scenario"]), {}).setdefault(key, []).append(d)
     return out
 
@@ -288,6 +291,11 @@ def title(scenario, group):
     per = f"rooms of {conns // rooms}: each message reaches {conns // rooms - 1}" if conns and rooms else "?"
     if scenario == "chat":
         return f"Chat fan-out at fixed rates ({conns} connections, {per})"
+    if scenario == "tls-chat":
+        return f"Chat without and with TLS (wss://, --tls-self-signed; {conns} connections, {per})"
+    if scenario == "tls-connect":
+        return (f"Connect storm without and with TLS (wss://, full handshakes; {conns} handshakes then close, "
+                f"{c.get('concurrency')} in flight)")
     if scenario == "cpu":
         work = d.get("labels", {}).get("work_us", "?")
         return f"CPU-bound chat (server --work-us {work} per message; {conns} connections, {per})"
@@ -306,7 +314,7 @@ LAYOUT_NOTES = {
                "patterns compete with the loader for the second core: read the loader-bound column."),
 }
 RENDER = {"chat": chat_table, "cpu": chat_table, "saturate": saturate_table, "ping": ping_table,
-          "connect": connect_table}
+          "connect": connect_table, "tls-chat": chat_table, "tls-connect": connect_table}
 
 
 def command_of(group):
