@@ -9,6 +9,7 @@
 mod common;
 
 mod chat;
+mod cluster;
 mod echo;
 mod frames;
 mod handshake;
