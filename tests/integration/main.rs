@@ -17,4 +17,5 @@ mod hardening;
 mod http;
 mod lifecycle;
 mod patterns;
+mod proxies;
 mod threads;
