@@ -367,7 +367,7 @@ impl State {
                     if self.up {
                         self.subscribe(std::slice::from_ref(&room));
                     } else if self.link.mark_ready(&room) {
-                        self.broadcast(InboxMsg::ClusterReady(room));
+                        self.ready(&room);
                     }
                 }
                 BrokerMsg::Unsubscribe(room) => self.unsubscribe(room),
@@ -652,7 +652,7 @@ impl State {
         if *pending == 0 {
             self.pending_sub.remove(&room);
             if self.link.mark_ready(&room) {
-                self.broadcast(InboxMsg::ClusterReady(room));
+                self.ready(&room);
             }
         }
     }
@@ -743,7 +743,7 @@ impl State {
         self.sub_buf.clear();
         self.pending_sub.clear();
         for room in self.link.set_down() {
-            self.broadcast(InboxMsg::ClusterReady(room));
+            self.ready(&room);
         }
         if was_up {
             let rooms: Vec<RoomName> = self.subscribed.iter().cloned().collect();
@@ -776,11 +776,11 @@ impl State {
         }
     }
 
-    fn broadcast(&self, msg: InboxMsg) {
-        if let InboxMsg::ClusterReady(room) = msg {
-            for inbox in self.hub.inboxes() {
-                inbox.push(InboxMsg::ClusterReady(room.clone()));
-            }
+    /// Tells every shard that joins to `room` may complete (a shard without any waiting
+    /// ignores it; this is rare: once per room subscription).
+    fn ready(&self, room: &RoomName) {
+        for inbox in self.hub.inboxes() {
+            inbox.push(InboxMsg::ClusterReady(room.clone()));
         }
     }
 

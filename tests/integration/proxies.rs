@@ -5,7 +5,7 @@
 //! SKIPPED line, where haproxy, nginx or redis-server is missing.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,7 +31,11 @@ impl Drop for Proxy {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wschat-{name}-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "wschat-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
@@ -44,11 +48,14 @@ fn fill(template: &str, pairs: &[(&str, String)]) -> String {
     for (key, value) in pairs {
         text = text.replace(&format!("@{key}@"), value);
     }
-    assert!(!text.contains("@SERVERS@"), "unfilled placeholder in {template}");
+    assert!(
+        !text.contains("@SERVERS@"),
+        "unfilled placeholder in {template}"
+    );
     text
 }
 
-fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, dir: &PathBuf) {
+fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, dir: &Path) {
     let deadline = Instant::now() + IO_TIMEOUT;
     while std::net::TcpStream::connect(addr).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -60,7 +67,7 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, dir: &PathBuf
     }
 }
 
-fn spawn_logged(cmd: &mut Command, dir: &PathBuf) -> Child {
+fn spawn_logged(cmd: &mut Command, dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("out.log")).expect("create log");
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone log"))
@@ -88,7 +95,10 @@ fn haproxy(nodes: &[SocketAddr]) -> Proxy {
     );
     std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
     let mut child = spawn_logged(
-        Command::new("haproxy").arg("-db").arg("-f").arg(dir.join("haproxy.cfg")),
+        Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(dir.join("haproxy.cfg")),
         &dir,
     );
     wait_listening(addr, &mut child, "haproxy", &dir);
@@ -98,7 +108,10 @@ fn haproxy(nodes: &[SocketAddr]) -> Proxy {
 fn nginx(nodes: &[SocketAddr]) -> Proxy {
     let dir = scratch("nginx");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let servers: String = nodes.iter().map(|n| format!("        server {n};\n")).collect();
+    let servers: String = nodes
+        .iter()
+        .map(|n| format!("        server {n};\n"))
+        .collect();
     let config = fill(
         "nginx.conf.in",
         &[
@@ -141,7 +154,10 @@ fn chat_through(proxy: &Proxy, n1: &Server, n2: &Server, room: &str) {
             thread::sleep(Duration::from_millis(10));
         }
     }
-    assert!(n1.total("members") >= 1 && n2.total("members") >= 1, "one node got every member");
+    assert!(
+        n1.total("members") >= 1 && n2.total("members") >= 1,
+        "one node got every member"
+    );
     // Drain join notices (a member that joined while a notice was in flight may get it).
     for ws in members.iter_mut().take(3) {
         recv_text_until(ws, 8, |t| t == "s just connected");
@@ -180,7 +196,8 @@ fn cluster_behind_haproxy_and_nginx() {
         let mut s = std::net::TcpStream::connect(proxy.addr).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         use std::io::Write as _;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let head = read_http_head(&mut s).expect("page through the proxy");
         assert_eq!(head.status, 200);
     }
