@@ -677,7 +677,7 @@ impl State {
         }
         let last = self.seen.insert((room.clone(), event.node), event.seq);
         if let Some(last) = last
-            && event.seq > last + 1
+            && event.seq > last.saturating_add(1)
         {
             let missed = event.seq - last - 1;
             self.gap(

@@ -358,6 +358,23 @@ mod tests {
         assert_eq!(d.poll_value(), Err(RespError::TooLong));
     }
 
+    proptest::proptest! {
+        /// Whatever the server sends, in whatever pieces: values, Ok(None) or an error,
+        /// never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            split in 0usize..512,
+        ) {
+            let mut d = Decoder::default();
+            let split = split.min(bytes.len());
+            for piece in [&bytes[..split], &bytes[split..]] {
+                d.handle_input(piece);
+                while let Ok(Some(_)) = d.poll_value() {}
+            }
+        }
+    }
+
     #[test]
     fn a_huge_declared_array_allocates_nothing_up_front() {
         let mut d = Decoder::default();

@@ -209,6 +209,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_events_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let _ = decode_event(&bytes);
+            let _ = room_of_channel(&bytes);
+            let _ = split_names(&bytes).count();
+        }
+    }
+
     #[test]
     fn channels_map_back_to_rooms() {
         let room = RoomName::parse("ops-1.b_c").unwrap();
