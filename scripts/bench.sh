@@ -5,6 +5,9 @@
 #   scripts/bench.sh                 # full matrix, 3 runs per cell (about 30 minutes on 2 cores)
 #   scripts/bench.sh --quick         # all patterns, fewer scenarios, 2 s runs, 1 run (< 2 minutes)
 #   scripts/bench.sh --smoke         # CI: single-thread + reuseport (+ node), chat 50 conns 2 s, 1 run
+#   scripts/bench.sh --cluster [...] # scale-out: 1 node vs 2 and 3 behind HAProxy and nginx, through
+#                                    # Redis, in network namespaces (root; deploy/bench-cluster.sh,
+#                                    # whose options follow; results in results/cluster/)
 #
 # Options (after the mode; each overrides the mode's default):
 #   --out DIR            results root (default: results/); runs go to DIR/<machine>/<timestamp>/
@@ -78,6 +81,7 @@ layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_r
 node=true syscalls= build=true quiet_max=
 while (($#)); do
     case $1 in
+        --cluster) shift; exec "$root/deploy/bench-cluster.sh" "$@" ;;
         --quick) mode=quick ;;
         --smoke | --ci) mode=smoke ;;
         --full) mode=full ;;

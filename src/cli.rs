@@ -203,10 +203,26 @@ pub struct Args {
     /// (browsers will warn: it is for trying TLS out, not for production).
     #[arg(long, env = "WSCHAT_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
+    /// Scale-out: share rooms with other nodes through Redis pub/sub at this URL
+    /// (redis://HOST[:PORT][/DB]). Off by default: a single node.
+    #[arg(long, env = "WSCHAT_CLUSTER")]
+    pub cluster: Option<crate::cluster::RedisUrl>,
+
+    /// This node's id in the cluster (up to 16 hex digits); default: random at start.
+    #[arg(long, env = "WSCHAT_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<u64>,
 
     /// Print a stats line on stderr at this interval (e.g. 1s).
     #[arg(long, env = "WSCHAT_STATS_INTERVAL", value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,
+}
+
+/// Up to 16 hex digits.
+pub fn parse_node_id(s: &str) -> Result<u64, String> {
+    if s.is_empty() || s.len() > 16 {
+        return Err("expected 1 to 16 hex digits".into());
+    }
+    u64::from_str_radix(s, 16).map_err(|_| "expected 1 to 16 hex digits".into())
 }
 
 /// A byte count: `65536`, `64KiB`, `1MiB`, `1GiB` (also `K`, `M`, `G`, all powers of 1024).

@@ -57,6 +57,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// `Some`: every connection speaks TLS (https://, wss://).
     pub tls: Option<TlsConfig>,
+    /// `--cluster`: the Redis URL and this node's id.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Keeping connections honest: pings to the quiet ones, a close for the silent ones.
@@ -187,6 +189,12 @@ impl Config {
             heartbeat,
             shutdown_timeout: args.shutdown_timeout,
             allowed_origins: args.allowed_origins,
+            cluster: args.cluster.map(|url| crate::cluster::ClusterConfig {
+                url,
+                node: args
+                    .node_id
+                    .map_or_else(crate::cluster::NodeId::random, crate::cluster::NodeId),
+            }),
             threads: if uses("--threads") {
                 args.threads.map_or(default_threads, usize::from)
             } else {
@@ -288,6 +296,9 @@ impl Config {
         }
         if self.pin {
             out += &format!(" pin=on cpus={:?}", self.cpus);
+        }
+        if let Some(cluster) = &self.cluster {
+            out += &format!(" cluster={} node={}", cluster.url, cluster.node);
         }
         out
     }

@@ -7,6 +7,8 @@
 //!   cli.rs      flags and WSCHAT_* variables      config.rs  the validated effective Config
 //!   patterns/   one file per pattern: threads, listeners, how sockets and work travel
 //!   shard/      one event loop: reactor events -> ws -> chat -> outboxes -> flush
+//!   cluster/    --cluster: the broker thread (Redis pub/sub link, its own event loop),
+//!               RESP codec and event format (pure); talks to shards only via inboxes
 //!   chat/       rooms, names, notices, commands, fan-out plan (pure)
 //!   ws/         RFC 6455: handshake, frames, masking, UTF-8, close, state machine (pure)
 //!   io/         reactors (epoll, uring), outbox, waker, signals, rlimits: all the unsafe code
@@ -24,12 +26,15 @@
 //! - **A frame is encoded once** per message and shared by reference by every receiver.
 //! - **Output is corked per loop iteration**: one writev per dirty connection per iteration,
 //!   never a write inside the fan-out loop.
+//! - **A shard never waits for another node**: the Redis link lives on the broker thread;
+//!   shards hand it batches through its inbox and get remote events through theirs.
 //! - **Nothing on an input path panics**: bad input becomes an HTTP status or a close code.
 
 #![deny(unsafe_code)]
 
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod io;
 pub mod net;

@@ -95,6 +95,24 @@ counters! {
     queue_depth,
     /// Chat messages interpreted (work-queue's workers).
     work_items,
+    /// --cluster (the broker thread): events published and confirmed by Redis.
+    cluster_published,
+    /// Events delivered locally but not propagated to other nodes: published while the link
+    /// was down, or written and unconfirmed when it dropped, or over the command backlog.
+    cluster_not_propagated,
+    /// Events from other nodes handed to this node's shards.
+    cluster_received,
+    /// Gaps made visible to a room's members: the link dropped while subscribed, or a
+    /// publisher's sequence number jumped.
+    cluster_gaps,
+    /// Times the link to Redis came back after being down.
+    cluster_reconnects,
+    /// 1 while the link to Redis is up.
+    cluster_link_up,
+    /// Room channels subscribed.
+    cluster_subscriptions,
+    /// Malformed or unexpected input from Redis (dropped).
+    cluster_bad_input,
 }
 
 /// Adds `n` to a counter owned by the calling thread.
@@ -140,6 +158,8 @@ pub struct StatsRegistry {
     pattern: &'static str,
     io: &'static str,
     threads: Mutex<Vec<Arc<ThreadStats>>>,
+    /// The `cluster` section's source, with --cluster.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Link>>,
 }
 
 /// The JSON document of `GET /stats`.
@@ -150,6 +170,9 @@ pub struct Report {
     pub uptime_secs: f64,
     pub totals: CounterValues,
     pub threads: Vec<ThreadReport>,
+    /// With --cluster: node id, link state, gaps per room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +190,7 @@ impl StatsRegistry {
             pattern,
             io,
             threads: Mutex::new(Vec::new()),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -181,6 +205,11 @@ impl StatsRegistry {
         });
         threads.push(stats.clone());
         stats
+    }
+
+    /// Adds the cluster link's section to every report.
+    pub fn set_cluster(&self, link: Arc<crate::cluster::Link>) {
+        let _ = self.cluster.set(link);
     }
 
     pub fn report(&self, now: Instant) -> Report {
@@ -201,6 +230,7 @@ impl StatsRegistry {
             uptime_secs: now.duration_since(self.started).as_secs_f64(),
             totals,
             threads,
+            cluster: self.cluster.get().map(|link| link.report()),
         }
     }
 }

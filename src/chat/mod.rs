@@ -262,12 +262,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 }
             }
             Intent::ListMembers => Delivery {
-                frame: text_frame(&[
-                    "Members of ",
-                    state.room.as_str(),
-                    ": ",
-                    &roster.names(&state.room).join(", "),
-                ]),
+                frame: member_list(&state.room, &roster.names(&state.room)),
                 to: Audience::Member(member),
             },
             Intent::ToRoom(_) | Intent::ToSender(_) => return, // handled by apply_local
@@ -280,6 +275,11 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         self.members.get(&member).map(|s| &s.name)
     }
 
+    /// The room `member` is in, if it is a member here.
+    pub fn room(&self, member: M) -> Option<&RoomName> {
+        self.members.get(&member).map(|s| &s.room)
+    }
+
     /// This owner's members of `room`, in join order.
     pub fn members(&self, room: &RoomName) -> &[M] {
         self.rooms.get(room).map_or(&[], Vec::as_slice)
@@ -289,6 +289,11 @@ impl<M: Copy + Eq + Hash> Chat<M> {
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
+}
+
+/// The answer to `/who`: `Members of <room>: <name>, ...` (names in the order given).
+pub fn member_list(room: &RoomName, names: &[&str]) -> SharedFrame {
+    text_frame(&["Members of ", room.as_str(), ": ", &names.join(", ")])
 }
 
 /// The frame that `/echo` sends back for `message`: same kind, same payload.

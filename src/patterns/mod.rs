@@ -214,6 +214,13 @@ where
     R: NewReactor,
     F: FnOnce(&mut Shard<R>) -> anyhow::Result<()> + Send + 'static,
 {
+    // --cluster: the broker thread starts before the shards, so that the hub holds its link
+    // before any connection arrives.
+    if let Some(cluster) = &threads.config.cluster {
+        let link = crate::cluster::start(cluster, hub.clone(), registry)?;
+        registry.set_cluster(link.clone());
+        hub.set_cluster(link);
+    }
     let mut all_stats = Vec::new();
     for ((index, waker), setup) in wakers.iter().enumerate().zip(setups) {
         let (hub, config, registry) = (hub.clone(), threads.config.clone(), registry.clone());

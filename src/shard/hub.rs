@@ -14,13 +14,17 @@
 //! The roster (every member's name, by room, in join order) is shared under a lock because
 //! `/who` lists the whole room; joins, leaves, renames and `/who` take it, messages never do.
 //!
+//! With `--cluster`, the hub also holds the broker's [`Link`] (set once at start-up), through
+//! which shards publish their room deliveries to other nodes.
+//!
 //! Must never: hold a lock while doing I/O or waiting for another thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::{Inbox, InboxMsg, MemberId};
 use crate::chat::{Delivery, Roster};
+use crate::cluster::Link;
 use crate::io::Waker;
 
 #[derive(Debug)]
@@ -29,6 +33,7 @@ pub struct Hub {
     roster: Mutex<Roster<MemberId>>,
     conns: AtomicUsize,
     max_conns: usize,
+    cluster: OnceLock<Arc<Link>>,
 }
 
 impl Hub {
@@ -42,6 +47,7 @@ impl Hub {
             roster: Mutex::new(Roster::default()),
             conns: AtomicUsize::new(0),
             max_conns,
+            cluster: OnceLock::new(),
         })
     }
 
@@ -57,9 +63,18 @@ impl Hub {
         self.inboxes.len()
     }
 
+    /// The link to other nodes (`--cluster`), if any.
+    pub fn cluster(&self) -> Option<&Arc<Link>> {
+        self.cluster.get()
+    }
+
+    /// Attaches the broker's link; before any shard runs. A second call is ignored.
+    pub fn set_cluster(&self, link: Arc<Link>) {
+        let _ = self.cluster.set(link);
+    }
+
     /// Sends `batch` to every shard but `from`.
-    pub fn send_to_peers(&self, from: usize, batch: Vec<Delivery<MemberId>>) {
-        let batch: Arc<[Delivery<MemberId>]> = batch.into();
+    pub fn send_to_peers(&self, from: usize, batch: Arc<[Delivery<MemberId>]>) {
         for (i, inbox) in self.inboxes.iter().enumerate() {
             if i != from {
                 inbox.push(InboxMsg::Deliver(batch.clone()));

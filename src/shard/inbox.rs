@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::MemberId;
 use super::work::WorkDone;
-use crate::chat::Delivery;
+use crate::chat::{Delivery, RoomName};
 use crate::io::Waker;
 
 /// Messages a shard accepts from other threads.
@@ -21,6 +21,9 @@ pub enum InboxMsg {
     /// Room deliveries planned by another shard, for this shard's members of those rooms.
     /// One batch per sending loop iteration, shared by every receiving shard.
     Deliver(Arc<[Delivery<MemberId>]>),
+    /// `--cluster`: the room's channel is subscribed (or the broker is down): joins to it
+    /// that waited for that may complete.
+    ClusterReady(RoomName),
     /// A worker interpreted a chat message (work-queue).
     WorkDone(WorkDone),
     /// Stop accepting, close every connection with 1001, then return from `run`.

@@ -20,6 +20,10 @@
 //! other shards in one batch per iteration (hub.rs says why every shard gets every batch).
 //! A shard may also hand its members' messages to workers ([`Shard::offload`], work.rs) and
 //! apply what they return.
+//!
+//! With `--cluster` (`src/cluster/`), the same per-iteration batch of room deliveries also
+//! goes to the broker, a join waits for its room's subscription, and `/who` is answered by
+//! the broker; those hooks are marked `cluster:` below.
 
 pub mod acceptor;
 pub mod heartbeat;
@@ -42,7 +46,7 @@ pub use hub::Hub;
 pub use inbox::{Inbox, InboxMsg};
 pub use work::{WorkDone, WorkItem, WorkQueue};
 
-use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, Route};
+use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, RoomName, Route};
 use crate::config::Config;
 use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor};
 use crate::net;
@@ -140,6 +144,15 @@ impl Conn {
     }
 }
 
+/// cluster: an accepted upgrade whose 101 waits for the room's SUBSCRIBE reply.
+#[derive(Debug)]
+struct Parked {
+    conn: ConnId,
+    serial: u64,
+    room: RoomName,
+    name: Option<Name>,
+}
+
 /// Everything but the reactor, so that reactor callbacks can borrow it mutably.
 struct State {
     config: Arc<Config>,
@@ -155,8 +168,11 @@ struct State {
     paused_listeners: Vec<(Instant, ListenerId)>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     deliveries: Vec<Delivery<MemberId>>,
-    /// Room deliveries planned here in this iteration, for the other shards.
+    /// Room deliveries planned here in this iteration, for the other shards (and the
+    /// broker, with `--cluster`).
     to_peers: Vec<Delivery<MemberId>>,
+    /// cluster: upgrades waiting for their room's subscription (`InboxMsg::ClusterReady`).
+    parked: Vec<Parked>,
     /// Set by `offload`: members' messages go to workers.
     work: Option<WorkQueue>,
     kicks: Vec<ConnId>,
@@ -209,6 +225,7 @@ impl<R: Reactor> Shard<R> {
                 timers: BinaryHeap::new(),
                 deliveries: Vec::new(),
                 to_peers: Vec::new(),
+                parked: Vec::new(),
                 work: None,
                 kicks: Vec::new(),
                 fanning_out: false,
@@ -564,6 +581,7 @@ impl State {
                     }
                     self.fan_out(); // the kicks those deliveries caused
                 }
+                InboxMsg::ClusterReady(room) => self.cluster_ready(&room),
                 InboxMsg::WorkDone(done) => self.work_done(done),
                 InboxMsg::Stop => self.stop(),
             }
@@ -657,26 +675,81 @@ impl State {
                     conn.ws.respond(response);
                 }
             }
-            Ok(Route::Echo | Route::Join { .. }) => {
-                let thread = self.stats.id.to_string();
-                // A plain request never routes to Echo or Join, so accept cannot fail here.
-                let accepted = conn.ws.accept(&[(THREAD_HEADER, &thread)]).is_ok();
-                conn.last_heard = self.now;
-                let port = conn.peer.port();
-                self.file_heartbeat(id);
-                if let (true, Ok(Route::Join { room, name })) = (accepted, route) {
-                    let name = name.unwrap_or_else(|| Name::default_for_port(port));
-                    let member = self.member(id);
-                    self.chat.join(
-                        &mut self.hub.roster(),
-                        member,
+            Ok(Route::Echo) => self.upgrade(id, None),
+            Ok(Route::Join { room, name }) => {
+                // cluster: the 101 waits until the room's channel is subscribed.
+                if let Some(link) = self.hub.cluster()
+                    && !link.join(&room)
+                {
+                    let serial = conn.serial;
+                    self.parked.push(Parked {
+                        conn: id,
+                        serial,
                         room,
                         name,
-                        &mut self.deliveries,
-                    );
+                    });
+                    return;
                 }
+                self.upgrade(id, Some((room, name)));
             }
             Err(err) => conn.ws.reject(&err),
+        }
+    }
+
+    /// Sends the 101; for a chat member, joins its room.
+    fn upgrade(&mut self, id: ConnId, join: Option<(RoomName, Option<Name>)>) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let thread = self.stats.id.to_string();
+        // A plain request never routes to Echo or Join, so accept cannot fail here.
+        let accepted = conn.ws.accept(&[(THREAD_HEADER, &thread)]).is_ok();
+        conn.last_heard = self.now;
+        let port = conn.peer.port();
+        self.file_heartbeat(id);
+        let Some((room, name)) = join else {
+            return;
+        };
+        if !accepted {
+            if let Some(link) = self.hub.cluster() {
+                link.leave(&room);
+            }
+            return;
+        }
+        let name = name.unwrap_or_else(|| Name::default_for_port(port));
+        let member = self.member(id);
+        self.chat.join(
+            &mut self.hub.roster(),
+            member,
+            room.clone(),
+            name,
+            &mut self.deliveries,
+        );
+        if let Some(link) = self.hub.cluster() {
+            link.roster_changed(&room);
+        }
+    }
+
+    /// cluster: `room` is subscribed; the upgrades that waited for it complete.
+    fn cluster_ready(&mut self, room: &RoomName) {
+        let (ready, waiting) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.room == *room);
+        self.parked = waiting;
+        for parked in ready {
+            let Parked {
+                conn,
+                serial,
+                room,
+                name,
+            } = parked;
+            if self.conns.get(conn).is_some_and(|c| c.serial == serial) {
+                self.upgrade(conn, Some((room, name)));
+                self.fan_out();
+                self.pump(conn);
+            } else if let Some(link) = self.hub.cluster() {
+                link.leave(&room); // gone while it waited
+            }
         }
     }
 
@@ -731,16 +804,31 @@ impl State {
     /// `/who`.
     fn act(&mut self, member: MemberId, intent: Intent) {
         if let Some(intent) = self.chat.apply_local(member, intent, &mut self.deliveries) {
+            // cluster: the broker answers /who with the whole room; a rename rewrites this
+            // node's names in the room's /who hash.
+            let cluster = self.hub.cluster().zip(self.chat.room(member).cloned());
+            if let (Some((link, room)), Intent::ListMembers) = (&cluster, &intent) {
+                link.who(room.clone(), member);
+                return;
+            }
             self.chat
                 .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
+            if let Some((link, room)) = cluster {
+                link.roster_changed(&room);
+            }
         }
     }
 
     fn leave(&mut self, id: ConnId) {
         let member = self.member(id);
         if self.chat.name(member).is_some() {
+            let room = self.chat.room(member).cloned();
             self.chat
                 .leave(&mut self.hub.roster(), member, &mut self.deliveries);
+            if let (Some(link), Some(room)) = (self.hub.cluster(), room) {
+                link.leave(&room);
+                link.roster_changed(&room);
+            }
         }
     }
 
@@ -766,7 +854,9 @@ impl State {
         while !self.deliveries.is_empty() || !self.kicks.is_empty() {
             for delivery in std::mem::take(&mut self.deliveries) {
                 self.deliver_here(&delivery);
-                if matches!(delivery.to, Audience::Room { .. }) && self.hub.shard_count() > 1 {
+                if matches!(delivery.to, Audience::Room { .. })
+                    && (self.hub.shard_count() > 1 || self.hub.cluster().is_some())
+                {
                     self.to_peers.push(delivery);
                 }
             }
@@ -818,12 +908,19 @@ impl State {
         }
     }
 
-    /// Sends this iteration's room deliveries to the other shards: one batch each.
+    /// Sends this iteration's room deliveries to the other shards (one batch each) and,
+    /// cluster: to the broker, which publishes them to the other nodes.
     fn send_to_peers(&mut self) {
-        if !self.to_peers.is_empty() {
+        if self.to_peers.is_empty() {
+            return;
+        }
+        let batch: Arc<[Delivery<MemberId>]> = std::mem::take(&mut self.to_peers).into();
+        if let Some(link) = self.hub.cluster() {
+            link.publish(batch.clone());
+        }
+        if self.hub.shard_count() > 1 {
             bump(&self.stats.counters.peer_batches_out, 1);
-            self.hub
-                .send_to_peers(self.index, std::mem::take(&mut self.to_peers));
+            self.hub.send_to_peers(self.index, batch);
         }
     }
 

@@ -181,6 +181,19 @@ wstest!(emfile_pauses_accepting_then_recovers, |s| {
     let server = Server::start_with_fd_limit(*s, 100, &[]);
     let mut before = server.connect("/echo");
     let squatters: Vec<_> = (0..150).map(|_| server.tcp()).collect();
+    // Wait (bounded) until the server has run out: it says so on stderr at the first pause.
+    // (/stats cannot be asked now: it would need a descriptor.)
+    for _ in 0..200 {
+        if server.output().contains("accept paused") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.output().contains("accept paused"),
+        "150 idle clients never exhausted 100 descriptors: {}",
+        server.output()
+    );
     // Existing connections are still served while accept fails with EMFILE.
     for i in 0..20 {
         send_text(&mut before, &format!("ping {i}"));

@@ -9,6 +9,7 @@
 mod common;
 
 mod chat;
+mod cluster;
 mod echo;
 mod frames;
 mod handshake;
@@ -16,5 +17,6 @@ mod hardening;
 mod http;
 mod lifecycle;
 mod patterns;
+mod proxies;
 mod threads;
 mod tls;

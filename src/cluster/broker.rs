@@ -1,0 +1,804 @@
+//! The broker thread: this node's link to Redis, an event loop of its own.
+//!
+//! One iteration: wait (epoll) for the Redis sockets, the inbox's eventfd, or the next
+//! deadline (heartbeat, reconnect); handle what arrived (replies, subscription messages,
+//! shards' requests); then write everything queued, one writev per connection, so a wake-up
+//! that drained many publishes sends them as one pipelined burst.
+//!
+//! Two connections, both owned here: `CMD` carries PUBLISH, the `/who` hash and the
+//! heartbeat, and its replies come back in order, matched by [`Expect`]; `SUB` is in
+//! subscribe mode (Redis allows only (UN)SUBSCRIBE and PING there). Either failing drops
+//! both: one notion of "the link is up" keeps the gap accounting simple.
+//!
+//! Must never: block except in `poll` and in a bounded connect while the link is down, or
+//! panic on what Redis sends.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::resp::{Decoder, Value, encode_command};
+use super::wire::{self, Kind, NodeId};
+use super::{BrokerMsg, ClusterConfig, Link, REMOTE};
+use crate::chat::{self, Audience, Delivery, RoomName};
+use crate::io::{ConnId, EpollReactor, Event, Outbox, Reactor, Waker};
+use crate::shard::{Hub, InboxMsg, MemberId};
+use crate::stats::{StatsRegistry, ThreadStats, bump, set};
+use crate::ws::frame::{FrameHeader, server_frame};
+use crate::ws::{Opcode, SharedFrame};
+
+const CMD: ConnId = 0;
+const SUB: ConnId = 1;
+/// How often the node refreshes its liveness key and pings the subscription connection.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// The liveness key's expiry: three heartbeats, so one late heartbeat does not make a live
+/// node look dead to `/who`, and a dead node drops out of `/who` within 6 s.
+const NODE_TTL_MS: &str = "6000";
+/// No reply for this long on a connection that owes one: the link is dead even if TCP has
+/// not noticed (a partition, a stopped Redis).
+const SILENCE_LIMIT: Duration = Duration::from_secs(6);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Unsent command bytes beyond which publishes are dropped and counted as not propagated
+/// rather than buffered without bound (Redis is not keeping up, or the socket is stuck).
+const MAX_CMD_BACKLOG: usize = 64 << 20;
+
+/// What a reply on `CMD` answers, in the order the commands were written.
+#[derive(Debug)]
+enum Expect {
+    /// SET, HSET, HDEL, SELECT, CLIENT SETNAME: only an error matters.
+    Ignore,
+    /// A PUBLISH: confirmed on reply.
+    Publish,
+    /// `/who`, first step: HGETALL of the room's hash.
+    WhoHash { room: RoomName, member: MemberId },
+    /// `/who`, second step: MGET of the other nodes' liveness keys.
+    WhoAlive {
+        room: RoomName,
+        member: MemberId,
+        nodes: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+/// Starts the broker thread for `hub`'s shards; returns the shards' handle on it.
+pub fn start(
+    config: &ClusterConfig,
+    hub: Arc<Hub>,
+    registry: &Arc<StatsRegistry>,
+) -> anyhow::Result<Arc<Link>> {
+    let waker = Waker::new().context("creating the broker's eventfd")?;
+    let link = Arc::new(Link::new(config, waker.clone()));
+    let stats = registry.add_thread("broker");
+    let state = State::new(link.clone(), hub, stats);
+    // The reactor is opened on its own thread (it is not Send); start-up waits for it.
+    let (ready, opened) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+    std::thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            let io = match EpollReactor::new(waker) {
+                Ok(io) => {
+                    let _ = ready.send(Ok(()));
+                    io
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let mut broker = Broker { io, state };
+            if let Err(e) = broker.run() {
+                eprintln!("wschat: cluster: the broker thread stopped: {e}");
+            }
+        })
+        .context("spawning the broker thread")?;
+    opened
+        .recv()
+        .context("the broker thread ended during start-up")?
+        .context("creating the broker's event loop")?;
+    Ok(link)
+}
+
+struct Broker {
+    io: EpollReactor,
+    state: State,
+}
+
+struct State {
+    link: Arc<Link>,
+    hub: Arc<Hub>,
+    stats: Arc<ThreadStats>,
+    node: NodeId,
+    node_key: String,
+    up: bool,
+    /// The link failed during this iteration: tear it down after the poll.
+    failed: Option<String>,
+    /// Commands written this iteration, moved to the outboxes in one piece at the end.
+    cmd_buf: Vec<u8>,
+    sub_buf: Vec<u8>,
+    cmd_out: Outbox,
+    sub_out: Outbox,
+    cmd_in: Decoder,
+    sub_in: Decoder,
+    expect: VecDeque<Expect>,
+    /// When `CMD` last made progress (a reply, or a command written while none was owed).
+    cmd_progress: Instant,
+    /// When `SUB` last sent anything (it answers our PINGs).
+    sub_progress: Instant,
+    /// SUBSCRIBE replies still owed, per room; ready when it reaches 0.
+    pending_sub: HashMap<RoomName, u32>,
+    /// Channels we are subscribed to (or asked for).
+    subscribed: HashSet<RoomName>,
+    /// This node's sequence number per room (the last one used).
+    publish_seq: HashMap<RoomName, u64>,
+    /// The last sequence number seen per room and publishing node.
+    seen: HashMap<(RoomName, NodeId), u64>,
+    /// Remote events and notices for every shard, pushed once per iteration.
+    remote: Vec<Delivery<MemberId>>,
+    inbox_batch: Vec<BrokerMsg>,
+    backoff: Duration,
+    next_attempt: Instant,
+    next_heartbeat: Instant,
+    down_since: Option<Instant>,
+    /// Events not propagated since the link went down (for the reconnect line).
+    lost_while_down: u64,
+    connected_once: bool,
+    bad_input_reported: u64,
+}
+
+impl Broker {
+    fn run(&mut self) -> io::Result<()> {
+        self.state.stats.bind_current_thread();
+        loop {
+            let now = Instant::now();
+            if !self.state.up && now >= self.state.next_attempt {
+                self.connect(now);
+            }
+            let deadline = if self.state.up {
+                self.state.next_heartbeat
+            } else {
+                self.state.next_attempt
+            };
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let state = &mut self.state;
+            self.io
+                .poll(Some(timeout), &mut |event| state.on_event(event))?;
+            let now = Instant::now();
+            if self.state.up && now >= self.state.next_heartbeat {
+                self.state.heartbeat(now);
+            }
+            self.flush();
+            if let Some(reason) = self.state.failed.take() {
+                self.disconnect(&reason, now);
+            }
+            self.state.push_remote();
+        }
+    }
+
+    /// Opens both connections and restores what this node had: its name for the
+    /// connections, its `/who` fields, its liveness key, its subscriptions.
+    fn connect(&mut self, now: Instant) {
+        let state = &mut self.state;
+        let url = state.link.url.clone();
+        let opened = open(&url.host, url.port).and_then(|cmd| {
+            let sub = open(&url.host, url.port)?;
+            self.io.add_conn(CMD, cmd)?;
+            if let Err(e) = self.io.add_conn(SUB, sub) {
+                self.io.close(CMD);
+                return Err(e);
+            }
+            Ok(())
+        });
+        if let Err(e) = opened {
+            state.retry_later(now, &format!("connecting to {url}: {e}"));
+            return;
+        }
+        state.up = true;
+        state.cmd_in.reset();
+        state.sub_in.reset();
+        state.cmd_progress = now;
+        state.sub_progress = now;
+        state.next_heartbeat = now;
+        let node = state.node.to_string();
+        if url.db != 0 {
+            state.command(&[b"SELECT", url.db.to_string().as_bytes()], Expect::Ignore);
+        }
+        let name = format!("wschat-{node}-cmd");
+        state.command(&[b"CLIENT", b"SETNAME", name.as_bytes()], Expect::Ignore);
+        let name = format!("wschat-{node}-sub");
+        encode_command(
+            &[b"CLIENT", b"SETNAME", name.as_bytes()],
+            &mut state.sub_buf,
+        );
+        // Redis answers CLIENT SETNAME on SUB with +OK before subscribe mode starts.
+        let link = state.link.clone();
+        let mut rooms = Vec::new();
+        link.set_up(|all| rooms = all);
+        for room in &rooms {
+            state.write_roster(room);
+        }
+        state.subscribe(&rooms);
+        let lost = std::mem::take(&mut state.lost_while_down);
+        if let Some(since) = state.down_since.take() {
+            bump(&state.stats.counters.cluster_reconnects, 1);
+            eprintln!(
+                "wschat: cluster: link to {url} restored after {:.1}s; {lost} event(s) were not \
+                 propagated meanwhile (cluster_not_propagated in /stats); resubscribed {} room(s)",
+                now.duration_since(since).as_secs_f64(),
+                rooms.len()
+            );
+            let notice = text("* cluster: link to the broker restored");
+            for room in &rooms {
+                state.notice(room, &notice);
+            }
+        } else if !state.connected_once {
+            eprintln!("wschat: cluster: connected to {url} as node {node}");
+        }
+        state.connected_once = true;
+        state.backoff = BACKOFF_MIN;
+        set(&state.stats.counters.cluster_link_up, 1);
+    }
+
+    fn disconnect(&mut self, reason: &str, now: Instant) {
+        self.io.close(CMD);
+        self.io.close(SUB);
+        self.state.link_down(reason, now);
+    }
+
+    /// Moves this iteration's commands to the outboxes and writes what the sockets take.
+    fn flush(&mut self) {
+        let state = &mut self.state;
+        if !state.up {
+            state.cmd_buf.clear();
+            state.sub_buf.clear();
+            return;
+        }
+        for (conn, buf, outbox) in [
+            (CMD, &mut state.cmd_buf, &mut state.cmd_out),
+            (SUB, &mut state.sub_buf, &mut state.sub_out),
+        ] {
+            if !buf.is_empty() {
+                outbox.push(std::mem::take(buf).into());
+            }
+            if !outbox.is_empty()
+                && let Err(e) = self.io.send(conn, outbox)
+            {
+                state.failed.get_or_insert(format!("writing to Redis: {e}"));
+            }
+        }
+    }
+}
+
+/// A blocking connect (bounded), then a non-blocking socket with TCP_NODELAY: a publish
+/// must not wait for Nagle.
+fn open(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_nonblocking(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn text(s: &str) -> SharedFrame {
+    server_frame(Opcode::Text, &[s.as_bytes()])
+}
+
+impl State {
+    fn new(link: Arc<Link>, hub: Arc<Hub>, stats: Arc<ThreadStats>) -> State {
+        let now = Instant::now();
+        let node = link.node();
+        State {
+            node_key: wire::node_key(node),
+            node,
+            link,
+            hub,
+            stats,
+            up: false,
+            failed: None,
+            cmd_buf: Vec::new(),
+            sub_buf: Vec::new(),
+            cmd_out: Outbox::default(),
+            sub_out: Outbox::default(),
+            cmd_in: Decoder::default(),
+            sub_in: Decoder::default(),
+            expect: VecDeque::new(),
+            cmd_progress: now,
+            sub_progress: now,
+            pending_sub: HashMap::new(),
+            subscribed: HashSet::new(),
+            publish_seq: HashMap::new(),
+            seen: HashMap::new(),
+            remote: Vec::new(),
+            inbox_batch: Vec::new(),
+            backoff: BACKOFF_MIN,
+            next_attempt: now,
+            next_heartbeat: now,
+            down_since: None,
+            lost_while_down: 0,
+            connected_once: false,
+            bad_input_reported: 0,
+        }
+    }
+
+    fn on_event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Received { conn: CMD, bytes } => {
+                self.cmd_in.handle_input(bytes);
+                self.read_replies();
+            }
+            Event::Received { conn: SUB, bytes } => {
+                self.sub_progress = Instant::now();
+                self.sub_in.handle_input(bytes);
+                self.read_subscription();
+            }
+            Event::Received { .. } | Event::Accepted { .. } | Event::AcceptFailed { .. } => {}
+            // The flush after every poll writes whatever is queued.
+            Event::Writable { .. } => {}
+            Event::Eof { .. } => {
+                self.failed
+                    .get_or_insert_with(|| "Redis closed the connection".into());
+            }
+            Event::Failed { error, .. } => {
+                self.failed
+                    .get_or_insert_with(|| format!("connection to Redis failed: {error}"));
+            }
+            Event::Wake => self.drain_inbox(),
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        let mut batch = std::mem::take(&mut self.inbox_batch);
+        self.link.drain_into(&mut batch);
+        for msg in batch.drain(..) {
+            match msg {
+                BrokerMsg::Publish(deliveries) => self.publish(&deliveries),
+                BrokerMsg::Subscribe(room) => {
+                    if self.up {
+                        self.subscribe(std::slice::from_ref(&room));
+                    } else if self.link.mark_ready(&room) {
+                        self.ready(&room);
+                    }
+                }
+                BrokerMsg::Unsubscribe(room) => self.unsubscribe(room),
+                BrokerMsg::RosterChanged(room) => {
+                    if self.up {
+                        self.write_roster(&room);
+                    }
+                }
+                BrokerMsg::Who { room, member } => {
+                    if self.up {
+                        let key = wire::who_key(&room);
+                        self.command(
+                            &[b"HGETALL", key.as_bytes()],
+                            Expect::WhoHash { room, member },
+                        );
+                    } else {
+                        self.answer_who(&room, member, &[], false);
+                    }
+                }
+            }
+        }
+        self.inbox_batch = batch;
+    }
+
+    /// Writes a command on `CMD` whose reply `expect` describes.
+    fn command(&mut self, args: &[&[u8]], expect: Expect) {
+        if self.expect.is_empty() {
+            self.cmd_progress = Instant::now();
+        }
+        encode_command(args, &mut self.cmd_buf);
+        self.expect.push_back(expect);
+    }
+
+    fn publish(&mut self, deliveries: &[Delivery<MemberId>]) {
+        let mut payload = Vec::new();
+        for delivery in deliveries {
+            let Audience::Room { room, .. } = &delivery.to else {
+                continue;
+            };
+            // Our own encoding of a complete unmasked frame: the header always parses.
+            let Ok(Some((header, len))) = FrameHeader::parse(&delivery.frame) else {
+                continue;
+            };
+            let kind = match header.opcode {
+                Opcode::Text => Kind::Text,
+                Opcode::Binary => Kind::Binary,
+                _ => continue,
+            };
+            let seq = self.publish_seq.entry(room.clone()).or_default();
+            *seq += 1;
+            let seq = *seq;
+            let backlog = self.cmd_out.queued_bytes() + self.cmd_buf.len();
+            if !self.up || backlog > MAX_CMD_BACKLOG {
+                // Delivered locally already; counted, never silently lost.
+                bump(&self.stats.counters.cluster_not_propagated, 1);
+                self.lost_while_down += 1;
+                continue;
+            }
+            payload.clear();
+            wire::encode_event(self.node, seq, kind, &delivery.frame[len..], &mut payload);
+            let channel = wire::channel(room);
+            self.command(&[b"PUBLISH", channel.as_bytes(), &payload], Expect::Publish);
+        }
+    }
+
+    fn subscribe(&mut self, rooms: &[RoomName]) {
+        if rooms.is_empty() {
+            return;
+        }
+        let channels: Vec<String> = rooms.iter().map(wire::channel).collect();
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(channels.iter().map(|c| c.as_bytes()));
+        encode_command(&args, &mut self.sub_buf);
+        for room in rooms {
+            self.subscribed.insert(room.clone());
+            *self.pending_sub.entry(room.clone()).or_default() += 1;
+        }
+        set(
+            &self.stats.counters.cluster_subscriptions,
+            self.subscribed.len() as u64,
+        );
+    }
+
+    fn unsubscribe(&mut self, room: RoomName) {
+        if self.link.has_members(&room) {
+            return; // someone joined again since: its Subscribe follows in the inbox
+        }
+        self.seen.retain(|(r, _), _| *r != room);
+        self.publish_seq.remove(&room);
+        if self.subscribed.remove(&room) && self.up {
+            let channel = wire::channel(&room);
+            encode_command(&[b"UNSUBSCRIBE", channel.as_bytes()], &mut self.sub_buf);
+        }
+        set(
+            &self.stats.counters.cluster_subscriptions,
+            self.subscribed.len() as u64,
+        );
+    }
+
+    /// Rewrites this node's field of the room's `/who` hash from the hub's roster.
+    fn write_roster(&mut self, room: &RoomName) {
+        let names = self.hub.roster().names(room).join("\n");
+        let key = wire::who_key(room);
+        let node = self.node.to_string();
+        if names.is_empty() {
+            self.command(&[b"HDEL", key.as_bytes(), node.as_bytes()], Expect::Ignore);
+        } else {
+            self.command(
+                &[b"HSET", key.as_bytes(), node.as_bytes(), names.as_bytes()],
+                Expect::Ignore,
+            );
+        }
+    }
+
+    fn heartbeat(&mut self, now: Instant) {
+        self.next_heartbeat = now + HEARTBEAT;
+        let key = self.node_key.clone();
+        self.command(
+            &[b"SET", key.as_bytes(), b"1", b"PX", NODE_TTL_MS.as_bytes()],
+            Expect::Ignore,
+        );
+        encode_command(&[b"PING"], &mut self.sub_buf);
+        let cmd_silent =
+            !self.expect.is_empty() && now.duration_since(self.cmd_progress) > SILENCE_LIMIT;
+        let sub_silent = now.duration_since(self.sub_progress) > SILENCE_LIMIT;
+        if cmd_silent || sub_silent {
+            self.failed
+                .get_or_insert_with(|| format!("no reply from Redis for {SILENCE_LIMIT:?}"));
+        }
+    }
+
+    fn read_replies(&mut self) {
+        loop {
+            let value = match self.cmd_in.poll_value() {
+                Ok(Some(v)) => v,
+                Ok(None) => return,
+                Err(e) => {
+                    self.bad_input(&format!("command connection: {e}"));
+                    self.failed.get_or_insert_with(|| format!("bad reply: {e}"));
+                    return;
+                }
+            };
+            self.cmd_progress = Instant::now();
+            let Some(expect) = self.expect.pop_front() else {
+                self.bad_input("a reply nobody asked for");
+                continue;
+            };
+            if let Value::Error(e) = &value {
+                self.bad_input(&format!("Redis error: {}", String::from_utf8_lossy(e)));
+            }
+            match expect {
+                Expect::Ignore => {}
+                Expect::Publish => {
+                    if matches!(value, Value::Integer(_)) {
+                        bump(&self.stats.counters.cluster_published, 1);
+                    } else {
+                        bump(&self.stats.counters.cluster_not_propagated, 1);
+                    }
+                }
+                Expect::WhoHash { room, member } => self.who_hash(room, member, &value),
+                Expect::WhoAlive {
+                    room,
+                    member,
+                    nodes,
+                } => {
+                    let alive = value.as_array().unwrap_or(&[]);
+                    let key = wire::who_key(&room);
+                    let mut names: Vec<String> = Vec::new();
+                    for (i, (node, value)) in nodes.iter().enumerate() {
+                        if matches!(alive.get(i), Some(Value::Bulk(Some(_)))) {
+                            names.extend(wire::split_names(value).map(str::to_string));
+                        } else {
+                            // A node that died without cleaning up: its liveness key expired.
+                            self.command(&[b"HDEL", key.as_bytes(), node], Expect::Ignore);
+                        }
+                    }
+                    self.answer_who(&room, member, &names, true);
+                }
+            }
+        }
+    }
+
+    /// `/who`, first reply: the room's hash; asks which of its other nodes are alive.
+    fn who_hash(&mut self, room: RoomName, member: MemberId, value: &Value) {
+        let me = self.node.to_string();
+        let mut nodes = Vec::new();
+        for pair in value.as_array().unwrap_or(&[]).chunks(2) {
+            if let [field, names] = pair
+                && let (Some(field), Some(names)) = (field.as_bytes(), names.as_bytes())
+                && field != me.as_bytes()
+                && NodeId::parse(field).is_some()
+            {
+                nodes.push((field.to_vec(), names.to_vec()));
+            }
+        }
+        if nodes.is_empty() {
+            self.answer_who(&room, member, &[], true);
+            return;
+        }
+        let keys: Vec<String> = nodes
+            .iter()
+            .filter_map(|(n, _)| NodeId::parse(n))
+            .map(wire::node_key)
+            .collect();
+        let mut args: Vec<&[u8]> = vec![b"MGET"];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        self.command(
+            &args,
+            Expect::WhoAlive {
+                room,
+                member,
+                nodes,
+            },
+        );
+    }
+
+    /// Replies to `/who`: this node's members (fresh from the roster), then the others'.
+    fn answer_who(&mut self, room: &RoomName, member: MemberId, remote: &[String], complete: bool) {
+        let frame = {
+            let roster = self.hub.roster();
+            let mut names = roster.names(room);
+            names.extend(remote.iter().map(String::as_str));
+            if !complete {
+                names.push("(other nodes unknown: no link to the broker)");
+            }
+            chat::member_list(room, &names)
+        };
+        if member.shard < self.hub.shard_count() {
+            self.hub
+                .inbox(member.shard)
+                .push(InboxMsg::Deliver(Arc::from(vec![Delivery {
+                    frame,
+                    to: Audience::Member(member),
+                }])));
+        }
+    }
+
+    fn read_subscription(&mut self) {
+        loop {
+            let value = match self.sub_in.poll_value() {
+                Ok(Some(v)) => v,
+                Ok(None) => return,
+                Err(e) => {
+                    self.bad_input(&format!("subscription connection: {e}"));
+                    self.failed.get_or_insert_with(|| format!("bad reply: {e}"));
+                    return;
+                }
+            };
+            match value.as_array() {
+                Some([kind, channel, payload]) => {
+                    match (kind.as_bytes(), channel.as_bytes(), payload) {
+                        (Some(b"message"), Some(channel), Value::Bulk(Some(payload))) => {
+                            self.on_message(channel, payload);
+                        }
+                        (Some(b"subscribe"), Some(channel), _) => self.on_subscribed(channel),
+                        (Some(b"unsubscribe"), ..) => {}
+                        _ => self.bad_input("unexpected push on the subscription connection"),
+                    }
+                }
+                // PING in subscribe mode: ["pong", ""]; CLIENT SETNAME before it: +OK.
+                Some([_, _]) => {}
+                None if matches!(value, Value::Simple(_)) => {}
+                _ => {
+                    if let Value::Error(e) = &value {
+                        self.bad_input(&format!("Redis error: {}", String::from_utf8_lossy(e)));
+                    } else {
+                        self.bad_input("unexpected value on the subscription connection");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_subscribed(&mut self, channel: &[u8]) {
+        let Some(room) = wire::room_of_channel(channel) else {
+            return;
+        };
+        let Some(pending) = self.pending_sub.get_mut(&room) else {
+            return;
+        };
+        *pending -= 1;
+        if *pending == 0 {
+            self.pending_sub.remove(&room);
+            if self.link.mark_ready(&room) {
+                self.ready(&room);
+            }
+        }
+    }
+
+    fn on_message(&mut self, channel: &[u8], payload: &[u8]) {
+        let Some(room) = wire::room_of_channel(channel) else {
+            self.bad_input("a message on a channel that is not a room");
+            return;
+        };
+        let event = match wire::decode_event(payload) {
+            Ok(event) => event,
+            Err(e) => {
+                self.bad_input(&format!("bad event in room {}: {e:?}", room.as_str()));
+                return;
+            }
+        };
+        if event.node == self.node {
+            return; // our own, delivered locally when it was sent
+        }
+        if !self.subscribed.contains(&room) {
+            return; // unsubscribed meanwhile: nobody here to receive it
+        }
+        let last = self.seen.insert((room.clone(), event.node), event.seq);
+        if let Some(last) = last
+            && event.seq > last.saturating_add(1)
+        {
+            let missed = event.seq - last - 1;
+            self.gap(
+                &room,
+                &format!(
+                    "* cluster: {missed} message(s) from another node did not reach this node \
+                     (published while its broker link was down, or lost in transit)"
+                ),
+            );
+        }
+        let opcode = match event.kind {
+            Kind::Text => Opcode::Text,
+            Kind::Binary => Opcode::Binary,
+        };
+        bump(&self.stats.counters.cluster_received, 1);
+        self.remote.push(Delivery {
+            frame: server_frame(opcode, &[event.payload]),
+            to: Audience::Room {
+                room,
+                except: REMOTE,
+            },
+        });
+    }
+
+    /// Counts a gap in `room` and tells its local members.
+    fn gap(&mut self, room: &RoomName, notice: &str) {
+        bump(&self.stats.counters.cluster_gaps, 1);
+        self.link.count_gap(room);
+        self.notice(room, &text(notice));
+    }
+
+    fn notice(&mut self, room: &RoomName, frame: &SharedFrame) {
+        self.remote.push(Delivery {
+            frame: frame.clone(),
+            to: Audience::Room {
+                room: room.clone(),
+                except: REMOTE,
+            },
+        });
+    }
+
+    fn link_down(&mut self, reason: &str, now: Instant) {
+        let was_up = std::mem::replace(&mut self.up, false);
+        set(&self.stats.counters.cluster_link_up, 0);
+        // Written but unconfirmed: they may or may not have reached Redis.
+        let unconfirmed = self
+            .expect
+            .iter()
+            .filter(|e| matches!(e, Expect::Publish))
+            .count() as u64;
+        bump(&self.stats.counters.cluster_not_propagated, unconfirmed);
+        self.lost_while_down += unconfirmed;
+        let owed: Vec<Expect> = self.expect.drain(..).collect();
+        for expect in owed {
+            if let Expect::WhoHash { room, member } | Expect::WhoAlive { room, member, .. } = expect
+            {
+                self.answer_who(&room, member, &[], false);
+            }
+        }
+        self.cmd_out.clear();
+        self.sub_out.clear();
+        self.cmd_buf.clear();
+        self.sub_buf.clear();
+        self.pending_sub.clear();
+        for room in self.link.set_down() {
+            self.ready(&room);
+        }
+        if was_up {
+            let rooms: Vec<RoomName> = self.subscribed.iter().cloned().collect();
+            for room in &rooms {
+                self.gap(
+                    room,
+                    "* cluster: lost the link to the broker; messages from other nodes are \
+                     missing until it is back",
+                );
+            }
+        }
+        self.subscribed.clear();
+        self.retry_later(now, reason);
+    }
+
+    fn retry_later(&mut self, now: Instant, reason: &str) {
+        if self.down_since.is_none() {
+            self.down_since = Some(now);
+            eprintln!("wschat: cluster: {reason}; retrying with backoff");
+        }
+        self.next_attempt = now + self.backoff + jitter(self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn bad_input(&mut self, what: &str) {
+        bump(&self.stats.counters.cluster_bad_input, 1);
+        self.bad_input_reported += 1;
+        if self.bad_input_reported <= 10 {
+            eprintln!("wschat: cluster: {what}");
+        }
+    }
+
+    /// Tells every shard that joins to `room` may complete (a shard without any waiting
+    /// ignores it; this is rare: once per room subscription).
+    fn ready(&self, room: &RoomName) {
+        for inbox in self.hub.inboxes() {
+            inbox.push(InboxMsg::ClusterReady(room.clone()));
+        }
+    }
+
+    /// Hands this iteration's remote events to every shard, one shared batch.
+    fn push_remote(&mut self) {
+        if self.remote.is_empty() {
+            return;
+        }
+        let batch: Arc<[Delivery<MemberId>]> = std::mem::take(&mut self.remote).into();
+        for inbox in self.hub.inboxes() {
+            inbox.push(InboxMsg::Deliver(batch.clone()));
+        }
+    }
+}
+
+/// Up to a quarter of `backoff`, so that nodes that lost Redis together do not reconnect in
+/// lockstep.
+fn jitter(backoff: Duration) -> Duration {
+    let random = NodeId::random().0;
+    backoff / 4 * (random % 1000) as u32 / 1000
+}

@@ -1,0 +1,238 @@
+//! What nodes say to each other through Redis, pure: channel and key names, and the event
+//! payload published on a room's channel.
+//!
+//! An event is `wschat1 <node> <seq> <kind> <payload>`: the publishing node's id (16 hex
+//! digits), its sequence number for this room (decimal, from 1, one per event whether or not
+//! it reached Redis), `t` (text) or `b` (binary), then the payload bytes verbatim (the text
+//! the receivers see, already formatted by the origin: `Ann says: hi`, `Ann just
+//! connected`...). Publishing the payload rather than the encoded frame keeps the frame
+//! format a per-node matter (an extension such as permessage-deflate may frame differently
+//! per connection), and the receiver encodes the frame once for all its members.
+//!
+//! Everything decoded here comes from the network: bad input is an error, never a panic.
+
+use std::fmt;
+
+use crate::chat::RoomName;
+
+const MAGIC: &[u8] = b"wschat1";
+const CHANNEL_PREFIX: &str = "wschat:room:";
+const WHO_PREFIX: &str = "wschat:who:";
+const NODE_PREFIX: &str = "wschat:node:";
+
+/// A node's identity in the cluster: random at start unless `--node-id` gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl NodeId {
+    /// Parses the 16 hex digits of [`NodeId`]'s `Display`.
+    pub fn parse(s: &[u8]) -> Option<NodeId> {
+        if s.len() != 16 {
+            return None;
+        }
+        let s = std::str::from_utf8(s).ok()?;
+        u64::from_str_radix(s, 16).ok().map(NodeId)
+    }
+}
+
+/// Text or binary: the opcode the receivers' frame gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Binary,
+}
+
+/// A decoded event, borrowing the payload from the message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub node: NodeId,
+    pub seq: u64,
+    pub kind: Kind,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    BadMagic,
+    BadNode,
+    BadSeq,
+    BadKind,
+    /// A text event whose payload is not UTF-8: forwarding it would make every browser close
+    /// the connection with 1007.
+    BadUtf8,
+    Truncated,
+}
+
+/// Appends the event to `out`.
+pub fn encode_event(node: NodeId, seq: u64, kind: Kind, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(MAGIC);
+    out.push(b' ');
+    out.extend_from_slice(node.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(match kind {
+        Kind::Text => b" t ",
+        Kind::Binary => b" b ",
+    });
+    out.extend_from_slice(payload);
+}
+
+pub fn decode_event(bytes: &[u8]) -> Result<Event<'_>, WireError> {
+    let mut fields = bytes.splitn(5, |&b| b == b' ');
+    if fields.next() != Some(MAGIC) {
+        return Err(WireError::BadMagic);
+    }
+    let node = fields
+        .next()
+        .and_then(NodeId::parse)
+        .ok_or(WireError::BadNode)?;
+    let seq = fields
+        .next()
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(WireError::BadSeq)?;
+    let kind = match fields.next() {
+        Some(b"t") => Kind::Text,
+        Some(b"b") => Kind::Binary,
+        Some(_) => return Err(WireError::BadKind),
+        None => return Err(WireError::Truncated),
+    };
+    let payload = fields.next().ok_or(WireError::Truncated)?;
+    if kind == Kind::Text && std::str::from_utf8(payload).is_err() {
+        return Err(WireError::BadUtf8);
+    }
+    Ok(Event {
+        node,
+        seq,
+        kind,
+        payload,
+    })
+}
+
+/// The pub/sub channel of a room.
+pub fn channel(room: &RoomName) -> String {
+    format!("{CHANNEL_PREFIX}{}", room.as_str())
+}
+
+/// The room a channel name belongs to, if it is one of ours.
+pub fn room_of_channel(channel: &[u8]) -> Option<RoomName> {
+    let name = channel.strip_prefix(CHANNEL_PREFIX.as_bytes())?;
+    RoomName::parse(std::str::from_utf8(name).ok()?).ok()
+}
+
+/// The hash of a room's members: one field per node (its id), whose value is the names of
+/// that node's members in join order, one per line (a name cannot hold a newline).
+pub fn who_key(room: &RoomName) -> String {
+    format!("{WHO_PREFIX}{}", room.as_str())
+}
+
+/// A node's liveness key, set with an expiry and refreshed by its heartbeat.
+pub fn node_key(node: NodeId) -> String {
+    format!("{NODE_PREFIX}{node}")
+}
+
+/// Splits a node's field value of [`who_key`] into names (empty lines are skipped).
+pub fn split_names(value: &[u8]) -> impl Iterator<Item = &str> {
+    value
+        .split(|&b| b == b'\n')
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| std::str::from_utf8(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_round_trips() {
+        let mut out = Vec::new();
+        encode_event(
+            NodeId(0xab),
+            7,
+            Kind::Text,
+            "Ann says: hi there ✓".as_bytes(),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "wschat1 00000000000000ab 7 t Ann says: hi there ✓".as_bytes()
+        );
+        assert_eq!(
+            decode_event(&out),
+            Ok(Event {
+                node: NodeId(0xab),
+                seq: 7,
+                kind: Kind::Text,
+                payload: "Ann says: hi there ✓".as_bytes()
+            })
+        );
+    }
+
+    #[test]
+    fn binary_payloads_keep_every_byte() {
+        let payload = [0u8, b' ', 0xff, b'\n', b' '];
+        let mut out = Vec::new();
+        encode_event(NodeId(u64::MAX), 1, Kind::Binary, &payload, &mut out);
+        let event = decode_event(&out).unwrap();
+        assert_eq!(event.payload, payload);
+        assert_eq!(event.node, NodeId(u64::MAX));
+        let mut empty = Vec::new();
+        encode_event(NodeId(1), 2, Kind::Binary, b"", &mut empty);
+        assert_eq!(decode_event(&empty).unwrap().payload, b"");
+    }
+
+    #[test]
+    fn bad_events_are_errors() {
+        for (bytes, want) in [
+            (&b""[..], WireError::BadMagic),
+            (b"wschat2 0000000000000001 1 t x", WireError::BadMagic),
+            (b"wschat1 01 1 t x", WireError::BadNode),
+            (b"wschat1 000000000000000g 1 t x", WireError::BadNode),
+            (b"wschat1 0000000000000001 -1 t x", WireError::BadSeq),
+            (b"wschat1 0000000000000001 1 x x", WireError::BadKind),
+            (b"wschat1 0000000000000001 1 t", WireError::Truncated),
+            (b"wschat1 0000000000000001 1", WireError::Truncated),
+            (b"wschat1 0000000000000001 1 t \xff", WireError::BadUtf8),
+        ] {
+            assert_eq!(
+                decode_event(bytes),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_events_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let _ = decode_event(&bytes);
+            let _ = room_of_channel(&bytes);
+            let _ = split_names(&bytes).count();
+        }
+    }
+
+    #[test]
+    fn channels_map_back_to_rooms() {
+        let room = RoomName::parse("ops-1.b_c").unwrap();
+        assert_eq!(channel(&room), "wschat:room:ops-1.b_c");
+        assert_eq!(room_of_channel(channel(&room).as_bytes()), Some(room));
+        assert_eq!(room_of_channel(b"wschat:room:"), None);
+        assert_eq!(room_of_channel(b"wschat:room:a b"), None);
+        assert_eq!(room_of_channel(b"other:room:a"), None);
+    }
+
+    #[test]
+    fn names_split_by_line() {
+        let names: Vec<&str> = split_names(b"Ann\nBob Lee\n\n").collect();
+        assert_eq!(names, ["Ann", "Bob Lee"]);
+    }
+}
