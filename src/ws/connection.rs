@@ -24,12 +24,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::close::{CloseCode, parse_close_payload};
+use super::deflate::{Agreed, ExtensionOffer, InflateError, Inflater, negotiate};
 use super::error::{HandshakeError, ProtocolError};
 use super::frame::{
     FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, Opcode, SharedFrame, server_frame,
 };
 use super::handshake::{
-    MAX_REQUEST_HEAD, Request, error_response, find_head_end, parse_request, switching_protocols,
+    MAX_REQUEST_HEAD, Request, error_response, find_head_end, parse_request_with_extensions,
+    switching_protocols,
 };
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -96,6 +98,8 @@ enum Phase {
     },
     AwaitingDecision {
         key: Option<String>,
+        /// The upgrade's `Sec-WebSocket-Extensions` offers, for `accept_with_deflate`.
+        extensions: Vec<ExtensionOffer>,
         rest: Vec<u8>,
         deadline: Instant,
     },
@@ -131,8 +135,23 @@ impl Reader {
 #[derive(Debug)]
 struct PartialMessage {
     kind: MessageKind,
+    /// The message as the application gets it (inflated, for a compressed one).
     data: Vec<u8>,
     utf8: Utf8Validator,
+    /// Set for a compressed message (RSV1 on its first frame): a fresh inflate context,
+    /// dropped with the message.
+    inflate: Option<Box<Inflating>>,
+}
+
+/// A compressed message in progress.
+#[derive(Debug)]
+struct Inflating {
+    inflater: Inflater,
+    /// Compressed payload bytes announced so far (bounded like a message, with slack for
+    /// deflate's stored-block overhead on incompressible data).
+    wire_len: u64,
+    /// The current chunk, unmasked (at most one read's worth).
+    scratch: Vec<u8>,
 }
 
 /// One server-side WebSocket connection (see the module docs for the call order).
@@ -149,6 +168,8 @@ pub struct Connection {
     accepts_messages: bool,
     limits: Limits,
     frames_received: u64,
+    /// permessage-deflate, when agreed at the upgrade.
+    deflate: Option<Agreed>,
 }
 
 #[derive(Debug)]
@@ -177,6 +198,7 @@ impl Connection {
             accepts_messages: false,
             limits,
             frames_received: 0,
+            deflate: None,
         }
     }
 
@@ -305,9 +327,22 @@ impl Connection {
 
     /// Completes the upgrade requested by the last `Event::Request`; the 101 carries
     /// `extra_headers` (the server's own, e.g. which thread serves the connection).
+    /// No extension is agreed.
     pub fn accept(&mut self, extra_headers: &[(&str, &str)]) -> Result<(), HandshakeError> {
+        self.accept_with_deflate(extra_headers, false)
+    }
+
+    /// Like `accept`; with `deflate`, the first acceptable permessage-deflate offer is
+    /// taken (see `deflate::negotiate`) and named in the 101. Declined offers are not an
+    /// error: the 101 then names no extension.
+    pub fn accept_with_deflate(
+        &mut self,
+        extra_headers: &[(&str, &str)],
+        deflate: bool,
+    ) -> Result<(), HandshakeError> {
         let Phase::AwaitingDecision {
             key: Some(key),
+            extensions,
             rest,
             ..
         } = &mut self.phase
@@ -315,7 +350,13 @@ impl Connection {
             return Err(HandshakeError::UpgradeNotWebSocket);
         };
         let rest = std::mem::take(rest);
-        let response = switching_protocols(key, extra_headers).into();
+        let agreed = if deflate { negotiate(extensions) } else { None };
+        let mut headers = extra_headers.to_vec();
+        if let Some((_, value)) = &agreed {
+            headers.push(("Sec-WebSocket-Extensions", value));
+        }
+        let response = switching_protocols(key, &headers).into();
+        self.deflate = agreed.as_ref().map(|(a, _)| *a);
         self.output(response, false);
         self.accepts_messages = true;
         self.phase = Phase::Open;
@@ -365,6 +406,12 @@ impl Connection {
         }
     }
 
+    /// What permessage-deflate agreement the upgrade made, if any: which frames this
+    /// connection may be sent (see `OutMessage::for_receiver`).
+    pub fn deflate(&self) -> Option<Agreed> {
+        self.deflate
+    }
+
     /// Whether application messages may be sent (the upgrade is done and no Close was sent).
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
@@ -384,11 +431,12 @@ impl Connection {
     }
 
     fn on_request_head(&mut self, head: &[u8], rest: Vec<u8>, deadline: Instant) {
-        match parse_request(head) {
-            Ok(request) => {
+        match parse_request_with_extensions(head) {
+            Ok((request, extensions)) => {
                 let key = request.upgrade.as_ref().map(|u| u.key.clone());
                 self.phase = Phase::AwaitingDecision {
                     key,
+                    extensions,
                     rest,
                     deadline,
                 };
@@ -404,16 +452,16 @@ impl Connection {
                 Reader::Header { buf, len } => {
                     let take = (MAX_HEADER_LEN - *len).min(data.len());
                     buf[*len..*len + take].copy_from_slice(&data[..take]);
-                    match FrameHeader::parse(&buf[..*len + take]) {
+                    match FrameHeader::parse_with_rsv1(&buf[..*len + take]) {
                         Ok(None) => {
                             *len += take;
                             data = &data[take..];
                             Ok(())
                         }
-                        Ok(Some((header, header_len))) => {
+                        Ok(Some((header, rsv1, header_len))) => {
                             data = &data[header_len - *len..];
                             self.frames_received += 1;
-                            self.on_frame_start(header)
+                            self.on_frame_start(header, rsv1)
                         }
                         Err(e) => Err(e),
                     }
@@ -441,7 +489,14 @@ impl Connection {
         }
     }
 
-    fn on_frame_start(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+    fn on_frame_start(&mut self, header: FrameHeader, rsv1: bool) -> Result<(), ProtocolError> {
+        // RSV1 marks a compressed message: only with deflate agreed, and only on a message's
+        // first frame (RFC 7692 6.1): never on a control frame or a continuation.
+        if rsv1
+            && (self.deflate.is_none() || !matches!(header.opcode, Opcode::Text | Opcode::Binary))
+        {
+            return Err(ProtocolError::ReservedBits);
+        }
         if header.mask.is_none() {
             return Err(ProtocolError::UnmaskedFrame);
         }
@@ -459,19 +514,42 @@ impl Connection {
                 (Opcode::Text, None) => MessageKind::Text,
                 _ => MessageKind::Binary,
             };
+            let client_window = self.deflate.map(|a| a.client_window_bits);
             let message = self.message.get_or_insert_with(|| PartialMessage {
                 kind,
                 data: Vec::new(),
                 utf8: Utf8Validator::default(),
+                inflate: client_window.filter(|_| rsv1).map(|bits| {
+                    Box::new(Inflating {
+                        inflater: Inflater::new(bits),
+                        wire_len: 0,
+                        scratch: Vec::new(),
+                    })
+                }),
             });
-            let total = (message.data.len() as u64).saturating_add(header.payload_len);
-            if total > self.limits.max_message as u64 {
-                return Err(ProtocolError::MessageTooBig {
-                    limit: self.limits.max_message,
-                });
+            let limit = self.limits.max_message as u64;
+            let too_big = ProtocolError::MessageTooBig {
+                limit: self.limits.max_message,
+            };
+            match &mut message.inflate {
+                Some(inflating) => {
+                    // The inflated size is checked as it grows; the compressed size only
+                    // needs a bound (incompressible data grows by 5 bytes per 64 KiB).
+                    inflating.wire_len = inflating.wire_len.saturating_add(header.payload_len);
+                    if inflating.wire_len > limit + limit / 1024 + 1024 {
+                        return Err(too_big);
+                    }
+                }
+                None => {
+                    let total = (message.data.len() as u64).saturating_add(header.payload_len);
+                    if total > limit {
+                        return Err(too_big);
+                    }
+                    // Bounded by max_message (checked above): the peer cannot make us
+                    // reserve more.
+                    message.data.reserve(header.payload_len as usize);
+                }
             }
-            // Bounded by max_message (checked above), so the peer cannot make us reserve more.
-            message.data.reserve(header.payload_len as usize);
         }
         if header.payload_len == 0 {
             self.on_frame_end(header)?;
@@ -486,27 +564,35 @@ impl Connection {
         chunk: &[u8],
     ) -> Result<(), ProtocolError> {
         let key = header.mask.unwrap_or_default();
-        let target = if header.opcode.is_control() {
-            &mut self.control
+        let limit = self.limits.max_message;
+        let (target, start) = if header.opcode.is_control() {
+            let start = self.control.len();
+            (&mut self.control, start)
         } else if let Some(message) = &mut self.message {
-            &mut message.data
+            let start = message.data.len();
+            match &mut message.inflate {
+                Some(inflating) => {
+                    let scratch = &mut inflating.scratch;
+                    scratch.clear();
+                    scratch.extend_from_slice(chunk);
+                    apply_mask(scratch, key, (offset % 4) as usize);
+                    inflating
+                        .inflater
+                        .inflate(scratch, &mut message.data, limit)
+                        .map_err(|e| inflate_error(e, limit))?;
+                    return message.validate_from(start);
+                }
+                None => (&mut message.data, start),
+            }
         } else {
             return Ok(());
         };
-        let start = target.len();
         target.extend_from_slice(chunk);
         apply_mask(&mut target[start..], key, (offset % 4) as usize);
-        if let Some(message) = &mut self.message
-            && !header.opcode.is_control()
-            && message.kind == MessageKind::Text
-        {
-            // Fail fast: validate what arrived, not only the finished message.
-            message
-                .utf8
-                .feed(&message.data[start..])
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        match &mut self.message {
+            Some(message) if !header.opcode.is_control() => message.validate_from(start),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn on_frame_end(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
@@ -524,6 +610,15 @@ impl Connection {
                 if header.fin
                     && let Some(mut message) = self.message.take()
                 {
+                    if let Some(mut inflating) = message.inflate.take() {
+                        let limit = self.limits.max_message;
+                        let start = message.data.len();
+                        inflating
+                            .inflater
+                            .finish(&mut message.data, limit)
+                            .map_err(|e| inflate_error(e, limit))?;
+                        message.validate_from(start)?;
+                    }
                     message
                         .utf8
                         .finish()
@@ -583,5 +678,24 @@ impl Connection {
 
     fn event(&mut self, event: Event) {
         self.queue.push_back(Item::Event(event));
+    }
+}
+
+impl PartialMessage {
+    /// Fail fast: validates what arrived from `start` on, not only the finished message.
+    fn validate_from(&mut self, start: usize) -> Result<(), ProtocolError> {
+        if self.kind == MessageKind::Text {
+            self.utf8
+                .feed(&self.data[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+}
+
+fn inflate_error(err: InflateError, limit: usize) -> ProtocolError {
+    match err {
+        InflateError::TooBig => ProtocolError::MessageTooBig { limit },
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
     }
 }

@@ -14,6 +14,8 @@ use super::close::CloseCode;
 pub enum ProtocolError {
     #[error("reserved bits set without a negotiated extension")]
     ReservedBits,
+    #[error("compressed message is not a valid deflate stream")]
+    InvalidCompressedData,
     #[error("reserved opcode {0:#x}")]
     ReservedOpcode(u8),
     #[error("client frame is not masked")]
@@ -48,9 +50,10 @@ impl ProtocolError {
     /// The close code sent to the peer when failing the connection for this error.
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            // As for bad UTF-8: the payload does not fit the message's type (compressed).
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             ProtocolError::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
             ProtocolError::ReservedBits
             | ProtocolError::ReservedOpcode(_)
@@ -92,6 +95,8 @@ pub enum HandshakeError {
     UnsupportedVersion,
     #[error("Sec-WebSocket-Key must be the base64 encoding of 16 bytes")]
     InvalidKey,
+    #[error("Sec-WebSocket-Extensions breaks the extension-list syntax of RFC 6455 9.1")]
+    InvalidExtensions,
     #[error("no such resource: {0}")]
     NotFound(String),
     #[error("invalid room name: {0}")]
@@ -120,6 +125,7 @@ impl HandshakeError {
             | HandshakeError::UpgradeNotWebSocket
             | HandshakeError::MissingConnectionUpgrade
             | HandshakeError::InvalidKey
+            | HandshakeError::InvalidExtensions
             | HandshakeError::InvalidRoom(_)
             | HandshakeError::InvalidName(_) => 400,
         }

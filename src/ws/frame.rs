@@ -13,6 +13,8 @@ use super::mask::apply_mask;
 /// Byte 0: FIN, RSV1-3, opcode. Byte 1: MASK, 7-bit length.
 const FIN_BIT: u8 = 0x80;
 const RSV_BITS: u8 = 0x70;
+/// RSV1: set on the first frame of a compressed message once permessage-deflate is agreed.
+pub const RSV1_BIT: u8 = 0x40;
 const OPCODE_BITS: u8 = 0x0f;
 const MASK_BIT: u8 = 0x80;
 const LEN7_BITS: u8 = 0x7f;
@@ -69,17 +71,35 @@ impl FrameHeader {
     /// Parses the header at the start of `buf`. Returns the header and its length in bytes,
     /// or `Ok(None)` if `buf` does not hold the whole header yet.
     ///
-    /// Checks everything a header alone can violate: reserved bits (no extension is ever
-    /// negotiated), reserved opcodes, control frame length and fragmentation, minimal length
+    /// Checks everything a header alone can violate: reserved bits (for a connection without
+    /// extensions), reserved opcodes, control frame length and fragmentation, minimal length
     /// encoding and the 64-bit length's most significant bit. Whether a mask is required
     /// depends on the role and is checked by the caller.
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        // Checked first, so that a frame breaking it fails with its first byte.
+        if buf.first().is_some_and(|b0| b0 & RSV_BITS != 0) {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match FrameHeader::parse_with_rsv1(buf)? {
+            Some((_, true, _)) => Err(ProtocolError::ReservedBits),
+            Some((header, false, len)) => Ok(Some((header, len))),
+            None => Ok(None),
+        }
+    }
+
+    /// Like `parse`, but lets RSV1 through and reports it (`true` when set): with
+    /// permessage-deflate agreed, the caller decides where it is allowed. RSV2 and RSV3 are
+    /// still errors.
+    pub fn parse_with_rsv1(
+        buf: &[u8],
+    ) -> Result<Option<(FrameHeader, bool, usize)>, ProtocolError> {
         let [b0, b1, rest @ ..] = buf else {
             return Ok(None);
         };
-        if b0 & RSV_BITS != 0 {
+        if b0 & RSV_BITS & !RSV1_BIT != 0 {
             return Err(ProtocolError::ReservedBits);
         }
+        let rsv1 = b0 & RSV1_BIT != 0;
         let opcode = Opcode::from_bits(b0 & OPCODE_BITS)
             .ok_or(ProtocolError::ReservedOpcode(b0 & OPCODE_BITS))?;
         let fin = b0 & FIN_BIT != 0;
@@ -136,6 +156,7 @@ impl FrameHeader {
                 mask,
                 payload_len,
             },
+            rsv1,
             header_len,
         )))
     }

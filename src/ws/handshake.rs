@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use super::deflate::{ExtensionOffer, parse_extensions};
 use super::error::HandshakeError;
 
 /// The largest request head we buffer (431 beyond it).
@@ -52,6 +53,15 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Parses and validates a complete request head.
 pub fn parse_request(head: &[u8]) -> Result<Request, HandshakeError> {
+    parse_request_with_extensions(head).map(|(request, _)| request)
+}
+
+/// Like `parse_request`, and also returns every `Sec-WebSocket-Extensions` offer of an
+/// upgrade, in order (syntax-checked: a broken list is a 400; which offer is taken, if any,
+/// is decided at `Connection::accept_with_deflate`).
+pub fn parse_request_with_extensions(
+    head: &[u8],
+) -> Result<(Request, Vec<ExtensionOffer>), HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -85,11 +95,12 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HandshakeError> {
         return Err(HandshakeError::MissingHost);
     }
     let Some(upgrade) = header("Upgrade") else {
-        return Ok(Request {
+        let request = Request {
             path,
             query,
             upgrade: None,
-        });
+        };
+        return Ok((request, Vec::new()));
     };
     if !http11 {
         return Err(HandshakeError::NotHttp11);
@@ -109,14 +120,24 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HandshakeError> {
         .and_then(|k| std::str::from_utf8(k).ok())
         .ok_or(HandshakeError::InvalidKey)?;
     let origin = header("Origin").map(|v| String::from_utf8_lossy(trim_ows(v)).into_owned());
-    Ok(Request {
+    // The header may be repeated; its values form one list (RFC 6455 9.1).
+    let extension_values: Vec<&[u8]> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| h.value)
+        .collect();
+    let extensions =
+        parse_extensions(&extension_values).map_err(|_| HandshakeError::InvalidExtensions)?;
+    let request = Request {
         path,
         query,
         upgrade: Some(Upgrade {
             key: key.to_string(),
             origin,
         }),
-    })
+    };
+    Ok((request, extensions))
 }
 
 /// Whether a comma-separated header value contains `token` (case-insensitive).
@@ -143,7 +164,8 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// The 101 response completing the handshake, with the server's `extra_headers` (names and
-/// values the server chose, never the peer). No extension or subprotocol is ever agreed.
+/// values the server chose, never the peer; `Sec-WebSocket-Extensions` among them when an
+/// extension was agreed). No subprotocol is ever agreed.
 pub fn switching_protocols(key: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

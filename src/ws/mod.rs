@@ -1,5 +1,6 @@
 //! RFC 6455 WebSocket, sans-IO: the upgrade handshake, the frame codec, masking, incremental
-//! UTF-8 validation, close codes and the per-connection state machine.
+//! UTF-8 validation, close codes, the per-connection state machine, and permessage-deflate
+//! (RFC 7692).
 //!
 //! Owns: every rule of the protocol and what the peer is told when it breaks one.
 //! Must never: make a syscall, read the clock (time is passed in), spawn a thread, hold a
@@ -7,6 +8,7 @@
 
 pub mod close;
 pub mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 /// Property checks for the fuzz targets and tests; not part of the API.
@@ -18,6 +20,7 @@ pub mod utf8;
 
 pub use close::CloseCode;
 pub use connection::{Connection, Event, Finish, Limits, Message, MessageKind};
+pub use deflate::OutMessage;
 pub use error::{HandshakeError, ProtocolError};
 pub use frame::{Opcode, SharedFrame};
 pub use handshake::{Request, Upgrade};

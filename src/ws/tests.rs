@@ -752,3 +752,167 @@ mod properties {
         }
     }
 }
+
+/// permessage-deflate (RFC 7692) through the state machine: negotiation at `accept`, RSV1
+/// rules, inflation with the message limit and UTF-8 on the inflated bytes.
+mod deflate {
+    use super::*;
+    use crate::ws::deflate::Compressor;
+    use crate::ws::frame::RSV1_BIT;
+
+    const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    fn upgrade_offering(extensions: &str) -> Vec<u8> {
+        let head = std::str::from_utf8(UPGRADE).unwrap();
+        head.replacen(
+            "\r\n\r\n",
+            &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"),
+            1,
+        )
+        .into_bytes()
+    }
+
+    /// Upgrades with `offer`; returns the connection and the 101's extension header, if any.
+    fn open_offering(offer: &str, deflate: bool) -> (Connection, Option<String>) {
+        let mut conn = Connection::new(LIMITS, Instant::now());
+        conn.handle_input(&upgrade_offering(offer));
+        assert!(matches!(conn.poll_event(), Some(Event::Request(_))));
+        conn.accept_with_deflate(&[], deflate).unwrap();
+        let response = String::from_utf8(conn.poll_output().unwrap().to_vec()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+        let header = response
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
+            .map(String::from);
+        (conn, header)
+    }
+
+    fn open_deflate() -> Connection {
+        let (conn, header) = open_offering("permessage-deflate", true);
+        assert!(header.is_some());
+        conn
+    }
+
+    /// A masked client frame with RSV1 set as asked.
+    fn rsv_frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(fin, opcode, payload);
+        if rsv1 {
+            f[0] |= RSV1_BIT;
+        }
+        f
+    }
+
+    fn compressed_text(data: &[u8]) -> Vec<u8> {
+        rsv_frame(true, true, 0x1, &Compressor::default().compress(data, 15))
+    }
+
+    #[test]
+    fn the_101_names_the_agreed_extension_only_with_deflate_on() {
+        let (conn, header) = open_offering("permessage-deflate; client_max_window_bits", true);
+        assert_eq!(
+            header.as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        );
+        assert!(conn.deflate().is_some());
+        let (conn, header) = open_offering("permessage-deflate", false);
+        assert_eq!(header, None);
+        assert_eq!(conn.deflate(), None);
+        // Every offer declined: a 101 without the header.
+        let (conn, header) = open_offering("permessage-deflate; server_max_window_bits=8", true);
+        assert_eq!((header, conn.deflate()), (None, None));
+    }
+
+    #[test]
+    fn broken_extension_syntax_is_400() {
+        let mut conn = Connection::new(LIMITS, Instant::now());
+        conn.handle_input(&upgrade_offering("permessage-deflate; ="));
+        let (events, out) = drain(&mut conn);
+        assert!(matches!(
+            events[..],
+            [Event::HandshakeFailed(HandshakeError::InvalidExtensions)]
+        ));
+        assert!(out[0].starts_with(b"HTTP/1.1 400 "));
+    }
+
+    #[test]
+    fn rfc_hello_is_inflated_whole_and_split_anywhere() {
+        let wire = rsv_frame(true, true, 0x1, &HELLO);
+        for cut in 0..=wire.len() {
+            let mut conn = open_deflate();
+            conn.handle_input(&wire[..cut]);
+            conn.handle_input(&wire[cut..]);
+            assert_eq!(
+                events(&mut conn),
+                [message(MessageKind::Text, b"Hello")],
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragmented_compressed_message_with_a_ping_between() {
+        let data = "compressed across fragments ".repeat(20);
+        let z = Compressor::default().compress(data.as_bytes(), 15);
+        let (a, b) = z.split_at(z.len() / 2);
+        let mut conn = open_deflate();
+        conn.handle_input(&rsv_frame(false, true, 0x1, a));
+        conn.handle_input(&frame(true, 0x9, b"p"));
+        conn.handle_input(&rsv_frame(false, false, 0x0, &[]));
+        conn.handle_input(&rsv_frame(true, false, 0x0, b));
+        let (got, out) = drain(&mut conn);
+        assert_eq!(got, [message(MessageKind::Text, data.as_bytes())]);
+        assert_eq!(out, [vec![0x8a, 0x01, b'p']]);
+        // Uncompressed messages still work on the same connection.
+        conn.handle_input(&text("plain"));
+        assert_eq!(events(&mut conn), [message(MessageKind::Text, b"plain")]);
+        // An empty compressed message.
+        conn.handle_input(&rsv_frame(true, true, 0x2, &[]));
+        assert_eq!(events(&mut conn), [message(MessageKind::Binary, b"")]);
+    }
+
+    #[test]
+    fn rsv1_on_a_continuation_or_control_frame_or_without_deflate_is_1002() {
+        let mut conn = open_deflate();
+        conn.handle_input(&rsv_frame(false, false, 0x1, b"a"));
+        conn.handle_input(&rsv_frame(true, true, 0x0, b"b"));
+        assert_failed_with(&mut conn, 1002);
+        let mut conn = open_deflate();
+        conn.handle_input(&rsv_frame(true, true, 0x9, b""));
+        assert_failed_with(&mut conn, 1002);
+        let (mut conn, _) = open();
+        conn.handle_input(&rsv_frame(true, true, 0x1, &HELLO));
+        assert_failed_with(&mut conn, 1002);
+    }
+
+    #[test]
+    fn a_decompression_bomb_closes_with_1009() {
+        let zeros = vec![0u8; 64 * LIMITS.max_message];
+        let mut conn = open_deflate();
+        let wire = rsv_frame(true, true, 0x2, &Compressor::default().compress(&zeros, 15));
+        assert!(wire.len() < LIMITS.max_message);
+        conn.handle_input(&wire);
+        assert_failed_with(&mut conn, 1009);
+        // Exactly the limit inflated is fine.
+        let mut conn = open_deflate();
+        let z = Compressor::default().compress(&zeros[..LIMITS.max_message], 15);
+        conn.handle_input(&rsv_frame(true, true, 0x2, &z));
+        assert_eq!(
+            events(&mut conn),
+            [message(MessageKind::Binary, &zeros[..LIMITS.max_message])]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_after_inflation_is_1007_and_garbage_is_1007() {
+        let mut conn = open_deflate();
+        conn.handle_input(&compressed_text(&[b'a', 0xff, b'b']));
+        assert_failed_with(&mut conn, 1007);
+        // Ending inside a character is only seen once the trailer is inflated.
+        let mut conn = open_deflate();
+        conn.handle_input(&compressed_text(&[b'a', 0xe2, 0x82]));
+        assert_failed_with(&mut conn, 1007);
+        let mut conn = open_deflate();
+        conn.handle_input(&rsv_frame(true, true, 0x2, &[0xff, 0xff, 0xff]));
+        assert_failed_with(&mut conn, 1007);
+    }
+}
