@@ -151,6 +151,12 @@ pub struct Args {
     #[arg(long, env = "WSCHAT_MAX_MESSAGE", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_message: usize,
 
+    /// Accept permessage-deflate (RFC 7692) when a client offers it. Off by default: chat
+    /// lines are short, so compression saves few bytes for a CPU cost per message (see
+    /// docs/README-deflate.md).
+    #[arg(long, env = "WSCHAT_DEFLATE")]
+    pub deflate: bool,
+
     /// Unsent bytes a receiver may accumulate before it is disconnected with 1008.
     #[arg(long, env = "WSCHAT_MAX_OUTBOUND", default_value = "4MiB", value_parser = parse_bytes)]
     pub max_outbound: usize,

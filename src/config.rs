@@ -32,6 +32,8 @@ pub struct Config {
     pub max_conns: usize,
     pub fd_limit: FdLimit,
     pub limits: Limits,
+    /// Accept permessage-deflate offers (`--deflate`).
+    pub deflate: bool,
     pub max_outbound: usize,
     pub stats_interval: Option<Duration>,
     /// Event-loop threads (1 for single-thread and work-queue).
@@ -229,6 +231,7 @@ impl Config {
                 handshake_timeout: args.handshake_timeout,
                 close_timeout: args.close_timeout,
             },
+            deflate: args.deflate,
             max_outbound: args.max_outbound,
             stats_interval: args.stats_interval,
         })
@@ -296,6 +299,9 @@ impl Config {
         }
         if self.pin {
             out += &format!(" pin=on cpus={:?}", self.cpus);
+        }
+        if self.deflate {
+            out += " deflate=on";
         }
         if let Some(cluster) = &self.cluster {
             out += &format!(" cluster={} node={}", cluster.url, cluster.node);

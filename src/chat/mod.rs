@@ -23,7 +23,7 @@ use std::hash::Hash;
 pub use names::{Name, NameError, RoomName};
 pub use route::{Route, route};
 
-use crate::ws::{Message, MessageKind, Opcode, SharedFrame, frame::server_frame};
+use crate::ws::{Message, MessageKind, Opcode, OutMessage, SharedFrame, frame::server_frame};
 
 /// The browser chat page served on `GET /`.
 pub const PAGE_HTML: &str = include_str!("page.html");
@@ -37,10 +37,12 @@ pub enum Audience<M> {
     Member(M),
 }
 
-/// One encoded frame and its audience.
+/// One encoded frame and its audience. The frame is encoded once; its compressed form, for
+/// receivers that agreed to permessage-deflate, is computed at most once too, by whichever
+/// shard first needs it (`OutMessage`).
 #[derive(Debug, Clone)]
 pub struct Delivery<M> {
-    pub frame: SharedFrame,
+    pub frame: OutMessage,
     pub to: Audience<M>,
 }
 
@@ -174,7 +176,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
     ) {
         self.leave(roster, member, out);
         out.push(Delivery {
-            frame: text_frame(&[name.as_str(), " just connected"]),
+            frame: text_frame(&[name.as_str(), " just connected"]).into(),
             to: Audience::Room {
                 room: room.clone(),
                 except: member,
@@ -198,7 +200,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         }
         roster.remove(&state.room, member);
         out.push(Delivery {
-            frame: text_frame(&[state.name.as_str(), " disconnected"]),
+            frame: text_frame(&[state.name.as_str(), " disconnected"]).into(),
             to: Audience::Room {
                 room: state.room,
                 except: member,
@@ -220,14 +222,14 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         };
         match intent {
             Intent::ToRoom(frame) => out.push(Delivery {
-                frame,
+                frame: frame.into(),
                 to: Audience::Room {
                     room: state.room.clone(),
                     except: member,
                 },
             }),
             Intent::ToSender(frame) => out.push(Delivery {
-                frame,
+                frame: frame.into(),
                 to: Audience::Member(member),
             }),
             needs_roster => return Some(needs_roster),
@@ -254,7 +256,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 roster.rename(&state.room, member, &new);
                 let old = std::mem::replace(&mut state.name, new.clone());
                 Delivery {
-                    frame: text_frame(&[old.as_str(), " is now ", new.as_str()]),
+                    frame: text_frame(&[old.as_str(), " is now ", new.as_str()]).into(),
                     to: Audience::Room {
                         room: state.room.clone(),
                         except: member,
@@ -262,7 +264,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 }
             }
             Intent::ListMembers => Delivery {
-                frame: member_list(&state.room, &roster.names(&state.room)),
+                frame: member_list(&state.room, &roster.names(&state.room)).into(),
                 to: Audience::Member(member),
             },
             Intent::ToRoom(_) | Intent::ToSender(_) => return, // handled by apply_local

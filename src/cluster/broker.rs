@@ -599,7 +599,7 @@ impl State {
             self.hub
                 .inbox(member.shard)
                 .push(InboxMsg::Deliver(Arc::from(vec![Delivery {
-                    frame,
+                    frame: frame.into(),
                     to: Audience::Member(member),
                 }])));
         }
@@ -694,7 +694,7 @@ impl State {
         };
         bump(&self.stats.counters.cluster_received, 1);
         self.remote.push(Delivery {
-            frame: server_frame(opcode, &[event.payload]),
+            frame: server_frame(opcode, &[event.payload]).into(),
             to: Audience::Room {
                 room,
                 except: REMOTE,
@@ -711,7 +711,7 @@ impl State {
 
     fn notice(&mut self, room: &RoomName, frame: &SharedFrame) {
         self.remote.push(Delivery {
-            frame: frame.clone(),
+            frame: frame.clone().into(),
             to: Audience::Room {
                 room: room.clone(),
                 except: REMOTE,

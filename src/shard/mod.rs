@@ -52,8 +52,11 @@ use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor};
 use crate::net;
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
 use crate::ws::Event as WsEvent;
+use crate::ws::deflate::Compressor;
 use crate::ws::handshake::http_response;
-use crate::ws::{CloseCode, Connection, Finish, HandshakeError, Message, Request, SharedFrame};
+use crate::ws::{
+    CloseCode, Connection, Finish, HandshakeError, Message, OutMessage, Request, SharedFrame,
+};
 use heartbeat::HeartbeatWheel;
 use tls_link::TlsLink;
 
@@ -190,6 +193,9 @@ struct State {
     /// Open connections' heartbeat deadlines (None: heartbeats off).
     heartbeats: Option<HeartbeatWheel>,
     heartbeats_due: Vec<heartbeat::Entry>,
+    /// Compresses messages for this shard's deflate receivers (its zlib state is allocated
+    /// on first use and reused for every message).
+    compressor: Compressor,
     now: Instant,
 }
 
@@ -242,6 +248,7 @@ impl<R: Reactor> Shard<R> {
                 stop_deadline: None,
                 listeners_closed: false,
                 heartbeats_due: Vec::new(),
+                compressor: Compressor::default(),
                 now,
             },
         }
@@ -703,7 +710,10 @@ impl State {
         };
         let thread = self.stats.id.to_string();
         // A plain request never routes to Echo or Join, so accept cannot fail here.
-        let accepted = conn.ws.accept(&[(THREAD_HEADER, &thread)]).is_ok();
+        let accepted = conn
+            .ws
+            .accept_with_deflate(&[(THREAD_HEADER, &thread)], self.config.deflate)
+            .is_ok();
         conn.last_heard = self.now;
         let port = conn.peer.port();
         self.file_heartbeat(id);
@@ -760,7 +770,7 @@ impl State {
         };
         match conn.role {
             Role::Echo => self.deliveries.push(Delivery {
-                frame: chat::echo(&message),
+                frame: chat::echo(&message).into(),
                 to: Audience::Member(member),
             }),
             Role::Member => {
@@ -886,6 +896,7 @@ impl State {
                 &mut self.conns,
                 &mut self.dirty,
                 &mut self.kicks,
+                &mut self.compressor,
                 max_outbound,
                 member.conn,
                 &delivery.frame,
@@ -898,6 +909,7 @@ impl State {
                             &mut self.conns,
                             &mut self.dirty,
                             &mut self.kicks,
+                            &mut self.compressor,
                             max_outbound,
                             member.conn,
                             &delivery.frame,
@@ -1060,15 +1072,18 @@ fn report_accept_pause(stats: &ThreadStats, error: &io::Error) {
     }
 }
 
-/// Appends `frame` to the outbox of a receiver that accepts messages; a receiver now over `max_outbound` is put
-/// on `kicks`. A free function so that the caller can hold the room's member list.
+/// Appends `frame` to the outbox of a receiver that accepts messages (compressed if the
+/// receiver agreed to permessage-deflate: the compressed frame is made once per message and
+/// shared like the plain one); a receiver now over `max_outbound` is put on `kicks`. A free
+/// function so that the caller can hold the room's member list.
 fn queue_frame(
     conns: &mut Slab<Conn>,
     dirty: &mut Vec<ConnId>,
     kicks: &mut Vec<ConnId>,
+    compressor: &mut Compressor,
     max_outbound: usize,
     id: ConnId,
-    frame: &SharedFrame,
+    frame: &OutMessage,
 ) {
     let Some(conn) = conns.get_mut(id) else {
         return;
@@ -1076,7 +1091,8 @@ fn queue_frame(
     if !conn.ws.accepts_messages() {
         return;
     }
-    conn.push(frame.clone());
+    let frame = frame.for_receiver(conn.ws.deflate(), compressor);
+    conn.push(frame);
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(id);

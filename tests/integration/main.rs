@@ -10,6 +10,7 @@ mod common;
 
 mod chat;
 mod cluster;
+mod deflate;
 mod echo;
 mod frames;
 mod handshake;
