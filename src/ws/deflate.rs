@@ -16,10 +16,13 @@
 //! receivers asked for however many different windows; and short chat lines, whose
 //! back-references never reach 512 bytes, lose nothing in the small window.
 //!
-//! Memory. Inflating: a `zlib-rs` inflate state plus the client's window (32 KiB at 15 bits),
-//! allocated when a compressed message starts and freed when it ends. Deflating: one
-//! [`Compressor`] per thread (the caller owns it), reset for every message. Idle connections
-//! hold neither.
+//! Memory (measured with a counting allocator, zlib-rs 0.6). Inflating: 47.5 KB (the
+//! inflate state and a 32 KiB window, whatever the window bits), allocated when a compressed
+//! message starts and freed when it ends, so it is bounded by the connections that are in
+//! the middle of a compressed message. Deflating: one [`Compressor`] per thread (the caller
+//! owns it), 380 KB for the 15-bit window and 251 KB for the 9-bit one, each allocated on
+//! first use and reset for every message. An idle connection holds no zlib state: 8 bytes
+//! more than without deflate (the agreement).
 //!
 //! Pure computation: no syscall, no clock, no thread.
 
@@ -39,11 +42,13 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 const MAX_WINDOW_BITS: u8 = 15;
 /// The smallest window zlib can produce for raw deflate (it cannot do 8).
 const SMALL_WINDOW_BITS: u8 = 9;
-/// Messages shorter than this are sent uncompressed: deflate's block header and Huffman
-/// codes take more than a few bytes could save.
-const MIN_COMPRESS_LEN: usize = 32;
-/// zlib's level 6: for chat lines of 20-200 bytes levels 1-9 give the same size within a
-/// byte or two, and 6 is what every other implementation uses.
+/// Payloads shorter than this are sent uncompressed without trying. Measured (zlib-rs, level
+/// 6, 15-bit window): a 12-byte line became 14 bytes, a 51-byte one 53, a 117-byte one 97
+/// (83 %), a 1060-byte log excerpt 115 (11 %); each compression cost 4-10 µs, most of it
+/// resetting the 128 KiB hash table, whatever the length. Below 64 bytes there is nothing to
+/// win for that cost.
+const MIN_COMPRESS_LEN: usize = 64;
+/// zlib's default level 6, what other implementations use.
 const LEVEL: u32 = 6;
 
 /// One extension named in `Sec-WebSocket-Extensions`, syntax-checked (RFC 6455 9.1).
