@@ -33,7 +33,7 @@ mod tls_link;
 pub mod work;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -165,8 +165,9 @@ struct State {
     conns: Slab<Conn>,
     next_serial: u64,
     chat: Chat<MemberId>,
-    /// Connections to flush and re-examine at the end of the iteration.
-    dirty: Vec<ConnId>,
+    /// Connections to flush and re-examine at the end of the iteration, in the order they
+    /// became dirty: the receivers of the iteration's first message are flushed first.
+    dirty: VecDeque<ConnId>,
     accepted: Vec<(TcpStream, SocketAddr)>,
     paused_listeners: Vec<(Instant, ListenerId)>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -225,7 +226,7 @@ impl<R: Reactor> Shard<R> {
                 conns: Slab::new(),
                 next_serial: 0,
                 chat: Chat::default(),
-                dirty: Vec::new(),
+                dirty: VecDeque::new(),
                 accepted: Vec::new(),
                 paused_listeners: Vec::new(),
                 timers: BinaryHeap::new(),
@@ -394,7 +395,7 @@ impl<R: Reactor> Shard<R> {
     /// Flushes every dirty connection once and ends the finished ones. Ending one may queue
     /// notices for others, so this repeats until nothing is dirty.
     fn settle(&mut self) {
-        while let Some(id) = self.state.dirty.pop() {
+        while let Some(id) = self.state.dirty.pop_front() {
             let now = self.state.now;
             let close_timeout = self.state.config.limits.close_timeout;
             let Some(conn) = self.state.conns.get_mut(id) else {
@@ -941,7 +942,7 @@ impl State {
             && !conn.dirty
         {
             conn.dirty = true;
-            self.dirty.push(id);
+            self.dirty.push_back(id);
         }
     }
 
@@ -1078,7 +1079,7 @@ fn report_accept_pause(stats: &ThreadStats, error: &io::Error) {
 /// function so that the caller can hold the room's member list.
 fn queue_frame(
     conns: &mut Slab<Conn>,
-    dirty: &mut Vec<ConnId>,
+    dirty: &mut VecDeque<ConnId>,
     kicks: &mut Vec<ConnId>,
     compressor: &mut Compressor,
     max_outbound: usize,
@@ -1095,7 +1096,7 @@ fn queue_frame(
     conn.push(frame);
     if !conn.dirty {
         conn.dirty = true;
-        dirty.push(id);
+        dirty.push_back(id);
     }
     if conn.queued_bytes() > max_outbound && !kicks.contains(&id) {
         kicks.push(id);
