@@ -121,17 +121,15 @@ pub struct LoadArgs {
     pub hot_weight: f64,
 }
 
+/// What `chat` and `saturate` share: connections spread over rooms, and how the run goes.
 #[derive(Debug, Clone, ClapArgs)]
-pub struct ChatArgs {
+pub struct RoomLoadArgs {
     /// Server base URL (ws:// or wss://); rooms are /chat/<room-prefix><i>.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
     /// Rooms; connection i joins room i % rooms.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub rooms: u64,
-    /// Messages per second in total, across all connections.
-    #[arg(long, default_value_t = 1000.0)]
-    pub rate: f64,
     #[arg(long, default_value = "room-")]
     pub room_prefix: String,
     /// How long to wait for join notices to settle before sending.
@@ -146,25 +144,22 @@ pub struct ChatArgs {
 }
 
 #[derive(Debug, Clone, ClapArgs)]
+pub struct ChatArgs {
+    /// Messages per second in total, across all connections.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    #[command(flatten)]
+    pub room: RoomLoadArgs,
+}
+
+#[derive(Debug, Clone, ClapArgs)]
 pub struct SaturateArgs {
-    #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    pub url: String,
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub rooms: u64,
     /// Messages each connection keeps in flight (sent but not yet delivered to every other
     /// member of its room).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
-    #[arg(long, default_value = "room-")]
-    pub room_prefix: String,
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub settle_timeout: Duration,
     #[command(flatten)]
-    pub load: LoadArgs,
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub room: RoomLoadArgs,
 }
 
 #[derive(Debug, Clone, ClapArgs)]

@@ -228,8 +228,8 @@ fn run_load(
 /// Usage problems are reported before anything connects (exit 2, not a failed run).
 fn validate(args: &Args) {
     let output = match &args.command {
-        Command::Chat(a) => &a.output,
-        Command::Saturate(a) => &a.output,
+        Command::Chat(a) => &a.room.output,
+        Command::Saturate(a) => &a.room.output,
         Command::Ping(a) => &a.output,
         Command::Connect(a) => &a.output,
         Command::Report(_) | Command::Merge(_) => return,
@@ -263,69 +263,66 @@ fn tls_client(url: &net::WsUrl, args: &cli::TlsArgs) -> Option<transport::TlsCli
     )
 }
 
+/// `chat` and `saturate`: connections in rooms, driven open- or closed-loop; `extra` holds
+/// the drive's own settings for the results' `config`.
+fn run_rooms(
+    kind: &str,
+    a: &cli::RoomLoadArgs,
+    drive: Drive,
+    extra: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    if a.rooms > a.load.conns {
+        usage_error(format!(
+            "--rooms {} exceeds --conns {}",
+            a.rooms, a.load.conns
+        ));
+    }
+    let fd_cap = cpu::raise_fd_limit();
+    let cfg = load_config(
+        &a.url,
+        &a.tls,
+        Target::Chat {
+            rooms: a.rooms as usize,
+            room_prefix: a.room_prefix.clone(),
+        },
+        drive,
+        &a.load,
+        a.settle_timeout,
+        &a.output,
+    )?;
+    let mut json = serde_json::json!({
+        "url": a.url, "conns": a.load.conns, "rooms": a.rooms,
+        "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
+        "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
+        "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
+        "tls": cfg.tls.is_some(),
+        "fd_limit": fd_cap,
+    });
+    if let (Some(json), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+        json.extend(extra);
+    }
+    run_load(kind, cfg, json, &a.output, a.load.require_correct)
+}
+
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     validate(&args);
     match args.command {
         Command::Chat(a) => {
-            check_rate(a.rate, a.load.conns);
-            if a.rooms > a.load.conns {
-                usage_error(format!(
-                    "--rooms {} exceeds --conns {}",
-                    a.rooms, a.load.conns
-                ));
-            }
-            let fd_cap = cpu::raise_fd_limit();
-            let cfg = load_config(
-                &a.url,
-                &a.tls,
-                Target::Chat {
-                    rooms: a.rooms as usize,
-                    room_prefix: a.room_prefix.clone(),
-                },
-                Drive::OpenLoop { rate: a.rate },
-                &a.load,
-                a.settle_timeout,
-                &a.output,
-            )?;
-            let json = serde_json::json!({
-                "url": a.url, "conns": a.load.conns, "rooms": a.rooms, "rate": a.rate,
-                "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
-                "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
-                "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
-                "tls": cfg.tls.is_some(),
-                "fd_limit": fd_cap, "hot_every": a.load.hot_every, "hot_weight": a.load.hot_weight,
+            check_rate(a.rate, a.room.load.conns);
+            let load = &a.room.load;
+            let extra = serde_json::json!({
+                "rate": a.rate, "hot_every": load.hot_every, "hot_weight": load.hot_weight,
             });
-            run_load("chat", cfg, json, &a.output, a.load.require_correct)
+            run_rooms("chat", &a.room, Drive::OpenLoop { rate: a.rate }, extra)
         }
         Command::Saturate(a) => {
-            if a.rooms > a.load.conns {
-                usage_error(format!(
-                    "--rooms {} exceeds --conns {}",
-                    a.rooms, a.load.conns
-                ));
-            }
-            let fd_cap = cpu::raise_fd_limit();
-            let cfg = load_config(
-                &a.url,
-                &a.tls,
-                Target::Chat {
-                    rooms: a.rooms as usize,
-                    room_prefix: a.room_prefix.clone(),
-                },
+            let extra = serde_json::json!({ "window": a.window });
+            run_rooms(
+                "saturate",
+                &a.room,
                 Drive::ClosedLoop { window: a.window },
-                &a.load,
-                a.settle_timeout,
-                &a.output,
-            )?;
-            let json = serde_json::json!({
-                "url": a.url, "conns": a.load.conns, "rooms": a.rooms, "window": a.window,
-                "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
-                "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
-                "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
-                "tls": cfg.tls.is_some(),
-                "fd_limit": fd_cap,
-            });
-            run_load("saturate", cfg, json, &a.output, a.load.require_correct)
+                extra,
+            )
         }
         Command::Ping(a) => {
             check_rate(a.rate, a.conns);
