@@ -892,29 +892,26 @@ impl State {
     /// Queues `delivery` for its receivers on this shard.
     fn deliver_here(&mut self, delivery: &Delivery<MemberId>) {
         let max_outbound = self.config.max_outbound;
-        match &delivery.to {
-            Audience::Member(member) if member.shard == self.index => queue_frame(
-                &mut self.conns,
-                &mut self.dirty,
-                &mut self.kicks,
-                &mut self.compressor,
+        let (conns, dirty, kicks) = (&mut self.conns, &mut self.dirty, &mut self.kicks);
+        let compressor = &mut self.compressor;
+        let mut queue = |conn| {
+            queue_frame(
+                conns,
+                dirty,
+                kicks,
+                compressor,
                 max_outbound,
-                member.conn,
+                conn,
                 &delivery.frame,
-            ),
+            )
+        };
+        match &delivery.to {
+            Audience::Member(member) if member.shard == self.index => queue(member.conn),
             Audience::Member(_) => {}
             Audience::Room { room, except } => {
                 for member in self.chat.members(room) {
                     if member != except {
-                        queue_frame(
-                            &mut self.conns,
-                            &mut self.dirty,
-                            &mut self.kicks,
-                            &mut self.compressor,
-                            max_outbound,
-                            member.conn,
-                            &delivery.frame,
-                        );
+                        queue(member.conn);
                     }
                 }
             }
