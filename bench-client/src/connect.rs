@@ -361,18 +361,16 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
     // the storm, not the teardown.
     let wall = started.elapsed();
     drop(storms);
-    for name in [
-        "attempted",
-        "handshakes",
-        "failed",
-        "held_peak",
-        "stopped_by_time_limit",
-    ] {
-        counters.entry(name.into()).or_insert(0);
-    }
-    for e in ConnectError::ALL {
-        counters.entry(e.counter().into()).or_insert(0);
-    }
+    crate::net::zero_missing_counters(
+        &mut counters,
+        &[
+            "attempted",
+            "handshakes",
+            "failed",
+            "held_peak",
+            "stopped_by_time_limit",
+        ],
+    );
     Ok(ConnectOutcome {
         counters,
         connect,

@@ -1136,23 +1136,21 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     counters.insert("lost_measured".into(), lost_measured);
     counters.insert("unexpected".into(), received.saturating_sub(expected));
     counters.insert("join_notices_expected".into(), notices_expected);
-    for name in [
-        "out_of_order",
-        "duplicates",
-        "malformed",
-        "foreign",
-        "protocol_errors",
-        "tls_errors",
-        "disconnects",
-        "sent_measured",
-        "expected_measured",
-        "received_measured",
-    ] {
-        counters.entry(name.into()).or_insert(0);
-    }
-    for e in ConnectError::ALL {
-        counters.entry(e.counter().into()).or_insert(0);
-    }
+    crate::net::zero_missing_counters(
+        &mut counters,
+        &[
+            "out_of_order",
+            "duplicates",
+            "malformed",
+            "foreign",
+            "protocol_errors",
+            "tls_errors",
+            "disconnects",
+            "sent_measured",
+            "expected_measured",
+            "received_measured",
+        ],
+    );
     let close_codes = total
         .close_codes
         .iter()

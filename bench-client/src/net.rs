@@ -113,6 +113,18 @@ pub enum ConnectError {
     Other,
 }
 
+/// Gives `counters` an explicit zero for each of `names` and for every connect-error kind
+/// that did not occur, so that every results file has the same counters.
+pub fn zero_missing_counters(
+    counters: &mut std::collections::BTreeMap<String, u64>,
+    names: &[&str],
+) {
+    let errors = ConnectError::ALL.iter().map(|e| e.counter());
+    for name in names.iter().copied().chain(errors) {
+        counters.entry(name.into()).or_insert(0);
+    }
+}
+
 impl ConnectError {
     pub fn from_io(err: &io::Error) -> ConnectError {
         use io::ErrorKind as K;
