@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
+use crate::payload::Fill;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "bench-client",
@@ -79,6 +81,17 @@ pub struct TlsArgs {
     pub ca: Option<PathBuf>,
 }
 
+/// WebSocket extensions to offer in the upgrade (every subcommand that connects).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ExtensionArgs {
+    /// Offer permessage-deflate (RFC 7692) as Chromium does ("permessage-deflate;
+    /// client_max_window_bits"). Where the server agrees, messages we send are compressed when
+    /// that makes them smaller and compressed messages we receive are inflated (the loader
+    /// pays for both, as a browser would); the results count messages and bytes both ways.
+    #[arg(long)]
+    pub deflate: bool,
+}
+
 /// Flags shared by the message-load subcommands.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct LoadArgs {
@@ -98,6 +111,10 @@ pub struct LoadArgs {
     /// Message size in bytes (at least 24: the stamp, sender and sequence).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// What pads each message after its 24-byte header: `zeros`, or `text` (chat-like words,
+    /// compressing about as well as chat does: use it with --deflate).
+    #[arg(long, value_enum, default_value_t = Fill::Zeros)]
+    pub fill: Fill,
     /// Per-connection limit for connect + upgrade.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -140,6 +157,8 @@ pub struct RoomLoadArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
+    pub extensions: ExtensionArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -181,12 +200,17 @@ pub struct PingArgs {
     pub drain: Duration,
     #[arg(long, default_value_t = 32)]
     pub payload: usize,
+    /// Padding after the 24-byte header: `zeros` or `text` (see chat --help).
+    #[arg(long, value_enum, default_value_t = Fill::Zeros)]
+    pub fill: Fill,
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
     #[arg(long)]
     pub require_correct: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub extensions: ExtensionArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -216,6 +240,8 @@ pub struct ConnectArgs {
     pub source_ips: u8,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub extensions: ExtensionArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

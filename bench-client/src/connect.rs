@@ -38,6 +38,8 @@ pub struct ConnectConfig {
     pub hold: bool,
     pub source_ips: u8,
     pub seed: u64,
+    /// Offer permessage-deflate in every upgrade.
+    pub deflate: bool,
 }
 
 pub struct ConnectOutcome {
@@ -174,7 +176,12 @@ impl Storm {
                 connected_ns
             };
             let key = wsclient::new_key(self.rng.bytes16());
-            let request = wsclient::upgrade_request(&self.cfg.url.host, &self.cfg.url.path, &key);
+            let request = wsclient::upgrade_request(
+                &self.cfg.url.host,
+                &self.cfg.url.path,
+                &key,
+                self.cfg.deflate,
+            );
             attempt.step = Step::Upgrading {
                 connected_ns: upgrade_from,
                 key,
@@ -221,9 +228,12 @@ impl Storm {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
             }
-            match wsclient::check_response(head, key) {
+            match wsclient::check_response(head, key, self.cfg.deflate) {
                 Ok(None) => {}
-                Ok(Some(_)) => {
+                Ok(Some(upgraded)) => {
+                    if upgraded.deflate.is_some() {
+                        *self.counters.entry("deflate_agreed").or_default() += 1;
+                    }
                     record_ns(&mut self.upgrade, now_ns() - *connected_ns);
                     let Some(done) = self.slots[slot].take() else {
                         return Outcome::Pending;
@@ -369,6 +379,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
             "failed",
             "held_peak",
             "stopped_by_time_limit",
+            "deflate_agreed",
         ],
     );
     Ok(ConnectOutcome {

@@ -27,17 +27,18 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
+use wschat::ws::deflate::Compressor;
 use wschat::ws::frame::Opcode;
 
 use crate::clock::{DeadlineTimer, now_ns};
 use crate::histo::{new_histogram, percentiles, record_ns};
 use crate::net::{ConnectError, WsUrl, connect_finished, source_ip, start_connect};
-use crate::payload::{self, Stamp};
+use crate::payload::{self, Fill, Stamp};
 use crate::rng::SplitMix64;
 use crate::schedule::Timetable;
 use crate::track::{Arrival, SeqTracker};
 use crate::transport::{TlsClient, Transport, is_tls_error};
-use crate::wsclient::{self, MessageReader};
+use crate::wsclient::{self, DeflateTerms, MessageReader};
 
 /// Where the connections go and who receives what.
 #[derive(Debug, Clone)]
@@ -67,6 +68,11 @@ pub struct LoadConfig {
     pub conns: usize,
     pub threads: usize,
     pub payload: usize,
+    /// What pads each message after its header.
+    pub fill: Fill,
+    /// Offer permessage-deflate; where agreed, compress what we send and inflate what
+    /// arrives compressed.
+    pub deflate: bool,
     pub warmup: Duration,
     pub duration: Duration,
     pub drain: Duration,
@@ -205,6 +211,8 @@ struct Conn {
     out: Vec<u8>,
     out_sent: usize,
     reader: MessageReader,
+    /// permessage-deflate, when the server agreed to it.
+    deflate: Option<DeflateTerms>,
     timetable: Option<Timetable>,
     /// Closed loop: deliveries this connection's messages are expected to make.
     expected_deliveries: u64,
@@ -242,6 +250,8 @@ struct Loader {
     histogram_tx: mpsc::Sender<Histogram<u64>>,
     scratch: Vec<u8>,
     payload_buf: Vec<u8>,
+    /// Compresses what we send on deflate connections (its zlib state made on first use).
+    compressor: Compressor,
     send_heap: BinaryHeap<Reverse<(u64, usize)>>,
     dirty: Vec<usize>,
     ready: Vec<usize>,
@@ -323,6 +333,7 @@ impl Loader {
                         &self.cfg.url.host,
                         &self.path_for(&self.conns[idx]),
                         &key,
+                        self.cfg.deflate,
                     );
                     // With TLS the request waits inside rustls until the handshake is done,
                     // and leaves with the client's last handshake flight: open_us covers
@@ -365,11 +376,16 @@ impl Loader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return self.fail(idx, ConnectError::from_io(&e)),
             }
-            match wsclient::check_response(head, key) {
+            match wsclient::check_response(head, key, self.cfg.deflate) {
                 Ok(None) => continue,
-                Ok(Some(head_len)) => {
+                Ok(Some(upgraded)) => {
                     let since_ns = *since_ns;
-                    let leftover = head.split_off(head_len);
+                    let leftover = head.split_off(upgraded.head_len);
+                    if let Some(terms) = upgraded.deflate {
+                        conn.reader.use_deflate(terms);
+                        conn.deflate = Some(terms);
+                        self.counters.add("deflate_agreed", 1);
+                    }
                     conn.reader.handle_input(&leftover);
                     conn.state = State::Open;
                     let room = conn.room;
@@ -482,6 +498,13 @@ impl Loader {
                         Arrival::InOrder | Arrival::AfterGap { .. } => {}
                     }
                     self.delivered += 1;
+                    self.counters
+                        .add("payload_bytes_received", message.payload.len() as u64);
+                    self.counters
+                        .add("wire_bytes_received", message.wire_len as u64);
+                    if message.compressed {
+                        self.counters.add("compressed_received", 1);
+                    }
                     if matches!(self.cfg.drive, Drive::ClosedLoop { .. }) {
                         self.shared.acked[stamp.sender as usize].fetch_add(1, Relaxed);
                     }
@@ -601,14 +624,30 @@ impl Loader {
 
     fn queue_message(&mut self, idx: usize, stamp: Stamp) {
         self.payload_buf.clear();
-        payload::encode(stamp, self.cfg.payload, &mut self.payload_buf);
+        payload::encode(
+            stamp,
+            self.cfg.payload,
+            self.cfg.fill,
+            &mut self.payload_buf,
+        );
         let key = self.rng.mask_key();
-        wsclient::push_masked_frame(
-            &mut self.conns[idx].out,
+        let conn = &mut self.conns[idx];
+        let deflate = conn
+            .deflate
+            .map(|terms| (&mut self.compressor, terms.client_window_bits));
+        let wire = wsclient::push_message(
+            &mut conn.out,
             Opcode::Binary,
             &self.payload_buf,
             key,
+            deflate,
         );
+        self.counters
+            .add("payload_bytes_sent", self.payload_buf.len() as u64);
+        self.counters.add("wire_bytes_sent", wire as u64);
+        if wire != self.payload_buf.len() {
+            self.counters.add("compressed_sent", 1);
+        }
         let fanout = self.fanout(self.conns[idx].room);
         self.sent += 1;
         self.expected += fanout;
@@ -935,6 +974,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
                 out: Vec::new(),
                 out_sent: 0,
                 reader: MessageReader::new(MAX_INCOMING_MESSAGE),
+                deflate: None,
                 timetable: None,
                 expected_deliveries: 0,
                 next_seq: 0,
@@ -960,6 +1000,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
             histogram_tx: histogram_tx.clone(),
             scratch: vec![0; READ_CHUNK],
             payload_buf: Vec::new(),
+            compressor: Compressor::default(),
             send_heap: BinaryHeap::new(),
             dirty: Vec::new(),
             ready: Vec::new(),
@@ -1149,6 +1190,13 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
             "sent_measured",
             "expected_measured",
             "received_measured",
+            "deflate_agreed",
+            "compressed_sent",
+            "compressed_received",
+            "payload_bytes_sent",
+            "wire_bytes_sent",
+            "payload_bytes_received",
+            "wire_bytes_received",
         ],
     );
     let close_codes = total

@@ -119,6 +119,9 @@ fn load_config(
         conns: load.conns as usize,
         threads: (output.threads as usize).min(load.conns as usize).max(1),
         payload: load.payload,
+        fill: load.fill,
+        // Set by the caller from its ExtensionArgs.
+        deflate: false,
         warmup: load.warmup,
         duration: load.duration,
         drain: load.drain,
@@ -278,7 +281,7 @@ fn run_rooms(
         ));
     }
     let fd_cap = cpu::raise_fd_limit();
-    let cfg = load_config(
+    let mut cfg = load_config(
         &a.url,
         &a.tls,
         Target::Chat {
@@ -290,10 +293,12 @@ fn run_rooms(
         a.settle_timeout,
         &a.output,
     )?;
+    cfg.deflate = a.extensions.deflate;
     let mut json = serde_json::json!({
         "url": a.url, "conns": a.load.conns, "rooms": a.rooms,
         "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
         "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
+        "fill": format!("{:?}", a.load.fill).to_lowercase(), "deflate_offered": cfg.deflate,
         "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
         "tls": cfg.tls.is_some(),
         "fd_limit": fd_cap,
@@ -332,6 +337,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 warmup: a.warmup,
                 drain: a.drain,
                 payload: a.payload,
+                fill: a.fill,
                 connect_timeout: a.connect_timeout,
                 connect_concurrency: 256,
                 source_ips: 1,
@@ -339,7 +345,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 hot_every: 0,
                 hot_weight: 10.0,
             };
-            let cfg = load_config(
+            let mut cfg = load_config(
                 &a.url,
                 &a.tls,
                 Target::Echo,
@@ -348,10 +354,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Duration::ZERO,
                 &a.output,
             )?;
+            cfg.deflate = a.extensions.deflate;
             let json = serde_json::json!({
                 "url": a.url, "conns": a.conns, "rate": a.rate,
                 "duration_s": a.duration.as_secs_f64(), "warmup_s": a.warmup.as_secs_f64(),
                 "drain_s": a.drain.as_secs_f64(), "payload": a.payload,
+                "fill": format!("{:?}", a.fill).to_lowercase(), "deflate_offered": cfg.deflate,
                 "threads": cfg.threads, "seed": cfg.seed, "tls": cfg.tls.is_some(),
             });
             run_load("ping", cfg, json, &a.output, a.require_correct)
@@ -425,6 +433,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         hold: a.hold,
         source_ips: a.source_ips,
         seed: seed(&a.output),
+        deflate: a.extensions.deflate,
     };
     let cpu_before = cpu::self_cpu();
     let server_before = a.output.server_pid.and_then(cpu::process_cpu);

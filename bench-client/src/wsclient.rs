@@ -1,7 +1,9 @@
 //! The client side of RFC 6455, sans-IO, on top of the server's codec (`wschat::ws`).
 //!
-//! Owns: the upgrade request and the check of its 101 response, masking outgoing frames,
-//! and reassembling incoming (unmasked, possibly fragmented) server messages.
+//! Owns: the upgrade request and the check of its 101 response (including the
+//! permessage-deflate terms the server chose), masking and optionally compressing outgoing
+//! messages, and reassembling and inflating incoming (unmasked, possibly fragmented) server
+//! messages.
 //! Must never: touch a socket or the clock, or panic on anything the server sends: a
 //! malformed frame is a `ClientError`, which the loop counts and turns into a close.
 
@@ -10,7 +12,10 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use wschat::ws::ProtocolError;
-use wschat::ws::frame::{FrameHeader, Opcode, encode_frame};
+use wschat::ws::deflate::{
+    Compressor, EXTENSION_NAME, InflateError, Inflater, parse_extensions, window_bits,
+};
+use wschat::ws::frame::{FrameHeader, Opcode, RSV1_BIT, encode_frame};
 use wschat::ws::handshake::{accept_key, find_head_end};
 use wschat::ws::mask::apply_mask;
 
@@ -24,8 +29,33 @@ const MAX_RESPONSE_HEADERS: usize = 32;
 pub enum HandshakeFailure {
     /// The server answered with another status (e.g. 503 when over --max-conns).
     Status(u16),
-    /// 101 without the right Sec-WebSocket-Accept, or an unparsable head.
+    /// 101 without the right Sec-WebSocket-Accept, an unparsable head, or an extension we
+    /// did not offer or whose parameters break RFC 7692.
     BadResponse,
+}
+
+/// What `--deflate` offers: what Chromium offers (the server picks both windows and whether
+/// it keeps its context; the client's window left to the server).
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// permessage-deflate as the server's 101 agreed it (RFC 7692 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateTerms {
+    /// The server compresses every message with a fresh context: our inflater is reset
+    /// after each message. Without it the inflater keeps the server's window across messages.
+    pub server_no_context_takeover: bool,
+    /// The window of the server's frames (what our inflater needs).
+    pub server_window_bits: u8,
+    /// The largest window we may compress with. We always compress with a fresh context,
+    /// which every agreement allows.
+    pub client_window_bits: u8,
+}
+
+/// A valid 101: the length of its head (frames may follow it) and what it agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgraded {
+    pub head_len: usize,
+    pub deflate: Option<DeflateTerms>,
 }
 
 /// What the server sent that a client must not accept.
@@ -36,8 +66,10 @@ pub enum ClientError {
     MaskedFrame,
     /// A continuation without a started message, or a new message inside one.
     BadFragmentation,
-    /// A message over the reader's limit.
+    /// A message over the reader's limit (after inflating, for a compressed one).
     TooBig,
+    /// A compressed message that is not a valid deflate stream.
+    BadDeflate,
 }
 
 impl fmt::Display for ClientError {
@@ -47,6 +79,7 @@ impl fmt::Display for ClientError {
             ClientError::MaskedFrame => f.write_str("masked server frame"),
             ClientError::BadFragmentation => f.write_str("bad fragmentation"),
             ClientError::TooBig => f.write_str("message too big"),
+            ClientError::BadDeflate => f.write_str("invalid compressed message"),
         }
     }
 }
@@ -56,18 +89,34 @@ pub fn new_key(random: [u8; 16]) -> String {
     BASE64.encode(random)
 }
 
-/// The upgrade request for `path_and_query` on `host` (`host:port`).
-pub fn upgrade_request(host: &str, path_and_query: &str, key: &str) -> Vec<u8> {
+/// The upgrade request for `path_and_query` on `host` (`host:port`), offering
+/// permessage-deflate ([`DEFLATE_OFFER`]) when `offer_deflate`.
+pub fn upgrade_request(
+    host: &str,
+    path_and_query: &str,
+    key: &str,
+    offer_deflate: bool,
+) -> Vec<u8> {
+    let extensions = if offer_deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+         {extensions}\r\n"
     )
     .into_bytes()
 }
 
 /// Looks for a complete response head in `buf`. `Ok(None)`: not complete yet.
-/// `Ok(Some(len))`: a valid 101 for `key`, whose head is `len` bytes (frames may follow).
-pub fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeFailure> {
+/// `Ok(Some(upgraded))`: a valid 101 for `key` (and for what we offered: `offered_deflate`).
+pub fn check_response(
+    buf: &[u8],
+    key: &str,
+    offered_deflate: bool,
+) -> Result<Option<Upgraded>, HandshakeFailure> {
     let Some(head_len) = find_head_end(buf, 0) else {
         if buf.len() > MAX_RESPONSE_HEAD {
             return Err(HandshakeFailure::BadResponse);
@@ -92,7 +141,49 @@ pub fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeF
     if accept != Some(accept_key(key).as_bytes()) {
         return Err(HandshakeFailure::BadResponse);
     }
-    Ok(Some(head_len))
+    let extensions: Vec<&[u8]> = response
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| h.value)
+        .collect();
+    let deflate =
+        deflate_terms(&extensions, offered_deflate).ok_or(HandshakeFailure::BadResponse)?;
+    Ok(Some(Upgraded { head_len, deflate }))
+}
+
+/// The terms in the response's extension headers: `Some(None)` for no extension,
+/// `None` for a response a client must fail (RFC 6455 4.1, RFC 7692 5 and 7.1): an
+/// extension we did not offer, more than one, or an unknown, repeated or invalid parameter.
+fn deflate_terms(values: &[&[u8]], offered: bool) -> Option<Option<DeflateTerms>> {
+    let accepted = parse_extensions(values).ok()?;
+    let offer = match accepted.as_slice() {
+        [] => return Some(None),
+        [one] if offered && one.name.eq_ignore_ascii_case(EXTENSION_NAME) => one,
+        _ => return None,
+    };
+    let mut terms = DeflateTerms {
+        server_no_context_takeover: false,
+        server_window_bits: 15,
+        client_window_bits: 15,
+    };
+    let mut seen = Vec::new();
+    for (name, value) in &offer.params {
+        let name = name.to_ascii_lowercase();
+        if seen.contains(&name) {
+            return None;
+        }
+        match (name.as_str(), value) {
+            ("server_no_context_takeover", None) => terms.server_no_context_takeover = true,
+            // We compress every message with a fresh context anyway.
+            ("client_no_context_takeover", None) => {}
+            ("server_max_window_bits", Some(v)) => terms.server_window_bits = window_bits(v)?,
+            ("client_max_window_bits", Some(v)) => terms.client_window_bits = window_bits(v)?,
+            _ => return None,
+        }
+        seen.push(name);
+    }
+    Some(Some(terms))
 }
 
 /// Appends one masked client frame carrying `payload` to `out` (no intermediate buffer:
@@ -108,6 +199,30 @@ pub fn push_masked_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], key:
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], key, 0);
+}
+
+/// Appends one masked data message. With `deflate` (our compressor and the agreed client
+/// window) the payload is compressed with a fresh context and sent with RSV1 when that makes
+/// it smaller, as the server does; zlib cannot write an 8-bit window, so a server that asked
+/// for one gets plain frames (always allowed). Returns the payload bytes put on the wire.
+pub fn push_message(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    payload: &[u8],
+    key: [u8; 4],
+    deflate: Option<(&mut Compressor, u8)>,
+) -> usize {
+    if let Some((compressor, bits)) = deflate.filter(|(_, bits)| *bits >= 9) {
+        let compressed = compressor.compress(payload, bits);
+        if compressed.len() < payload.len() {
+            let first = out.len();
+            push_masked_frame(out, opcode, &compressed, key);
+            out[first] |= RSV1_BIT;
+            return compressed.len();
+        }
+    }
+    push_masked_frame(out, opcode, payload, key);
+    payload.len()
 }
 
 /// A masked Close frame with `code` (the reply to the server's Close, or our own).
@@ -128,7 +243,47 @@ pub fn close_code(payload: &[u8]) -> u16 {
 pub struct Incoming<'a> {
     /// Text, Binary, Close, Ping or Pong (never Continuation: fragments are reassembled).
     pub opcode: Opcode,
+    /// The message as the application sees it (inflated, for a compressed one).
     pub payload: &'a [u8],
+    /// Payload bytes the frames carried (the compressed size, for a compressed message).
+    pub wire_len: usize,
+    pub compressed: bool,
+}
+
+/// A fragmented message being reassembled.
+#[derive(Debug)]
+struct Fragments {
+    opcode: Opcode,
+    compressed: bool,
+    so_far: Vec<u8>,
+}
+
+/// The inflating side of an agreed permessage-deflate.
+#[derive(Debug)]
+struct InflateSide {
+    terms: DeflateTerms,
+    /// Made on the first compressed message and kept (47.5 KB): reset after each message
+    /// when the server agreed to no context takeover, else it keeps the server's window.
+    inflater: Option<Inflater>,
+}
+
+impl InflateSide {
+    /// Inflates one whole compressed message into `out` (cleared first).
+    fn inflate(&mut self, data: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), ClientError> {
+        let bits = self.terms.server_window_bits;
+        let inflater = self.inflater.get_or_insert_with(|| Inflater::new(bits));
+        out.clear();
+        let result = inflater
+            .inflate(data, out, limit)
+            .and_then(|()| inflater.finish(out, limit));
+        if self.terms.server_no_context_takeover {
+            inflater.reset();
+        }
+        result.map_err(|e| match e {
+            InflateError::TooBig => ClientError::TooBig,
+            InflateError::Corrupt => ClientError::BadDeflate,
+        })
+    }
 }
 
 /// Reassembles server messages from the bytes the socket delivered.
@@ -140,11 +295,13 @@ pub struct MessageReader {
     buf: Vec<u8>,
     /// Bytes of `buf` already consumed; compacted on the next `handle_input`.
     consumed: usize,
-    /// The message being reassembled from fragments: its opcode and payload so far.
-    fragments: Option<(Opcode, Vec<u8>)>,
-    /// The completed fragmented message handed out by the last `poll_message`.
+    /// The message being reassembled from fragments.
+    fragments: Option<Fragments>,
+    /// The completed fragmented or inflated message handed out by the last `poll_message`.
     assembled: Vec<u8>,
     max_message: usize,
+    /// permessage-deflate, once the 101 agreed to it.
+    deflate: Option<InflateSide>,
 }
 
 impl MessageReader {
@@ -155,7 +312,16 @@ impl MessageReader {
             fragments: None,
             assembled: Vec::new(),
             max_message,
+            deflate: None,
         }
+    }
+
+    /// From now on, messages may arrive compressed on these terms (RSV1 on their first frame).
+    pub fn use_deflate(&mut self, terms: DeflateTerms) {
+        self.deflate = Some(InflateSide {
+            terms,
+            inflater: None,
+        });
     }
 
     pub fn handle_input(&mut self, bytes: &[u8]) {
@@ -175,13 +341,21 @@ impl MessageReader {
     pub fn poll_message(&mut self) -> Result<Option<Incoming<'_>>, ClientError> {
         loop {
             let rest = &self.buf[self.consumed..];
-            let Some((header, header_len)) =
-                FrameHeader::parse(rest).map_err(ClientError::Header)?
-            else {
+            let parsed = if self.deflate.is_some() {
+                FrameHeader::parse_with_rsv1(rest)
+            } else {
+                FrameHeader::parse(rest).map(|h| h.map(|(header, len)| (header, false, len)))
+            };
+            let Some((header, rsv1, header_len)) = parsed.map_err(ClientError::Header)? else {
                 return Ok(None);
             };
             if header.mask.is_some() {
                 return Err(ClientError::MaskedFrame);
+            }
+            // RSV1 marks the first frame of a compressed data message, and nothing else
+            // (RFC 7692 6.1).
+            if rsv1 && (header.opcode.is_control() || header.opcode == Opcode::Continuation) {
+                return Err(ClientError::Header(ProtocolError::ReservedBits));
             }
             let len = usize::try_from(header.payload_len).map_err(|_| ClientError::TooBig)?;
             if len > self.max_message {
@@ -197,6 +371,8 @@ impl MessageReader {
                 return Ok(Some(Incoming {
                     opcode: header.opcode,
                     payload: &self.buf[payload],
+                    wire_len: len,
+                    compressed: false,
                 }));
             }
             match (header.opcode, header.fin, self.fragments.take()) {
@@ -205,27 +381,57 @@ impl MessageReader {
                     return Err(ClientError::BadFragmentation);
                 }
                 (opcode, true, None) => {
+                    let data = &self.buf[payload];
+                    let message = match (&mut self.deflate, rsv1) {
+                        (Some(side), true) => {
+                            side.inflate(data, &mut self.assembled, self.max_message)?;
+                            &self.assembled[..]
+                        }
+                        _ => data,
+                    };
                     return Ok(Some(Incoming {
                         opcode,
-                        payload: &self.buf[payload],
+                        payload: message,
+                        wire_len: len,
+                        compressed: rsv1,
                     }));
                 }
                 (opcode, false, None) => {
-                    self.fragments = Some((opcode, self.buf[payload].to_vec()));
+                    self.fragments = Some(Fragments {
+                        opcode,
+                        compressed: rsv1,
+                        so_far: self.buf[payload].to_vec(),
+                    });
                 }
-                (_, fin, Some((opcode, mut so_far))) => {
-                    if so_far.len() + len > self.max_message {
+                (_, fin, Some(mut fragments)) => {
+                    // For a compressed message this bounds the compressed size; the inflated
+                    // size is bounded when it is inflated.
+                    if fragments.so_far.len() + len > self.max_message {
                         return Err(ClientError::TooBig);
                     }
-                    so_far.extend_from_slice(&self.buf[payload]);
-                    if fin {
-                        self.assembled = so_far;
-                        return Ok(Some(Incoming {
-                            opcode,
-                            payload: &self.assembled,
-                        }));
+                    fragments.so_far.extend_from_slice(&self.buf[payload]);
+                    if !fin {
+                        self.fragments = Some(fragments);
+                        continue;
                     }
-                    self.fragments = Some((opcode, so_far));
+                    let Fragments {
+                        opcode,
+                        compressed,
+                        so_far,
+                    } = fragments;
+                    let wire_len = so_far.len();
+                    match (&mut self.deflate, compressed) {
+                        (Some(side), true) => {
+                            side.inflate(&so_far, &mut self.assembled, self.max_message)?;
+                        }
+                        _ => self.assembled = so_far,
+                    }
+                    return Ok(Some(Incoming {
+                        opcode,
+                        payload: &self.assembled,
+                        wire_len,
+                        compressed,
+                    }));
                 }
             }
         }
@@ -245,35 +451,301 @@ mod tests {
         let head_len = resp.len();
         resp.extend_from_slice(&server_frame(Opcode::Text, &[b"hi"]));
         for cut in 0..head_len {
-            assert_eq!(check_response(&resp[..cut], SAMPLE_KEY), Ok(None));
+            assert_eq!(check_response(&resp[..cut], SAMPLE_KEY, false), Ok(None));
         }
-        assert_eq!(check_response(&resp, SAMPLE_KEY), Ok(Some(head_len)));
+        assert_eq!(
+            check_response(&resp, SAMPLE_KEY, false),
+            Ok(Some(Upgraded {
+                head_len,
+                deflate: None
+            }))
+        );
     }
 
     #[test]
     fn rejects_wrong_status_and_wrong_accept() {
         let resp = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(
-            check_response(resp, SAMPLE_KEY),
+            check_response(resp, SAMPLE_KEY, false),
             Err(HandshakeFailure::Status(503))
         );
         let resp = wschat::ws::handshake::switching_protocols("AAAAAAAAAAAAAAAAAAAAAA==", &[]);
         assert_eq!(
-            check_response(&resp, SAMPLE_KEY),
+            check_response(&resp, SAMPLE_KEY, false),
             Err(HandshakeFailure::BadResponse)
         );
         assert_eq!(
-            check_response(&[b'x'; MAX_RESPONSE_HEAD + 1], SAMPLE_KEY),
+            check_response(&[b'x'; MAX_RESPONSE_HEAD + 1], SAMPLE_KEY, false),
             Err(HandshakeFailure::BadResponse)
         );
     }
 
     #[test]
     fn request_is_accepted_by_the_servers_parser() {
-        let req = upgrade_request("127.0.0.1:1", "/chat/room-1?name=b1", SAMPLE_KEY);
+        let req = upgrade_request("127.0.0.1:1", "/chat/room-1?name=b1", SAMPLE_KEY, false);
         let parsed = wschat::ws::handshake::parse_request(&req).unwrap();
         assert_eq!(parsed.path, "/chat/room-1");
         assert_eq!(parsed.upgrade.unwrap().key, SAMPLE_KEY);
+    }
+
+    /// The server's sans-IO connection answers our offer; we read its terms back.
+    #[test]
+    fn the_servers_answer_to_our_offer_is_understood() {
+        for offer in [false, true] {
+            let req = upgrade_request("127.0.0.1:1", "/echo", SAMPLE_KEY, offer);
+            let limits = wschat::ws::Limits {
+                max_message: 1 << 20,
+                handshake_timeout: std::time::Duration::from_secs(5),
+                close_timeout: std::time::Duration::from_secs(5),
+            };
+            let mut server = wschat::ws::Connection::new(limits, std::time::Instant::now());
+            server.handle_input(&req);
+            while server.poll_event().is_some() {}
+            server.accept_with_deflate(&[], true).unwrap();
+            let mut resp = Vec::new();
+            while let Some(frame) = server.poll_output() {
+                resp.extend_from_slice(&frame);
+            }
+            let upgraded = check_response(&resp, SAMPLE_KEY, offer).unwrap().unwrap();
+            assert_eq!(upgraded.head_len, resp.len());
+            let want = offer.then_some(DeflateTerms {
+                server_no_context_takeover: true,
+                server_window_bits: 15,
+                client_window_bits: 15,
+            });
+            assert_eq!(upgraded.deflate, want, "offer {offer}");
+        }
+    }
+
+    fn response_with(extensions: &str) -> Vec<u8> {
+        wschat::ws::handshake::switching_protocols(
+            SAMPLE_KEY,
+            &[("Sec-WebSocket-Extensions", extensions)],
+        )
+    }
+
+    #[test]
+    fn deflate_terms_follow_the_response() {
+        let terms = |ext: &str| {
+            check_response(&response_with(ext), SAMPLE_KEY, true).map(|u| u.unwrap().deflate)
+        };
+        assert_eq!(
+            terms("permessage-deflate; server_max_window_bits=10; client_max_window_bits=9"),
+            Ok(Some(DeflateTerms {
+                server_no_context_takeover: false,
+                server_window_bits: 10,
+                client_window_bits: 9,
+            }))
+        );
+        assert_eq!(
+            terms("Permessage-Deflate;Client_No_Context_Takeover"),
+            Ok(Some(DeflateTerms {
+                server_no_context_takeover: false,
+                server_window_bits: 15,
+                client_window_bits: 15,
+            }))
+        );
+        // A client must fail the connection on anything it did not offer or cannot read.
+        for bad in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate, permessage-deflate",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; mystery",
+            "permessage-deflate; ;",
+        ] {
+            assert_eq!(terms(bad), Err(HandshakeFailure::BadResponse), "{bad}");
+        }
+        assert_eq!(
+            check_response(&response_with("permessage-deflate"), SAMPLE_KEY, false),
+            Err(HandshakeFailure::BadResponse),
+            "not offered"
+        );
+    }
+
+    const NO_TAKEOVER: DeflateTerms = DeflateTerms {
+        server_no_context_takeover: true,
+        server_window_bits: 15,
+        client_window_bits: 15,
+    };
+
+    /// A server frame carrying `payload` compressed by the server's own code path.
+    fn compressed_server_frame(payload: &[u8]) -> Vec<u8> {
+        let message = wschat::ws::OutMessage::from(server_frame(Opcode::Text, &[payload]));
+        let agreed = wschat::ws::deflate::Agreed {
+            server_window_bits: 15,
+            client_window_bits: 15,
+        };
+        let frame = message.for_receiver(Some(agreed), &mut Compressor::default());
+        assert_ne!(frame[0] & RSV1_BIT, 0, "the sample must compress");
+        frame.to_vec()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_in_any_split() {
+        let text = "the quick brown fox jumps over the lazy dog; ".repeat(8);
+        let frame = compressed_server_frame(text.as_bytes());
+        let mut stream = frame.clone();
+        stream.extend_from_slice(&server_frame(Opcode::Text, &[b"plain"]));
+        stream.extend_from_slice(&frame);
+        for split in 0..stream.len() {
+            let mut reader = MessageReader::new(1 << 20);
+            reader.use_deflate(NO_TAKEOVER);
+            let mut got = Vec::new();
+            for part in [&stream[..split], &stream[split..]] {
+                reader.handle_input(part);
+                while let Some(m) = reader.poll_message().unwrap() {
+                    got.push((m.payload.to_vec(), m.compressed, m.wire_len));
+                }
+            }
+            let wire = frame.len() - 2;
+            assert_eq!(
+                got,
+                vec![
+                    (text.clone().into_bytes(), true, wire),
+                    (b"plain".to_vec(), false, 5),
+                    (text.clone().into_bytes(), true, wire),
+                ],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fragmented_compressed_message_is_inflated_once_whole() {
+        let text = "fragmented and compressed, ".repeat(10);
+        let frame = compressed_server_frame(text.as_bytes());
+        let data = &frame[2..];
+        let (a, b) = data.split_at(data.len() / 2);
+        let mut first = encode_frame_nofin(Opcode::Text, a);
+        first[0] |= RSV1_BIT;
+        let mut stream = first;
+        stream.extend_from_slice(&server_frame(Opcode::Ping, &[b"between"]));
+        stream.extend_from_slice(&server_frame(Opcode::Continuation, &[b]));
+        let mut reader = MessageReader::new(1 << 20);
+        reader.use_deflate(NO_TAKEOVER);
+        reader.handle_input(&stream);
+        assert_eq!(reader.poll_message().unwrap().unwrap().opcode, Opcode::Ping);
+        let m = reader.poll_message().unwrap().unwrap();
+        assert_eq!(
+            (m.payload, m.compressed, m.wire_len),
+            (text.as_bytes(), true, data.len())
+        );
+    }
+
+    /// Without server_no_context_takeover the server may refer back to earlier messages:
+    /// the inflater keeps its window (zlib's sync flush per message, trailer removed).
+    #[test]
+    fn context_takeover_keeps_the_window_across_messages() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut deflate = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        let line = b"a line that repeats itself exactly, twice over the wire";
+        let mut stream = Vec::new();
+        let mut sizes = Vec::new();
+        for _ in 0..2 {
+            let mut out = Vec::with_capacity(256);
+            deflate
+                .compress_vec(line, &mut out, FlushCompress::Sync)
+                .unwrap();
+            out.truncate(out.len() - 4);
+            sizes.push(out.len());
+            let mut frame = server_frame(Opcode::Binary, &[&out]).to_vec();
+            frame[0] |= RSV1_BIT;
+            stream.extend_from_slice(&frame);
+        }
+        assert!(
+            sizes[1] < sizes[0] / 2,
+            "the second refers to the first: {sizes:?}"
+        );
+        let mut reader = MessageReader::new(1 << 20);
+        reader.use_deflate(DeflateTerms {
+            server_no_context_takeover: false,
+            ..NO_TAKEOVER
+        });
+        reader.handle_input(&stream);
+        for _ in 0..2 {
+            assert_eq!(reader.poll_message().unwrap().unwrap().payload, line);
+        }
+    }
+
+    #[test]
+    fn bad_compressed_input_is_an_error_not_a_panic() {
+        let bomb = compressed_server_frame(&[b'a'; 100_000]);
+        let mut reader = MessageReader::new(65_536);
+        reader.use_deflate(NO_TAKEOVER);
+        reader.handle_input(&bomb);
+        assert_eq!(reader.poll_message().unwrap_err(), ClientError::TooBig);
+
+        let mut corrupt = server_frame(Opcode::Text, &[&[0xff; 20]]).to_vec();
+        corrupt[0] |= RSV1_BIT;
+        let mut reader = MessageReader::new(1 << 20);
+        reader.use_deflate(NO_TAKEOVER);
+        reader.handle_input(&corrupt);
+        assert_eq!(reader.poll_message().unwrap_err(), ClientError::BadDeflate);
+
+        let reserved = ClientError::Header(ProtocolError::ReservedBits);
+        // RSV1 without an agreement, on a control frame, on a continuation.
+        let mut reader = MessageReader::new(1 << 20);
+        reader.handle_input(&compressed_server_frame(&[b'a'; 100]));
+        assert_eq!(reader.poll_message().unwrap_err(), reserved);
+        for frame in [
+            server_frame(Opcode::Ping, &[b"p"]).to_vec(),
+            [
+                encode_frame_nofin(Opcode::Text, b"a"),
+                server_frame(Opcode::Continuation, &[b"b"]).to_vec(),
+            ]
+            .concat(),
+        ] {
+            let mut frame = frame;
+            let last = if frame.len() > 3 && frame[0] & 0x0f == 1 {
+                3
+            } else {
+                0
+            };
+            frame[last] |= RSV1_BIT;
+            let mut reader = MessageReader::new(1 << 20);
+            reader.use_deflate(NO_TAKEOVER);
+            reader.handle_input(&frame);
+            assert_eq!(reader.poll_message().unwrap_err(), reserved);
+        }
+    }
+
+    #[test]
+    fn outgoing_messages_compress_when_it_pays() {
+        let mut compressor = Compressor::default();
+        let text = "hello hello hello hello hello hello hello hello".repeat(4);
+        for (bits, payload, compressed) in [
+            (15, text.as_bytes(), true),
+            (9, text.as_bytes(), true),
+            (8, text.as_bytes(), false),
+            (15, &b"short"[..], false),
+        ] {
+            let mut out = Vec::new();
+            let key = [1, 2, 3, 4];
+            let wire = push_message(
+                &mut out,
+                Opcode::Text,
+                payload,
+                key,
+                Some((&mut compressor, bits)),
+            );
+            let (header, rsv1, header_len) = FrameHeader::parse_with_rsv1(&out).unwrap().unwrap();
+            assert_eq!(rsv1, compressed, "bits {bits} len {}", payload.len());
+            assert_eq!(header.payload_len as usize, wire);
+            let mut data = out[header_len..].to_vec();
+            apply_mask(&mut data, key, 0);
+            if compressed {
+                assert!(wire < payload.len());
+                let mut inflater = Inflater::new(bits);
+                let mut plain = Vec::new();
+                inflater.inflate(&data, &mut plain, 1 << 20).unwrap();
+                inflater.finish(&mut plain, 1 << 20).unwrap();
+                data = plain;
+            }
+            assert_eq!(data, payload);
+        }
     }
 
     #[test]

@@ -558,3 +558,119 @@ fn wss_ping_against_self_signed_with_insecure_and_tls_failures_are_counted() {
     // wss:// without saying whom to trust is a usage error.
     assert_eq!(bench(&["connect", "--url", &url, "--conns", "1"]).0, 2);
 }
+
+/// `--deflate` against a server with and without it: compression both ways where agreed,
+/// plain frames where not, and exact accounting either way.
+#[test]
+fn deflate_compresses_both_ways_where_agreed_and_accounts_exactly() {
+    for server_deflate in [true, false] {
+        let server = if server_deflate {
+            Server::start_with(&["--deflate"])
+        } else {
+            Server::start()
+        };
+        let json = temp_path(&format!("deflate-{server_deflate}.json"));
+        let url = format!("ws://{}", server.addr);
+        // 20 connections, 2 rooms of 10, 250 msg/s for 2 s: every connection sends exactly 25
+        // (period 80 ms), 500 messages, 9 deliveries each.
+        let (code, stdout) = bench(&[
+            "chat",
+            "--url",
+            &url,
+            "--conns",
+            "20",
+            "--rooms",
+            "2",
+            "--rate",
+            "250",
+            "--warmup",
+            "0s",
+            "--duration",
+            "2s",
+            "--drain",
+            "10s",
+            "--payload",
+            "300",
+            "--fill",
+            "text",
+            "--deflate",
+            "--require-correct",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stdout}");
+        let run = read_json(&json);
+        let (sent, received) = (counter(&run, "sent"), counter(&run, "received"));
+        assert_eq!(sent, 500);
+        assert_eq!(received, 500 * 9);
+        assert_eq!(counter(&run, "payload_bytes_sent"), sent * 300);
+        assert_eq!(counter(&run, "payload_bytes_received"), received * 300);
+        let wire_sent = counter(&run, "wire_bytes_sent");
+        let wire_received = counter(&run, "wire_bytes_received");
+        if server_deflate {
+            assert_eq!(counter(&run, "deflate_agreed"), 20);
+            // 300 bytes of chat-like text always shrink, in both directions.
+            assert_eq!(counter(&run, "compressed_sent"), sent);
+            assert_eq!(counter(&run, "compressed_received"), received);
+            assert!(wire_sent < sent * 300, "{wire_sent}");
+            assert!(wire_received < received * 300, "{wire_received}");
+        } else {
+            assert_eq!(counter(&run, "deflate_agreed"), 0);
+            assert_eq!(counter(&run, "compressed_sent"), 0);
+            assert_eq!(counter(&run, "compressed_received"), 0);
+            assert_eq!(wire_sent, sent * 300);
+            assert_eq!(wire_received, received * 300);
+        }
+
+        let echo = format!("ws://{}/echo", server.addr);
+        let json = temp_path(&format!("deflate-ping-{server_deflate}.json"));
+        let (code, stdout) = bench(&[
+            "ping",
+            "--url",
+            &echo,
+            "--conns",
+            "2",
+            "--rate",
+            "100",
+            "--warmup",
+            "0s",
+            "--duration",
+            "1s",
+            "--payload",
+            "200",
+            "--fill",
+            "text",
+            "--deflate",
+            "--require-correct",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stdout}");
+        let run = read_json(&json);
+        assert_eq!(counter(&run, "received"), 100);
+        let compressed = if server_deflate { 100 } else { 0 };
+        assert_eq!(counter(&run, "compressed_received"), compressed);
+
+        let json = temp_path(&format!("deflate-connect-{server_deflate}.json"));
+        let (code, stdout) = bench(&[
+            "connect",
+            "--url",
+            &echo,
+            "--conns",
+            "50",
+            "--concurrency",
+            "10",
+            "--deflate",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stdout}");
+        let run = read_json(&json);
+        assert_eq!(counter(&run, "handshakes"), 50);
+        let agreed = if server_deflate { 50 } else { 0 };
+        assert_eq!(counter(&run, "deflate_agreed"), agreed);
+    }
+}

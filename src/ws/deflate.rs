@@ -262,8 +262,9 @@ fn accept_offer(offer: &ExtensionOffer) -> Option<(Agreed, Option<u8>)> {
     Some((agreed, client_bits))
 }
 
-/// A window size: 8..=15 in decimal, no leading zero (RFC 7692 7.1.2).
-fn window_bits(value: &str) -> Option<u8> {
+/// A window size: 8..=15 in decimal, no leading zero (RFC 7692 7.1.2). Public for clients,
+/// which check the windows a server's response names.
+pub fn window_bits(value: &str) -> Option<u8> {
     match value.as_bytes() {
         [d @ b'8'..=b'9'] => Some(d - b'0'),
         [b'1', d @ b'0'..=b'5'] => Some(10 + d - b'0'),
