@@ -613,6 +613,8 @@ fn deflate_compresses_both_ways_where_agreed_and_accounts_exactly() {
             // 300 bytes of chat-like text always shrink, in both directions.
             assert_eq!(counter(&run, "compressed_sent"), sent);
             assert_eq!(counter(&run, "compressed_received"), received);
+            // One loader thread: each message inflated once, not once per receiver.
+            assert_eq!(counter(&run, "inflations"), sent);
             assert!(wire_sent < sent * 300, "{wire_sent}");
             assert!(wire_received < received * 300, "{wire_received}");
         } else {
