@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh                 # full matrix, 3 runs per cell (about 30 minutes on 2 cores)
 #   scripts/bench.sh --quick         # all patterns, fewer scenarios, 2 s runs, 1 run (< 2 minutes)
-#   scripts/bench.sh --smoke         # CI: single-thread + reuseport (+ node), chat 50 conns 2 s, 1 run
+#   scripts/bench.sh --smoke         # CI: single-thread + reuseport (+ node), chat and deflate, 50 conns 2 s, 1 run
 #   scripts/bench.sh --cluster [...] # scale-out: 1 node vs 2 and 3 behind HAProxy and nginx, through
 #                                    # Redis, in network namespaces (root; deploy/bench-cluster.sh,
 #                                    # whose options follow; results in results/cluster/)
@@ -16,11 +16,12 @@
 #   --patterns "P ..."   wschat patterns (default: all five); node-ws is the baseline, see --no-node
 #   --ios "epoll uring"  io backends to try (default: epoll); one the binary rejects is skipped
 #   --layouts "split shared"   CPU layouts (default full: both; quick/smoke: split)
-#   --scenarios "..."    of: chat saturate connect ping cpu tls (default full: all)
+#   --scenarios "..."    of: chat saturate connect ping cpu tls deflate (default full: all)
 #   --shared-scenarios "..."   scenarios also run in the shared layout (default: chat saturate cpu)
 #   --rates "R ..."      chat rates, messages/s (default: 1000 2000 5000 10000)
 #   --shared-rates "R ..."     chat rates in the shared layout (default: 2000 5000)
 #   --tls-rate R         the one chat rate of the tls scenario (default: 2000; smoke: 500)
+#   --deflate-rates "R ..."   chat rates of the deflate scenario (default: 200 1000 2000; smoke: 500)
 #   --runs N             runs per cell, back to back (default full: 3)
 #   --duration SECS      measured seconds per run (default full: 5)
 #   --no-node            skip the Node baseline
@@ -49,6 +50,13 @@
 #             wss:// --insecure: full handshakes, no resumption). Scenario labels tls-chat
 #             and tls-connect; the tables put tls=off and tls=on side by side (server CPU
 #             per delivery and per handshake, handshakes/s). Not for node-ws.
+#   deflate   the chat at each --deflate-rates with 256-byte messages of chat-like text
+#             (--payload 256 --fill text), bench-client offering permessage-deflate as
+#             Chromium does (--deflate: it compresses what it sends and inflates what it
+#             gets), twice: against the server as it is (label deflate=off: the offer is
+#             declined) and with --deflate (deflate=on). Scenario label deflate-chat; the
+#             table adds the bytes on the wire per delivery. node-ws too (its --deflate: the
+#             same terms; `ws` compresses once per receiver).
 #
 # Syscalls per delivery come from a separate, untimed run per pattern (chat 1000 conns, rooms
 # of 50, 1000 msg/s, split layout) with `perf stat -e syscalls:sys_enter_*` attached to the
@@ -78,6 +86,7 @@ machine=
 patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
 ios="epoll"
 layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_rate=
+deflate_rates=
 node=true syscalls= build=true quiet_max=
 while (($#)); do
     case $1 in
@@ -95,6 +104,7 @@ while (($#)); do
         --rates) rates=${2:?}; shift ;;
         --shared-rates) shared_rates=${2:?}; shift ;;
         --tls-rate) tls_rate=${2:?}; shift ;;
+        --deflate-rates) deflate_rates=${2:?}; shift ;;
         --runs) runs=${2:?}; shift ;;
         --duration) duration=${2:?}; shift ;;
         --no-node) node=false ;;
@@ -112,7 +122,7 @@ done
 conns=1000 rooms=20 smoke_extra=()
 case $mode in
     full)
-        : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu tls}"
+        : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu tls deflate}"
         : "${shared_scenarios:=chat saturate cpu}" "${rates:=1000 2000 5000 10000}"
         : "${shared_rates:=2000 5000}" "${runs:=3}" "${duration:=5}"
         warmup=1 connect_conns=5000
@@ -125,17 +135,18 @@ case $mode in
     smoke)
         [[ $patterns == "single-thread acceptor-readers work-queue multi-accept reuseport" ]] &&
             patterns="single-thread reuseport"
-        : "${layouts:=split}" "${scenarios:=chat}" "${shared_scenarios:=}"
+        : "${layouts:=split}" "${scenarios:=chat deflate}" "${shared_scenarios:=}"
         : "${rates:=500}" "${shared_rates:=500}" "${runs:=1}" "${duration:=2}" "${tls_rate:=500}"
+        : "${deflate_rates:=500}"
         conns=50 rooms=5 warmup=0.5 connect_conns=200
         : "${syscalls:=false}"
         smoke_extra=(--require-correct) ;;
 esac
-: "${tls_rate:=2000}"
+: "${tls_rate:=2000}" "${deflate_rates:=200 1000 2000}"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ $duration =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds"
 for s in $scenarios $shared_scenarios; do
-    case $s in chat | saturate | connect | ping | cpu | tls) ;; *) die "unknown scenario: $s" ;; esac
+    case $s in chat | saturate | connect | ping | cpu | tls | deflate) ;; *) die "unknown scenario: $s" ;; esac
 done
 for l in $layouts; do
     case $l in split | shared) ;; *) die "unknown layout: $l" ;; esac
@@ -195,6 +206,7 @@ python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
     "git_dirty_server_files=$git_dirty" "started_utc=$stamp" \
     "patterns=$patterns" "ios=$ios" "layouts=$layouts" "scenarios=$scenarios" \
     "shared_scenarios=$shared_scenarios" "rates=$rates" "shared_rates=$shared_rates" "tls_rate=$tls_rate" \
+    "deflate_rates=$deflate_rates" \
     "runs=$runs" "duration_s=$duration" "node=$node"
 note "results in $dir (machine $machine, mode $mode)"
 
@@ -222,21 +234,24 @@ stop_server() {
 trap 'stop_server || true' EXIT
 trap 'exit 130' INT TERM
 
-# start_server NAME LAYOUT IO WORK_US LOG [TLS]: starts wschat (or node-ws) on a free loopback
-# port, with --tls-self-signed when TLS is "on"; sets server_pid and server_addr. Returns 3 if
-# the server refused to start (e.g. an io backend this binary does not have), 1 on other failures.
+# start_server NAME LAYOUT IO WORK_US LOG [VARIANT]: starts wschat (or node-ws) on a free
+# loopback port; VARIANT tls=on adds --tls-self-signed, deflate=on adds --deflate. Sets
+# server_pid and server_addr. Returns 3 if the server refused to start (e.g. an io backend
+# this binary does not have), 1 on other failures.
 start_server() {
-    local name=$1 layout=$2 io=$3 work=$4 log=$5 tls=${6:-} pin=() cmd i
+    local name=$1 layout=$2 io=$3 work=$4 log=$5 variant=${6:-} pin=() cmd i
     [[ $layout == split ]] && pin=(taskset -c 0)
     if [[ $name == node-ws ]]; then
         cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0 --work-us "$work")
+        [[ $variant == deflate=on ]] && cmd+=(--deflate)
     else
         cmd=("$wschat" --pattern "$name" --io "$io" --addr 127.0.0.1:0 --work-us "$work")
         case $name in
             acceptor-readers | multi-accept | reuseport) cmd+=(--threads 2) ;;
             work-queue) cmd+=(--workers 2) ;;
         esac
-        [[ $tls == on ]] && cmd+=(--tls-self-signed)
+        [[ $variant == tls=on ]] && cmd+=(--tls-self-signed)
+        [[ $variant == deflate=on ]] && cmd+=(--deflate)
     fi
     echo "# ${pin[*]} ${cmd[*]}" >"$log"
     "${pin[@]}" "${cmd[@]}" >>"$log" 2>&1 &
@@ -266,10 +281,11 @@ start_server() {
 quiet_waited=0 quiet_busy=0
 
 # ---- one run ------------------------------------------------------------------------------
-# run_cell NAME IO LAYOUT SCENARIO RATE K [TLS]: one bench-client run against the running server.
+# run_cell NAME IO LAYOUT SCENARIO RATE K [VARIANT]: one bench-client run against the running
+# server. VARIANT (tls=off|on, deflate=off|on) becomes a label and a part of the file name.
 run_cell() {
-    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k=$6 tls=${7:-}
-    local tag=$name-$io-$layout-$scenario${rate:+-$rate}${tls:+-tls_$tls}-run$k
+    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 k=$6 variant=${7:-}
+    local tag=$name-$io-$layout-$scenario${rate:+-$rate}${variant:+-${variant/=/_}}-run$k
     local json=$dir/$tag.json log=$dir/logs/$tag
     local work=0 loader=() args=() limit status=0
     [[ $scenario == cpu ]] && work=50
@@ -280,10 +296,11 @@ run_cell() {
     local labels=(--label "pattern=$name" --label "io=$io" --label "layout=$layout"
         --label "scenario=$scenario" --label "rate=${rate:-na}" --label "run=$k"
         --label "threads=$threads" --label "work_us=$work" --label "machine=$machine")
-    # tls-chat and tls-connect are chat and connect, over wss:// when TLS is on.
-    local scheme=ws kind=${scenario#tls-}
-    [[ -n $tls ]] && labels+=(--label "tls=$tls")
-    [[ $tls == on ]] && scheme=wss
+    # tls-chat, tls-connect and deflate-chat are chat and connect, over wss:// when TLS is on,
+    # and with compressible messages and the deflate offer for deflate-chat.
+    local scheme=ws kind=${scenario#*-}
+    [[ -n $variant ]] && labels+=(--label "$variant")
+    [[ $variant == tls=on ]] && scheme=wss
     case $kind in
         chat) args=(chat --conns "$conns" --rooms "$rooms" --rate "$rate" --warmup "${warmup}s"
             --drain 3s --settle-timeout 20s "${smoke_extra[@]}") ;;
@@ -299,7 +316,8 @@ run_cell() {
     esac
     # --url goes first for chat-like runs (the server address is known only now).
     case $kind in chat | cpu | saturate) args=("${args[0]}" --url "$scheme://$server_addr" "${args[@]:1}") ;; esac
-    [[ $tls == on ]] && args+=(--insecure)   # the certificate was made at the server's start
+    [[ $variant == tls=on ]] && args+=(--insecure)   # the certificate was made at the server's start
+    [[ $scenario == deflate-chat ]] && args+=(--payload 256 --fill text --deflate)
     limit=$(python3 -c "print(int(60 + 2 * $duration))")
     # `times` (a builtin: no fork, in this shell) gives the CPU of waited-for children, i.e.
     # the loader's; /proc/stat the whole machine's; /proc/PID/stat the server's.
@@ -322,20 +340,20 @@ run_cell() {
     return "$status"
 }
 
-# cell NAME IO LAYOUT SCENARIO RATE [TLS]: --runs runs of one cell, back to back.
+# cell NAME IO LAYOUT SCENARIO RATE [VARIANT]: --runs runs of one cell, back to back.
 cell() {
-    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 tls=${6:-} k status tag
+    local name=$1 io=$2 layout=$3 scenario=$4 rate=$5 variant=${6:-} k status tag
     local work=0
     [[ $scenario == cpu ]] && work=50
     for ((k = 1; k <= runs; k++)); do
-        tag=$name-$io-$layout-$scenario${rate:+-$rate}${tls:+-tls_$tls}-run$k
+        tag=$name-$io-$layout-$scenario${rate:+-$rate}${variant:+-${variant/=/_}}-run$k
         quiet_waited=0 quiet_busy=-1
         if ((quiet_max > 0)); then
             read -r quiet_waited quiet_busy < <(python3 scripts/bench/noise.py wait-quiet "$quiet_max")
             ((quiet_busy >= 10)) && note "machine still ${quiet_busy}% busy after ${quiet_waited} s: running $tag anyway (see host_noise)"
         fi
         status=0
-        start_server "$name" "$layout" "$io" "$work" "$dir/logs/$tag.server" "$tls" || status=$?
+        start_server "$name" "$layout" "$io" "$work" "$dir/logs/$tag.server" "$variant" || status=$?
         if ((status == 3)); then
             return 3
         elif ((status != 0)); then
@@ -344,7 +362,7 @@ cell() {
             continue
         fi
         status=0
-        run_cell "$name" "$io" "$layout" "$scenario" "$rate" "$k" "$tls" || status=$?
+        run_cell "$name" "$io" "$layout" "$scenario" "$rate" "$k" "$variant" || status=$?
         local stop=0
         stop_server || stop=$?
         if ((status != 0)); then
@@ -431,10 +449,18 @@ for entry in "${servers[@]}"; do
                 # node-ws has no TLS; the same server and loader with and without it.
                 [[ $name == node-ws ]] && continue
                 for t in off on; do
-                    cell "$name" "$io" "$layout" tls-chat "$tls_rate" "$t" || status=$?
+                    cell "$name" "$io" "$layout" tls-chat "$tls_rate" "tls=$t" || status=$?
                     ((status == 3)) && break
-                    cell "$name" "$io" "$layout" tls-connect "" "$t" || status=$?
+                    cell "$name" "$io" "$layout" tls-connect "" "tls=$t" || status=$?
                     ((status == 3)) && break
+                done
+            elif [[ $scenario == deflate ]]; then
+                # Off and on side by side at each rate (back to back, so that they compare).
+                for rate in $deflate_rates; do
+                    for t in off on; do
+                        cell "$name" "$io" "$layout" deflate-chat "$rate" "deflate=$t" || status=$?
+                        ((status == 3)) && break 2
+                    done
                 done
             elif [[ -z $rlist ]]; then
                 cell "$name" "$io" "$layout" "$scenario" "" || status=$?

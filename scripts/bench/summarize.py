@@ -21,7 +21,9 @@ import subprocess
 import sys
 
 PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws"]
-SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect", "tls-chat", "tls-connect"]
+SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect", "tls-chat", "tls-connect", "deflate-chat"]
+# Labels of the scenarios that run each cell twice (off and on): shown beside the io.
+VARIANT_LABELS = ["tls", "deflate"]
 SYSCALL_GROUPS = [
     ("sendmsg+writev", ["sendmsg", "sendto", "writev"]),
     ("write", ["write"]),
@@ -101,8 +103,9 @@ def cells(run_dir):
             continue
         d["_file"] = os.path.basename(path)
         io = lab.get("io", "?")
-        if "tls" in lab:  # the tls scenario: tls=off and tls=on rows side by side
-            io += f" tls={lab['tls']}"
+        for v in VARIANT_LABELS:  # e.g. tls=off and tls=on rows side by side
+            if v in lab:
+                io += f" {v}={lab[v]}"
         key = (lab.get("pattern", "?"), io, lab.get("rate", "na"))
         out.setdefault((lab.get("layout", "?"), lab["scenario"]), {}).setdefault(key, []).append(d)
     return out
@@ -160,20 +163,32 @@ def sorted_cells(group):
     return sorted(group.items(), key=lambda kv: (rate_num(kv[0][2]), order_key(kv[0][0]), kv[0][1]))
 
 
-def chat_table(group):
+def wire_bytes_per_delivery(d):
+    """Payload bytes on the wire per delivered message (compressed size where compressed)."""
+    c = d.get("counters", {})
+    return c["wire_bytes_received"] / c["received"] if c.get("received") and "wire_bytes_received" in c else None
+
+
+def chat_table(group, wire=False):
+    """wire: add the bytes on the wire per delivery (the deflate scenario)."""
     headers = ["rate msg/s", "pattern", "io", "runs", "server µs/delivery", "delivered/s",
                "p50 µs", "p99 µs", "p99.9 µs", "send_lag p99 µs", "correct", "delivered/expected",
                "loader-bound", "other load"]
+    if wire:
+        headers.insert(6, "wire bytes/delivery")
     rows = []
     for (pattern, io, rate), docs in sorted_cells(group):
-        rows.append([fmt(rate_num(rate)), f"**{pattern}**", io, len(docs),
-                     med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
-                     med([d["rates"].get("delivered_per_s") for d in docs]),
-                     med([pctl(d, "latency_us", "p50") for d in docs]),
-                     med([pctl(d, "latency_us", "p99") for d in docs]),
-                     med([pctl(d, "latency_us", "p99_9") for d in docs]),
-                     med([pctl(d, "send_lag_us", "p99") for d in docs]),
-                     *correctness(docs), loader_col(docs), noise_col(docs)])
+        row = [fmt(rate_num(rate)), f"**{pattern}**", io, len(docs),
+               med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
+               med([d["rates"].get("delivered_per_s") for d in docs]),
+               med([pctl(d, "latency_us", "p50") for d in docs]),
+               med([pctl(d, "latency_us", "p99") for d in docs]),
+               med([pctl(d, "latency_us", "p99_9") for d in docs]),
+               med([pctl(d, "send_lag_us", "p99") for d in docs]),
+               *correctness(docs), loader_col(docs), noise_col(docs)]
+        if wire:
+            row.insert(6, med([wire_bytes_per_delivery(d) for d in docs]))
+        rows.append(row)
     return table(headers, rows)
 
 
@@ -291,6 +306,9 @@ def title(scenario, group):
     per = f"rooms of {conns // rooms}: each message reaches {conns // rooms - 1}" if conns and rooms else "?"
     if scenario == "chat":
         return f"Chat fan-out at fixed rates ({conns} connections, {per})"
+    if scenario == "deflate-chat":
+        return (f"Chat without and with permessage-deflate ({c.get('payload')}-byte messages of chat-like "
+                f"text, the loader offering deflate as Chromium does; {conns} connections, {per})")
     if scenario == "tls-chat":
         return f"Chat without and with TLS (wss://, --tls-self-signed; {conns} connections, {per})"
     if scenario == "tls-connect":
@@ -314,7 +332,8 @@ LAYOUT_NOTES = {
                "patterns compete with the loader for the second core: read the loader-bound column."),
 }
 RENDER = {"chat": chat_table, "cpu": chat_table, "saturate": saturate_table, "ping": ping_table,
-          "connect": connect_table, "tls-chat": chat_table, "tls-connect": connect_table}
+          "connect": connect_table, "tls-chat": chat_table, "tls-connect": connect_table,
+          "deflate-chat": lambda group: chat_table(group, wire=True)}
 
 
 def command_of(group):

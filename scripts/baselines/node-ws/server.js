@@ -2,7 +2,11 @@
 // Baseline for scripts/bench.sh: the course's Node `ws` chat server, speaking wschat's chat
 // protocol (see the top-level README), single-threaded on libuv.
 //
-//   node server.js [--addr 127.0.0.1:8080] [--work-us N]   (port 0 picks a free port)
+//   node server.js [--addr 127.0.0.1:8080] [--work-us N] [--deflate]   (port 0 picks a free port)
+//
+// --deflate: permessage-deflate on the same terms wschat --deflate agrees to (no context
+// takeover either way, messages under 64 bytes sent plain, zlib level 6). `ws` compresses
+// each send on its own, i.e. once per receiver, on libuv's zlib thread pool.
 //
 // Prints "listening on HOST:PORT" once bound. SIGTERM/SIGINT: close 1001 to every client, exit 0.
 //
@@ -20,13 +24,15 @@ const { WebSocketServer, WebSocket } = require('ws');
 
 let addr = '127.0.0.1:8080';
 let workUs = 0; // --work-us N: N µs of busy CPU per chat message, like wschat's --work-us
+let deflate = false;
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--addr' && i + 1 < args.length) addr = args[++i];
   else if (args[i].startsWith('--addr=')) addr = args[i].slice(7);
   else if (args[i] === '--work-us' && i + 1 < args.length) workUs = Number(args[++i]);
+  else if (args[i] === '--deflate') deflate = true;
   else {
-    console.error(`usage: node server.js [--addr HOST:PORT] [--work-us N]\nunknown argument: ${args[i]}`);
+    console.error(`usage: node server.js [--addr HOST:PORT] [--work-us N] [--deflate]\nunknown argument: ${args[i]}`);
     process.exit(2);
   }
 }
@@ -42,8 +48,13 @@ const server = http.createServer((req, res) => {
   res.writeHead(req.method === 'GET' ? 404 : 405, { 'Content-Type': 'text/plain' });
   res.end('not found\n');
 });
-// perMessageDeflate off: wschat declines it too, and bench-client does not offer it.
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1 << 20 });
+// perMessageDeflate off unless --deflate, as wschat (whose terms --deflate copies).
+const perMessageDeflate = deflate && {
+  threshold: 64,
+  serverNoContextTakeover: true,
+  clientNoContextTakeover: true,
+};
+const wss = new WebSocketServer({ noServer: true, perMessageDeflate, maxPayload: 1 << 20 });
 
 function reject(socket, status, reason) {
   socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\n` +
