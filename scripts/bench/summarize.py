@@ -352,7 +352,8 @@ def command_of(group):
     return " ".join(out)
 
 
-def summary(run_dir, bench=None, link_prefix=""):
+def summary(run_dir, bench=None, link_prefix="", only=None):
+    """The run's tables (`only`: just these (layout, scenario) keys), and its syscall table."""
     mpath = os.path.join(run_dir, "machine.json")
     m = load(mpath) if os.path.exists(mpath) else {}
     b = m.get("bench", {})
@@ -378,7 +379,7 @@ def summary(run_dir, bench=None, link_prefix=""):
     for layout in ("split", "shared"):
         for scenario in SCENARIOS:
             group = groups.get((layout, scenario))
-            if not group:
+            if not group or (only is not None and (layout, scenario) not in only):
                 continue
             sub = f"report/{layout}-{scenario}"
             parts.append(f"#### {title(scenario, group)} — {layout}\n\n{LAYOUT_NOTES[layout]} "
@@ -477,11 +478,18 @@ def readme(root):
         for r in runs:
             b = load(os.path.join(root, mach, r, "machine.json")).get("bench", {})
             info.append((r, b))
-        # The newest full run, else the newest run of any mode.
-        full = [r for r, b in info if b.get("mode") == "full"]
-        shown = full[-1] if full else runs[-1]
-        sections.append(f"## {mach}: {shown}\n\n"
-                        + summary(os.path.join(root, mach, shown), link_prefix=f"{mach}/{shown}/"))
+        # Each table from the newest full run that has it (a run of one scenario does not hide
+        # the matrix before it); with no full run, the newest run of any mode.
+        full = [r for r, b in info if b.get("mode") == "full"] or runs[-1:]
+        covered = set()
+        for shown in reversed(full):
+            run_dir = os.path.join(root, mach, shown)
+            keys = set(cells(run_dir)) - covered
+            if not keys:
+                continue
+            covered |= keys
+            sections.append(f"## {mach}: {shown}\n\n"
+                            + summary(run_dir, link_prefix=f"{mach}/{shown}/", only=keys))
         for r, b in info:
             index.append(f"| [{mach}/{r}]({mach}/{r}/summary.md) | {b.get('mode', '?')} | "
                          f"`{b.get('command', '?')}` | `{b.get('git_head', '?')[:12]}` |")
