@@ -2,19 +2,27 @@
 # Run the Autobahn|Testsuite fuzzing client against a release build of wschat.
 #
 #   scripts/autobahn.sh [--pattern P] [--io B] [--all | --cases LIST] [--timeout SECS]
-#                       [--bin PATH] [-- SERVER_ARGS...]
+#                       [--bin PATH] [--name NAME] [-- SERVER_ARGS...]
+#   scripts/autobahn.sh --matrix [--all | --cases LIST] [--jobs N] [--out DIR]
 #   scripts/autobahn.sh --setup-only      # only create/refresh the wstest virtualenv
 #
 # The server runs as `wschat --addr 127.0.0.1:0 --max-message 20000000 --max-outbound
 # 100000000 --deflate [--pattern P] [--io B] SERVER_ARGS...`; the script reads its stdout for
 # `listening on 127.0.0.1:PORT` and points the suite at ws://127.0.0.1:PORT/echo.
 # (--deflate changes nothing for sections 1-10, whose client offers no extension.)
-# By default sections 1-10 run (~50 s); 12 and 13, permessage-deflate, take ~45 min more on a
-# 2-CPU machine (wstest, pure Python without wsaccel, is the bottleneck: 34 CPU-minutes
-# against the server's 2).
+# By default sections 1-10 run (~50 s); 12 and 13, permessage-deflate, take about 10 minutes
+# more on a 2-CPU machine (wstest, Python 2.7 even with wsaccel, is the bottleneck).
 # --all: sections 1-13. --cases: comma-separated case ids or globs, run as given (e.g.
 # `12.*,13.*`). --timeout: bound on the wstest run (default 900 s, 3600 s with --all).
 # --bin: test that server binary instead of building target/release/wschat.
+# --name: the report directory's name (default PATTERN-IO).
+#
+# --matrix: the same cases against every pattern on both backends (multi-thread patterns with
+# two loops or two workers) and io_uring without its optional features: 11 runs, each as
+# above, at most --jobs N at once (default 1; wstest takes about one core per run). Prints a
+# table of outcomes per run; with --out DIR also writes DIR/<run>.json (the suite's
+# index.json: every case's outcome and duration) and DIR/summary.md. The committed full
+# matrix: `scripts/autobahn.sh --matrix --all --jobs 2 --out results/autobahn/<date>`.
 #
 # The suite (wstest) runs on Python 2.7 only. It lives in a virtualenv under
 # ${WSCHAT_CACHE:-$HOME/.cache/wschat}/autobahn-venv, made from pyenv's 2.7.18 (or
@@ -55,14 +63,24 @@ wstest_timeout=""
 setup_only=false
 server_bin=""
 server_extra=()
+run_name=""
+matrix=false
+jobs=1
+out=""
+case_flags=()   # what the runs of --matrix are given
 while (($#)); do
     case $1 in
         --pattern) pattern=${2:?--pattern needs a value}; server_args+=("$1" "$2"); shift 2 ;;
         --io) io=${2:?--io needs a value}; server_args+=("$1" "$2"); shift 2 ;;
-        --cases) cases=${2:?--cases needs a value}; all=true; shift 2 ;;
-        --all) all=true; shift ;;
-        --timeout) wstest_timeout=${2:?--timeout needs a value}; shift 2 ;;
+        --cases) cases=${2:?--cases needs a value}; all=true; case_flags+=("$1" "$2"); shift 2 ;;
+        --all) all=true; case_flags+=("$1"); shift ;;
+        --timeout) wstest_timeout=${2:?--timeout needs a value}; case_flags+=("$1" "$2"); shift 2 ;;
         --bin) server_bin=${2:?--bin needs a value}; shift 2 ;;
+        --name) run_name=${2:?--name needs a value}; shift 2 ;;
+        --matrix) matrix=true; shift ;;
+        --jobs) jobs=${2:?--jobs needs a value}; shift 2
+            [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs takes a positive whole number" ;;
+        --out) out=${2:?--out needs a directory}; shift 2 ;;
         --setup-only) setup_only=true; shift ;;
         -h | --help) usage; exit 0 ;;
         --) shift; server_extra=("$@"); break ;;
@@ -126,8 +144,7 @@ setup_venv() {
     PYTHONPATH=$BOOTSTRAP VIRTUALENV_OVERRIDE_APP_DATA=$CACHE/virtualenv-app-data \
         python3 -m virtualenv --quiet --no-periodic-update -p "$py27" "$VENV" ||
         tool_missing "could not create a Python 2.7 virtualenv at $VENV"
-    # --no-deps: requirements.txt is the complete lock (it leaves out autobahn's optional
-    # C accelerator on purpose; see the file).
+    # --no-deps: requirements.txt is the complete lock (see the file).
     "$VENV/bin/pip" install --quiet --no-python-version-warning --disable-pip-version-check \
         --no-input --no-deps -r "$REQUIREMENTS" ||
         tool_missing "could not install $REQUIREMENTS into $VENV"
@@ -151,7 +168,95 @@ if [[ -z $server_bin ]]; then
     server_bin=$TARGET_DIR/release/wschat
 fi
 
-run_name="${pattern:-single-thread}-${io:-epoll}"
+# --- the matrix: this script once per pattern x io, then a table ------------------------
+if $matrix; then
+    ((${#server_extra[@]} == 0)) || die "--matrix takes no server arguments"
+    # name pattern io server-args...
+    runs=()
+    for b in epoll uring; do
+        runs+=("single-thread-$b single-thread $b"
+            "acceptor-readers-$b acceptor-readers $b --threads 2"
+            "work-queue-$b work-queue $b --workers 2"
+            "multi-accept-$b multi-accept $b --threads 2"
+            "reuseport-$b reuseport $b --threads 2")
+    done
+    runs+=("single-thread-uring-nofeatures single-thread uring --uring-features none")
+    logs=$TARGET_DIR/autobahn/matrix-logs
+    rm -rf "$logs"
+    mkdir -p "$logs"
+    [[ -n $out ]] && mkdir -p "$out"
+    log "matrix: ${#runs[@]} runs, $jobs at a time (logs: $logs)"
+    start=$SECONDS
+    failed=()
+    declare -A pids=()
+    reap() { # waits for one run to end; records a failure
+        local pid name status=0
+        wait -n -p pid "${!pids[@]}" || status=$?
+        name=${pids[$pid]}
+        unset "pids[$pid]"
+        ((status == 0)) || failed+=("$name (exit $status)")
+        log "matrix: $name done (exit $status, $((SECONDS - start))s since the start)"
+    }
+    for entry in "${runs[@]}"; do
+        read -r name p b extra <<<"$entry"
+        ((${#pids[@]} < jobs)) || reap
+        # shellcheck disable=SC2086 # extra is a word list on purpose
+        bash "${BASH_SOURCE[0]}" --pattern "$p" --io "$b" --name "$name" --bin "$server_bin" \
+            "${case_flags[@]}" ${extra:+-- $extra} >"$logs/$name.log" 2>&1 &
+        pids[$!]=$name
+    done
+    while ((${#pids[@]})); do reap; done
+    python3 - "$TARGET_DIR/autobahn" "$logs" "$out" "$((SECONDS - start))" "$jobs" "${case_flags[*]}" \
+        "${runs[@]}" <<'PY'
+import json, os, re, sys
+from collections import Counter
+base, logs, out, wall, jobs, flags, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
+order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+rows, non_ok = [], {}
+for entry in runs:
+    name, pattern, io, *extra = entry.split()
+    counts, close_counts, secs = Counter(), Counter(), "?"
+    try:
+        with open(os.path.join(base, name, "reports", "index.json")) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        index = {}
+    for cases in index.values():
+        for cid, e in cases.items():
+            counts[e.get("behavior")] += 1
+            close_counts[e.get("behaviorClose")] += 1
+            if e.get("behavior") != "OK":
+                non_ok.setdefault(cid, []).append(f"{e.get('behavior')} ({name})")
+    if out and index:
+        with open(os.path.join(out, name + ".json"), "w") as f:
+            json.dump(index, f, indent=1, sort_keys=True)
+    m = re.search(r"wstest finished in (\d+)s", open(os.path.join(logs, name + ".log")).read())
+    if m:
+        secs = m.group(1)
+    server = " ".join([f"--pattern {pattern} --io {io}"] + extra)
+    rows.append(f"| {name} | `{server}` | {sum(counts.values())} | "
+                + " | ".join(str(counts[o]) for o in order) + f" | {close_counts['FAILED']} | {secs} |")
+head = ("| run | server | cases | " + " | ".join(order) + " | close FAILED | wstest s |\n"
+        "|---|---|---:|" + "---:|" * (len(order) + 2))
+text = (f"Autobahn|Testsuite fuzzing client against `/echo` (server `--deflate`), cases: "
+        f"{flags or 'sections 1-10'}; {len(runs)} runs, {jobs} at a time, {wall} s in all.\n\n"
+        + head + "\n" + "\n".join(rows) + "\n")
+if non_ok:
+    text += "\nCases not OK: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in sorted(non_ok.items())) + "\n"
+print(text)
+if out:
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("# Autobahn|Testsuite matrix\n\n" + text)
+PY
+    if ((${#failed[@]})); then
+        log "matrix: FAILED: ${failed[*]}"
+        exit 1
+    fi
+    log "matrix: every run passed"
+    exit 0
+fi
+
+run_name=${run_name:-${pattern:-single-thread}-${io:-epoll}}
 run_dir=$TARGET_DIR/autobahn/$run_name
 rm -rf "$run_dir"
 mkdir -p "$run_dir"

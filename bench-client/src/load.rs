@@ -38,7 +38,7 @@ use crate::rng::SplitMix64;
 use crate::schedule::Timetable;
 use crate::track::{Arrival, SeqTracker};
 use crate::transport::{TlsClient, Transport, is_tls_error};
-use crate::wsclient::{self, DeflateTerms, InflateMemo, MessageReader};
+use crate::wsclient::{self, InflateMemo, MessageReader};
 
 /// Where the connections go and who receives what.
 #[derive(Debug, Clone)]
@@ -211,8 +211,6 @@ struct Conn {
     out: Vec<u8>,
     out_sent: usize,
     reader: MessageReader,
-    /// permessage-deflate, when the server agreed to it.
-    deflate: Option<DeflateTerms>,
     timetable: Option<Timetable>,
     /// Closed loop: deliveries this connection's messages are expected to make.
     expected_deliveries: u64,
@@ -385,7 +383,6 @@ impl Loader {
                     let leftover = head.split_off(upgraded.head_len);
                     if let Some(terms) = upgraded.deflate {
                         conn.reader.use_deflate(terms);
-                        conn.deflate = Some(terms);
                         self.counters.add("deflate_agreed", 1);
                     }
                     conn.reader.handle_input(&leftover);
@@ -634,8 +631,10 @@ impl Loader {
         );
         let key = self.rng.mask_key();
         let conn = &mut self.conns[idx];
+        // The window we may compress with, where the server agreed to deflate.
         let deflate = conn
-            .deflate
+            .reader
+            .deflate()
             .map(|terms| (&mut self.compressor, terms.client_window_bits));
         let wire = wsclient::push_message(
             &mut conn.out,
@@ -978,7 +977,6 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
                 out: Vec::new(),
                 out_sent: 0,
                 reader: MessageReader::new(MAX_INCOMING_MESSAGE),
-                deflate: None,
                 timetable: None,
                 expected_deliveries: 0,
                 next_seq: 0,

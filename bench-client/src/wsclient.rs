@@ -386,6 +386,11 @@ impl MessageReader {
         });
     }
 
+    /// The permessage-deflate terms of this connection, once agreed.
+    pub fn deflate(&self) -> Option<DeflateTerms> {
+        self.deflate.as_ref().map(|side| side.terms)
+    }
+
     pub fn handle_input(&mut self, bytes: &[u8]) {
         if self.consumed > 0 {
             self.buf.drain(..self.consumed);
