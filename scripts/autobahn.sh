@@ -226,7 +226,7 @@ for entry in runs:
             counts[e.get("behavior")] += 1
             close_counts[e.get("behaviorClose")] += 1
             if e.get("behavior") != "OK":
-                non_ok.setdefault(cid, []).append(f"{e.get('behavior')} ({name})")
+                non_ok.setdefault(cid, []).append((e.get("behavior"), name))
     if out and index:
         with open(os.path.join(out, name + ".json"), "w") as f:
             json.dump(index, f, indent=1, sort_keys=True)
@@ -241,8 +241,17 @@ head = ("| run | server | cases | " + " | ".join(order) + " | close FAILED | wst
 text = (f"Autobahn|Testsuite fuzzing client against `/echo` (server `--deflate`), cases: "
         f"{flags or 'sections 1-10'}; {len(runs)} runs, {jobs} at a time, {wall} s in all.\n\n"
         + head + "\n" + "\n".join(rows) + "\n")
+def case_key(cid):
+    return [int(p) if p.isdigit() else p for p in cid.split(".")]
 if non_ok:
-    text += "\nCases not OK: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in sorted(non_ok.items())) + "\n"
+    lines = []
+    for cid, seen in sorted(non_ok.items(), key=lambda kv: case_key(kv[0])):
+        outcomes = {o for o, _ in seen}
+        if len(seen) == len(runs) and len(outcomes) == 1:
+            lines.append(f"{cid}: {outcomes.pop()} in every run")
+        else:
+            lines.append(f"{cid}: " + ", ".join(f"{o} ({n})" for o, n in seen))
+    text += "\nCases not OK: " + "; ".join(lines) + ".\n"
 print(text)
 if out:
     with open(os.path.join(out, "summary.md"), "w") as f:
