@@ -206,11 +206,13 @@ if $matrix; then
         pids[$!]=$name
     done
     while ((${#pids[@]})); do reap; done
+    head=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
     python3 - "$TARGET_DIR/autobahn" "$logs" "$out" "$((SECONDS - start))" "$jobs" "${case_flags[*]}" \
-        "${runs[@]}" <<'PY'
+        "$head $(date -u +%Y-%m-%d)" "${runs[@]}" <<'PY'
 import json, os, re, sys
 from collections import Counter
-base, logs, out, wall, jobs, flags, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
+base, logs, out, wall, jobs, flags, made, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8:]
+commit, day = made.split()
 order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
 rows, non_ok = [], {}
 for entry in runs:
@@ -239,7 +241,8 @@ for entry in runs:
 head = ("| run | server | cases | " + " | ".join(order) + " | close FAILED | wstest s |\n"
         "|---|---|---:|" + "---:|" * (len(order) + 2))
 text = (f"Autobahn|Testsuite fuzzing client against `/echo` (server `--deflate`), cases: "
-        f"{flags or 'sections 1-10'}; {len(runs)} runs, {jobs} at a time, {wall} s in all.\n\n"
+        f"{flags or 'sections 1-10'}; {len(runs)} runs, {jobs} at a time, {wall} s in all; "
+        f"commit `{commit}`, {day}.\n\n"
         + head + "\n" + "\n".join(rows) + "\n")
 def case_key(cid):
     return [int(p) if p.isdigit() else p for p in cid.split(".")]
