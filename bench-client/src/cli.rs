@@ -136,6 +136,8 @@ pub struct LoadArgs {
     /// How many times more often a hot connection sends (see --hot-every).
     #[arg(long, default_value_t = 10.0, value_name = "W")]
     pub hot_weight: f64,
+    #[command(flatten)]
+    pub extensions: ExtensionArgs,
 }
 
 /// What `chat` and `saturate` share: connections spread over rooms, and how the run goes.
@@ -156,8 +158,6 @@ pub struct RoomLoadArgs {
     pub load: LoadArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
-    #[command(flatten)]
-    pub extensions: ExtensionArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

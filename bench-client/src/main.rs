@@ -120,8 +120,7 @@ fn load_config(
         threads: (output.threads as usize).min(load.conns as usize).max(1),
         payload: load.payload,
         fill: load.fill,
-        // Set by the caller from its ExtensionArgs.
-        deflate: false,
+        deflate: load.extensions.deflate,
         warmup: load.warmup,
         duration: load.duration,
         drain: load.drain,
@@ -281,7 +280,7 @@ fn run_rooms(
         ));
     }
     let fd_cap = cpu::raise_fd_limit();
-    let mut cfg = load_config(
+    let cfg = load_config(
         &a.url,
         &a.tls,
         Target::Chat {
@@ -293,12 +292,11 @@ fn run_rooms(
         a.settle_timeout,
         &a.output,
     )?;
-    cfg.deflate = a.extensions.deflate;
     let mut json = serde_json::json!({
         "url": a.url, "conns": a.load.conns, "rooms": a.rooms,
         "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
         "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
-        "fill": format!("{:?}", a.load.fill).to_lowercase(), "deflate_offered": cfg.deflate,
+        "fill": a.load.fill.name(), "deflate_offered": cfg.deflate,
         "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
         "tls": cfg.tls.is_some(),
         "fd_limit": fd_cap,
@@ -344,8 +342,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 require_correct: a.require_correct,
                 hot_every: 0,
                 hot_weight: 10.0,
+                extensions: a.extensions.clone(),
             };
-            let mut cfg = load_config(
+            let cfg = load_config(
                 &a.url,
                 &a.tls,
                 Target::Echo,
@@ -354,12 +353,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Duration::ZERO,
                 &a.output,
             )?;
-            cfg.deflate = a.extensions.deflate;
             let json = serde_json::json!({
                 "url": a.url, "conns": a.conns, "rate": a.rate,
                 "duration_s": a.duration.as_secs_f64(), "warmup_s": a.warmup.as_secs_f64(),
                 "drain_s": a.drain.as_secs_f64(), "payload": a.payload,
-                "fill": format!("{:?}", a.fill).to_lowercase(), "deflate_offered": cfg.deflate,
+                "fill": a.fill.name(), "deflate_offered": cfg.deflate,
                 "threads": cfg.threads, "seed": cfg.seed, "tls": cfg.tls.is_some(),
             });
             run_load("ping", cfg, json, &a.output, a.require_correct)

@@ -40,6 +40,16 @@ pub enum Fill {
     Text,
 }
 
+impl Fill {
+    /// The name of `--fill`, as the results' config records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fill::Zeros => "zeros",
+            Fill::Text => "text",
+        }
+    }
+}
+
 /// Appends the payload for `stamp`, padded to `len` bytes (at least `MIN_PAYLOAD`).
 pub fn encode(stamp: Stamp, len: usize, fill: Fill, out: &mut Vec<u8>) {
     let start = out.len();

@@ -352,12 +352,13 @@ def command_of(group):
     return " ".join(out)
 
 
-def summary(run_dir, bench=None, link_prefix="", only=None):
-    """The run's tables (`only`: just these (layout, scenario) keys), and its syscall table."""
+def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
+    """The run's tables (`only`: just these (layout, scenario) keys), and its syscall table.
+    `groups`: the run's cells when the caller has read them already."""
     mpath = os.path.join(run_dir, "machine.json")
     m = load(mpath) if os.path.exists(mpath) else {}
     b = m.get("bench", {})
-    groups = cells(run_dir)
+    groups = groups if groups is not None else cells(run_dir)
     parts = []
     parts.append(f"Machine **{m.get('machine', '?')}**: {m.get('cpu_model')} ({m.get('hypervisor') or 'bare metal'}), "
                  f"{m.get('cpus_online')} CPUs, kernel {m.get('kernel')}, fd limit {m.get('fd_limit', {}).get('hard')}, "
@@ -484,12 +485,13 @@ def readme(root):
         covered = set()
         for shown in reversed(full):
             run_dir = os.path.join(root, mach, shown)
-            keys = set(cells(run_dir)) - covered
+            groups = cells(run_dir)
+            keys = set(groups) - covered
             if not keys:
                 continue
             covered |= keys
             sections.append(f"## {mach}: {shown}\n\n"
-                            + summary(run_dir, link_prefix=f"{mach}/{shown}/", only=keys))
+                            + summary(run_dir, link_prefix=f"{mach}/{shown}/", only=keys, groups=groups))
         for r, b in info:
             index.append(f"| [{mach}/{r}]({mach}/{r}/summary.md) | {b.get('mode', '?')} | "
                          f"`{b.get('command', '?')}` | `{b.get('git_head', '?')[:12]}` |")
