@@ -86,8 +86,9 @@ pub struct TlsArgs {
 pub struct ExtensionArgs {
     /// Offer permessage-deflate (RFC 7692) as Chromium does ("permessage-deflate;
     /// client_max_window_bits"). Where the server agrees, messages we send are compressed when
-    /// that makes them smaller and compressed messages we receive are inflated (the loader
-    /// pays for both, as a browser would); the results count messages and bytes both ways.
+    /// that makes them smaller and compressed messages we receive are inflated (each distinct
+    /// one once per loader thread, where a browser inflates every copy); the results count
+    /// messages and bytes both ways.
     #[arg(long)]
     pub deflate: bool,
 }
