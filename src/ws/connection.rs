@@ -36,6 +36,19 @@ use super::handshake::{
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
 
+/// Control frames (ping, pong, close) that one `handle_input` call, one read of the socket,
+/// may carry. A browser sends none and a heartbeat client one per interval; a read holding
+/// more is a flood, whose pongs would cost us as much memory as it costs the peer bandwidth.
+/// Over it the connection fails with 1008 (`ProtocolError::ControlFlood`).
+pub const CONTROL_FRAMES_PER_INPUT: u32 = 32;
+
+/// permessage-deflate: bytes a connection may inflate per compressed payload byte it sends,
+/// beyond a burst of one `max_message`. Chat text inflates 1.5-4x, repetitive text a few
+/// dozen times; a bomb inflates about 1,000x, and every member who did not agree to deflate
+/// is sent the inflated message. Over budget the connection fails with 1008
+/// (`ProtocolError::InflateFlood`).
+pub const INFLATE_RATIO: u64 = 64;
+
 /// Per-connection limits, from the server configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -170,6 +183,28 @@ pub struct Connection {
     frames_received: u64,
     /// permessage-deflate, when agreed at the upgrade.
     deflate: Option<Agreed>,
+    /// Control frames parsed from the current input (see `CONTROL_FRAMES_PER_INPUT`).
+    control_frames_in_input: u32,
+    /// Bytes this connection may still inflate: starts at `max_message`, grows by
+    /// `INFLATE_RATIO` per compressed byte received, never above `max_message`.
+    inflate_credit: u64,
+    /// Set by `hold_after_message`: input stops being parsed after each complete message
+    /// until `resume_input`.
+    one_message_at_a_time: bool,
+    /// Input received while held, unparsed (see `hold_after_message`).
+    held: Option<Held>,
+    /// A complete data message or control frame arrived since `take_heard`.
+    heard: bool,
+    /// Why we failed the connection, if it was for a protocol error.
+    failure: Option<ProtocolError>,
+}
+
+/// Input waiting, unparsed, until the message before it has been dealt with.
+#[derive(Debug, Default)]
+struct Held {
+    bytes: Vec<u8>,
+    /// The transport ended after these bytes.
+    eof: bool,
 }
 
 #[derive(Debug)]
@@ -199,11 +234,47 @@ impl Connection {
             limits,
             frames_received: 0,
             deflate: None,
+            control_frames_in_input: 0,
+            inflate_credit: limits.max_message as u64,
+            one_message_at_a_time: false,
+            held: None,
+            heard: false,
+            failure: None,
+        }
+    }
+
+    /// From now on, parsing stops after each complete data message and the input behind it
+    /// is held, unparsed, until `resume_input`: for an owner that hands each message to
+    /// another thread and must not queue more than one per connection (a bomb of small
+    /// compressed messages would otherwise be inflated whole from one read).
+    pub fn hold_after_message(&mut self) {
+        self.one_message_at_a_time = true;
+    }
+
+    /// Parses the input held since the last message (see `hold_after_message`), up to the
+    /// next message.
+    pub fn resume_input(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        self.control_frames_in_input = 0;
+        self.read_frames(&held.bytes);
+        match &mut self.held {
+            // Held again: the end of input stays behind the bytes before it.
+            Some(again) => again.eof |= held.eof,
+            None if held.eof => self.handle_eof(),
+            None => {}
         }
     }
 
     /// Feeds bytes received from the transport.
     pub fn handle_input(&mut self, data: &[u8]) {
+        if let Some(held) = &mut self.held {
+            // Bounded by the owner: it stops reading a connection whose message is out.
+            held.bytes.extend_from_slice(data);
+            return;
+        }
+        self.control_frames_in_input = 0;
         match &mut self.phase {
             Phase::Handshaking {
                 head,
@@ -248,6 +319,10 @@ impl Connection {
 
     /// The peer finished sending (read returned 0) or the transport failed.
     pub fn handle_eof(&mut self) {
+        if let Some(held) = &mut self.held {
+            held.eof = true; // after the held input is parsed
+            return;
+        }
         match self.phase {
             // What is queued (replies to its last messages) still goes out: the peer may only
             // have half-closed, and a peer that is really gone makes the send fail at once.
@@ -381,6 +456,11 @@ impl Connection {
     pub fn close(&mut self, code: CloseCode, now: Instant) {
         match self.phase {
             Phase::Open => {
+                // The peer's input not yet taken is dropped, not processed: a connection
+                // closed for what it did must not go on acting.
+                self.queue
+                    .retain(|item| !matches!(item, Item::Event(Event::Message(_))));
+                let eof = self.held.take().is_some_and(|held| held.eof);
                 self.queue_close(Some(code));
                 self.event(Event::Closed {
                     code,
@@ -389,6 +469,9 @@ impl Connection {
                 self.phase = Phase::Closing {
                     deadline: now + self.limits.close_timeout,
                 };
+                if eof {
+                    self.handle_eof();
+                }
             }
             Phase::Handshaking { .. } | Phase::AwaitingDecision { .. } => {
                 self.phase = Phase::Closed(Finish::Now);
@@ -430,6 +513,24 @@ impl Connection {
         std::mem::take(&mut self.frames_received)
     }
 
+    /// Whether a complete data message or a control frame arrived since the last call: the
+    /// peer's sign of life. A fragment without FIN is not one (a message trickled in pieces
+    /// must not keep a connection alive forever; see `message_in_progress`).
+    pub fn take_heard(&mut self) -> bool {
+        std::mem::take(&mut self.heard)
+    }
+
+    /// Whether part of a data message has arrived and its last frame has not: the owner
+    /// bounds how long a message may stay open.
+    pub fn message_in_progress(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// The protocol error we failed the connection for, if any (for counters).
+    pub fn failure(&self) -> Option<ProtocolError> {
+        self.failure
+    }
+
     fn on_request_head(&mut self, head: &[u8], rest: Vec<u8>, deadline: Instant) {
         match parse_request_with_extensions(head) {
             Ok((request, extensions)) => {
@@ -448,6 +549,15 @@ impl Connection {
 
     fn read_frames(&mut self, mut data: &[u8]) {
         while !data.is_empty() && matches!(self.phase, Phase::Open | Phase::Closing { .. }) {
+            if self.one_message_at_a_time
+                && matches!(self.queue.back(), Some(Item::Event(Event::Message(_))))
+            {
+                self.held = Some(Held {
+                    bytes: data.to_vec(),
+                    eof: false,
+                });
+                return;
+            }
             let step = match &mut self.reader {
                 Reader::Header { buf, len } => {
                     let take = (MAX_HEADER_LEN - *len).min(data.len());
@@ -499,6 +609,14 @@ impl Connection {
         }
         if header.mask.is_none() {
             return Err(ProtocolError::UnmaskedFrame);
+        }
+        if header.opcode.is_control() {
+            self.control_frames_in_input += 1;
+            if self.control_frames_in_input > CONTROL_FRAMES_PER_INPUT {
+                return Err(ProtocolError::ControlFlood {
+                    limit: CONTROL_FRAMES_PER_INPUT,
+                });
+            }
         }
         self.reader = Reader::Payload {
             header,
@@ -576,10 +694,14 @@ impl Connection {
                     scratch.clear();
                     scratch.extend_from_slice(chunk);
                     apply_mask(scratch, key, (offset % 4) as usize);
-                    inflating
-                        .inflater
-                        .inflate(scratch, &mut message.data, limit)
-                        .map_err(|e| inflate_error(e, limit))?;
+                    self.inflate_credit = self
+                        .inflate_credit
+                        .saturating_add(INFLATE_RATIO * chunk.len() as u64)
+                        .min(limit as u64);
+                    let credit = &mut self.inflate_credit;
+                    inflate_within(credit, limit, &mut message.data, |out, cap| {
+                        inflating.inflater.inflate(scratch, out, cap)
+                    })?;
                     return message.validate_from(start);
                 }
                 None => (&mut message.data, start),
@@ -597,6 +719,9 @@ impl Connection {
 
     fn on_frame_end(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
         self.reader = Reader::new();
+        if header.opcode.is_control() {
+            self.heard = true;
+        }
         match header.opcode {
             Opcode::Ping => {
                 if self.is_open() {
@@ -613,16 +738,17 @@ impl Connection {
                     if let Some(mut inflating) = message.inflate.take() {
                         let limit = self.limits.max_message;
                         let start = message.data.len();
-                        inflating
-                            .inflater
-                            .finish(&mut message.data, limit)
-                            .map_err(|e| inflate_error(e, limit))?;
+                        let credit = &mut self.inflate_credit;
+                        inflate_within(credit, limit, &mut message.data, |out, cap| {
+                            inflating.inflater.finish(out, cap)
+                        })?;
                         message.validate_from(start)?;
                     }
                     message
                         .utf8
                         .finish()
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.heard = true;
                     if self.is_open() {
                         self.event(Event::Message(Message {
                             kind: message.kind,
@@ -651,6 +777,7 @@ impl Connection {
 
     /// Fails the connection (RFC 6455 7.1.7): Close with the error's code, then end.
     fn fail(&mut self, err: ProtocolError) {
+        self.failure = Some(err);
         if self.is_open() {
             let code = err.close_code();
             self.queue_close(Some(code));
@@ -690,6 +817,27 @@ impl PartialMessage {
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
+    }
+}
+
+/// Runs one inflate step into `out` (the message so far) within both the message limit and
+/// the connection's inflate credit, and charges what it produced to the credit.
+fn inflate_within(
+    credit: &mut u64,
+    limit: usize,
+    out: &mut Vec<u8>,
+    step: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), InflateError>,
+) -> Result<(), ProtocolError> {
+    let before = out.len();
+    let allowed = before.saturating_add(usize::try_from(*credit).unwrap_or(usize::MAX));
+    let cap = limit.min(allowed);
+    match step(out, cap) {
+        Ok(()) => {
+            *credit = credit.saturating_sub((out.len() - before) as u64);
+            Ok(())
+        }
+        Err(InflateError::TooBig) if cap < limit => Err(ProtocolError::InflateFlood),
+        Err(err) => Err(inflate_error(err, limit)),
     }
 }
 

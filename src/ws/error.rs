@@ -44,9 +44,21 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     #[error("close reason is not valid UTF-8")]
     InvalidCloseReason,
+    #[error("more than {limit} control frames in one read")]
+    ControlFlood { limit: u32 },
+    #[error("compressed input inflates beyond its budget")]
+    InflateFlood,
 }
 
 impl ProtocolError {
+    /// Whether this is a budget overrun (a flood) rather than a malformed frame or message.
+    pub fn is_flood(self) -> bool {
+        matches!(
+            self,
+            ProtocolError::ControlFlood { .. } | ProtocolError::InflateFlood
+        )
+    }
+
     /// The close code sent to the peer when failing the connection for this error.
     pub fn close_code(self) -> CloseCode {
         match self {
@@ -55,6 +67,10 @@ impl ProtocolError {
             | ProtocolError::InvalidCloseReason
             | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             ProtocolError::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
+            // Well-formed, but more than a client needs: a budget the server enforces.
+            ProtocolError::ControlFlood { .. } | ProtocolError::InflateFlood => {
+                CloseCode::POLICY_VIOLATION
+            }
             ProtocolError::ReservedBits
             | ProtocolError::ReservedOpcode(_)
             | ProtocolError::UnmaskedFrame

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::connection::{CONTROL_FRAMES_PER_INPUT, INFLATE_RATIO};
 use super::frame::{FrameHeader, encode_frame};
 use super::*;
 
@@ -753,6 +754,87 @@ mod properties {
     }
 }
 
+#[test]
+fn control_frames_beyond_the_budget_of_one_read_fail_with_1008() {
+    let ping = frame(true, 0x9, b"p");
+    let (mut conn, _) = open();
+    // The budget holds per read: two reads of exactly the budget are answered in full.
+    for _ in 0..2 {
+        conn.handle_input(&ping.repeat(CONTROL_FRAMES_PER_INPUT as usize));
+        assert_eq!(outputs(&mut conn).len(), CONTROL_FRAMES_PER_INPUT as usize);
+    }
+    conn.handle_input(&ping.repeat(CONTROL_FRAMES_PER_INPUT as usize + 1));
+    let (events, out) = drain(&mut conn);
+    assert_eq!(
+        out.len(),
+        CONTROL_FRAMES_PER_INPUT as usize + 1,
+        "pongs, then Close"
+    );
+    assert_eq!(close_code_of(out.last().unwrap()), Some(1008));
+    assert!(events.contains(&Event::Closed {
+        code: CloseCode::POLICY_VIOLATION,
+        by_peer: false
+    }));
+    assert!(conn.failure().is_some_and(|e| e.is_flood()));
+}
+
+#[test]
+fn our_close_drops_the_messages_not_yet_taken() {
+    let (mut conn, now) = open();
+    let input = [text("one"), text("two"), text("three")].concat();
+    conn.handle_input(&input);
+    assert_eq!(conn.poll_event(), Some(message(MessageKind::Text, b"one")));
+    conn.close(CloseCode::POLICY_VIOLATION, now);
+    let (events, out) = drain(&mut conn);
+    assert_eq!(
+        events,
+        [Event::Closed {
+            code: CloseCode::POLICY_VIOLATION,
+            by_peer: false
+        }]
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(close_code_of(&out[0]), Some(1008));
+}
+
+#[test]
+fn held_input_is_parsed_one_message_at_a_time() {
+    let (mut conn, _) = open();
+    conn.hold_after_message();
+    conn.handle_input(&[text("one"), text("two")].concat());
+    conn.handle_input(&[text("three"), frame(true, 0x9, b"p")].concat());
+    conn.handle_eof();
+    assert_eq!(events(&mut conn), [message(MessageKind::Text, b"one")]);
+    conn.resume_input();
+    assert_eq!(events(&mut conn), [message(MessageKind::Text, b"two")]);
+    conn.resume_input();
+    assert_eq!(events(&mut conn), [message(MessageKind::Text, b"three")]);
+    // Behind the last message: the ping is answered, then the end of input is seen.
+    conn.resume_input();
+    let (taken, out) = drain(&mut conn);
+    assert_eq!(out.len(), 1, "the pong");
+    assert_eq!(
+        taken,
+        [Event::Closed {
+            code: CloseCode::ABNORMAL,
+            by_peer: true
+        }]
+    );
+}
+
+#[test]
+fn a_fragment_is_not_a_sign_of_life_but_a_whole_message_or_a_ping_is() {
+    let (mut conn, _) = open();
+    conn.handle_input(&frame(false, 0x1, b"par"));
+    assert!(!conn.take_heard());
+    assert!(conn.message_in_progress());
+    conn.handle_input(&frame(true, 0x9, b""));
+    assert!(conn.take_heard());
+    conn.handle_input(&frame(true, 0x0, b"t"));
+    assert!(conn.take_heard());
+    assert!(!conn.message_in_progress());
+}
+
 /// permessage-deflate (RFC 7692) through the state machine: negotiation at `accept`, RSV1
 /// rules, inflation with the message limit and UTF-8 on the inflated bytes.
 mod deflate {
@@ -900,6 +982,39 @@ mod deflate {
             events(&mut conn),
             [message(MessageKind::Binary, &zeros[..LIMITS.max_message])]
         );
+    }
+
+    #[test]
+    fn a_stream_of_bombs_runs_out_of_inflate_credit_and_gets_1008() {
+        // Each message inflates to the limit from a dozen bytes: far past INFLATE_RATIO, so
+        // the burst of one max_message drains and the connection fails with a policy close.
+        let zeros = vec![0u8; LIMITS.max_message];
+        let compressed = Compressor::default().compress(&zeros, 15);
+        assert!((compressed.len() as u64) * INFLATE_RATIO < LIMITS.max_message as u64);
+        let bomb = rsv_frame(true, true, 0x2, &compressed);
+        let mut conn = open_deflate();
+        let mut delivered = 0;
+        for _ in 0..64 {
+            conn.handle_input(&bomb);
+            if conn.failure().is_some() {
+                break;
+            }
+            delivered += events(&mut conn).len();
+        }
+        assert_eq!(conn.failure(), Some(ProtocolError::InflateFlood));
+        assert!(delivered >= 1, "the first bomb fits the burst");
+        assert_failed_with(&mut conn, 1008);
+    }
+
+    #[test]
+    fn text_that_compresses_like_text_never_runs_out_of_credit() {
+        let line = b"the quick brown fox jumps over the lazy dog, again and again; ".repeat(8);
+        let wire = compressed_text(&line);
+        let mut conn = open_deflate();
+        for _ in 0..1000 {
+            conn.handle_input(&wire);
+            assert_eq!(events(&mut conn), [message(MessageKind::Text, &line)]);
+        }
     }
 
     #[test]
