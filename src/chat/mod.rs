@@ -12,13 +12,19 @@
 //! - [`Roster`]: every member of the server by room, in join order, for `/who`. Touched by
 //!   joins, leaves and renames only, never by a plain message.
 //!
-//! Must never: do I/O, read the clock, know about threads or sockets.
+//! Costs a hostile member cannot inflate: joining, leaving and renaming are O(log room) (index
+//! maps, never a scan of the room), `/who` answers with one cached frame of at most
+//! [`WHO_REPLY_MAX`] bytes shared by every asker until the room changes, and commands draw on
+//! a per-member [`CommandBudget`].
+//!
+//! Must never: do I/O, read the clock (time is passed in), know about threads or sockets.
 
 pub mod names;
 pub mod route;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 pub use names::{Name, NameError, RoomName};
 pub use route::{Route, route};
@@ -63,6 +69,62 @@ pub enum Intent {
     ListMembers,
 }
 
+impl Intent {
+    /// Whether the message was a command (`/...`), which draws on the [`CommandBudget`].
+    pub fn is_command(&self) -> bool {
+        !matches!(self, Intent::ToRoom(_))
+    }
+}
+
+/// The largest `/who` reply payload: past it the list ends with `and N more`. A room of
+/// thousands of long names would otherwise make every `/who` (a dozen bytes from the asker)
+/// cost the server tens of kilobytes to queue.
+pub const WHO_REPLY_MAX: usize = 4096;
+
+/// How many commands a member may send in a burst, and how fast the allowance refills. A
+/// person types a few commands a minute; a script flooding `/who` or `/nick` is closed (1008)
+/// once the burst is spent.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandBudget {
+    tokens: u32,
+    /// When `tokens` was last refilled.
+    since: Instant,
+}
+
+impl CommandBudget {
+    pub const BURST: u32 = 32;
+    pub const PER_SECOND: u32 = 16;
+
+    /// A full budget at `now`.
+    pub fn new(now: Instant) -> CommandBudget {
+        CommandBudget {
+            tokens: Self::BURST,
+            since: now,
+        }
+    }
+
+    /// Takes one command's worth at `now`; false when the budget is spent.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let refill = Duration::from_secs(1) / Self::PER_SECOND;
+        let elapsed = now.saturating_duration_since(self.since);
+        let earned = (elapsed.as_nanos() / refill.as_nanos()).min(Self::BURST as u128) as u32;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(Self::BURST);
+            // Keep the fraction of a token already earned, unless the bucket is full.
+            self.since = if self.tokens == Self::BURST {
+                now
+            } else {
+                self.since + refill * earned
+            };
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// Reads a complete message from a member called `name`.
 pub fn interpret(name: &Name, message: &Message) -> Intent {
     let text = match message.kind {
@@ -93,9 +155,21 @@ pub fn interpret(name: &Name, message: &Message) -> Intent {
 /// Who is in which room across the whole server, under which name, in join order: what `/who`
 /// lists. A server has one, shared by its shards; it changes on join, leave and rename and is
 /// read by `/who`, never touched by a plain message (the caller decides how it is shared).
+/// Every operation is O(log room) or cached: the caller may hold a lock around it.
 #[derive(Debug)]
 pub struct Roster<M> {
-    rooms: HashMap<RoomName, Vec<(M, Name)>>,
+    rooms: HashMap<RoomName, RoomRoster<M>>,
+}
+
+/// One room's members in join order, with an index to find a member without a scan.
+#[derive(Debug)]
+struct RoomRoster<M> {
+    /// Join number -> member and name; iterating gives the join order.
+    by_join: BTreeMap<u64, (M, Name)>,
+    join_of: HashMap<M, u64>,
+    joins: u64,
+    /// The `/who` reply, built by the first `/who` after a change and shared by the next.
+    who: Option<SharedFrame>,
 }
 
 impl<M> Default for Roster<M> {
@@ -106,35 +180,65 @@ impl<M> Default for Roster<M> {
     }
 }
 
-impl<M: Copy + Eq> Roster<M> {
+impl<M: Copy + Eq + Hash> Roster<M> {
     fn add(&mut self, room: &RoomName, member: M, name: &Name) {
-        let list = self.rooms.entry(room.clone()).or_default();
-        list.push((member, name.clone()));
+        let list = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| RoomRoster {
+                by_join: BTreeMap::new(),
+                join_of: HashMap::new(),
+                joins: 0,
+                who: None,
+            });
+        list.joins += 1;
+        if let Some(earlier) = list.join_of.insert(member, list.joins) {
+            list.by_join.remove(&earlier);
+        }
+        list.by_join.insert(list.joins, (member, name.clone()));
+        list.who = None;
     }
 
     fn remove(&mut self, room: &RoomName, member: M) {
-        if let Some(list) = self.rooms.get_mut(room) {
-            list.retain(|(m, _)| *m != member);
-            if list.is_empty() {
+        if let Some(list) = self.rooms.get_mut(room)
+            && let Some(join) = list.join_of.remove(&member)
+        {
+            list.by_join.remove(&join);
+            list.who = None;
+            if list.join_of.is_empty() {
                 self.rooms.remove(room);
             }
         }
     }
 
     fn rename(&mut self, room: &RoomName, member: M, name: &Name) {
-        let entry = self
-            .rooms
-            .get_mut(room)
-            .and_then(|list| list.iter_mut().find(|(m, _)| *m == member));
-        if let Some((_, old)) = entry {
+        if let Some(list) = self.rooms.get_mut(room)
+            && let Some(join) = list.join_of.get(&member)
+            && let Some((_, old)) = list.by_join.get_mut(join)
+        {
             *old = name.clone();
+            list.who = None;
         }
+    }
+
+    /// The `/who` reply for `room`: built at most once per change of the room, in
+    /// O([`WHO_REPLY_MAX`]) whatever the room's size.
+    pub fn who_reply(&mut self, room: &RoomName) -> SharedFrame {
+        let Some(list) = self.rooms.get_mut(room) else {
+            return member_list(room, &[]);
+        };
+        list.who
+            .get_or_insert_with(|| {
+                let names = list.by_join.values().map(|(_, n)| n.as_str());
+                bounded_member_list(room, names, list.join_of.len())
+            })
+            .clone()
     }
 
     /// The names in `room`, in join order.
     pub fn names(&self, room: &RoomName) -> Vec<&str> {
         self.rooms.get(room).map_or_else(Vec::new, |list| {
-            list.iter().map(|(_, n)| n.as_str()).collect()
+            list.by_join.values().map(|(_, n)| n.as_str()).collect()
         })
     }
 }
@@ -143,6 +247,8 @@ impl<M: Copy + Eq> Roster<M> {
 struct MemberState {
     name: Name,
     room: RoomName,
+    /// Where the member stands in its room's list here (`Chat::rooms`).
+    slot: usize,
 }
 
 /// The chat state of the members one owner (a shard) holds, keyed by a member handle `M`
@@ -150,7 +256,8 @@ struct MemberState {
 /// shard.
 #[derive(Debug)]
 pub struct Chat<M> {
-    /// Members of each room in join order.
+    /// This owner's members of each room, in no particular order (fan-out order across
+    /// receivers is not observable): a leave swaps the last member into the gap, O(1).
     rooms: HashMap<RoomName, Vec<M>>,
     members: HashMap<M, MemberState>,
 }
@@ -183,8 +290,11 @@ impl<M: Copy + Eq + Hash> Chat<M> {
             },
         });
         roster.add(&room, member, &name);
-        self.rooms.entry(room.clone()).or_default().push(member);
-        self.members.insert(member, MemberState { name, room });
+        let list = self.rooms.entry(room.clone()).or_default();
+        let slot = list.len();
+        list.push(member);
+        self.members
+            .insert(member, MemberState { name, room, slot });
     }
 
     /// Removes `member` (if present); the others get `"<name> disconnected"`.
@@ -193,7 +303,12 @@ impl<M: Copy + Eq + Hash> Chat<M> {
             return;
         };
         if let Some(list) = self.rooms.get_mut(&state.room) {
-            list.retain(|m| *m != member);
+            list.swap_remove(state.slot);
+            if let Some(&moved) = list.get(state.slot)
+                && let Some(moved) = self.members.get_mut(&moved)
+            {
+                moved.slot = state.slot;
+            }
             if list.is_empty() {
                 self.rooms.remove(&state.room);
             }
@@ -252,6 +367,8 @@ impl<M: Copy + Eq + Hash> Chat<M> {
             return;
         };
         let delivery = match intent {
+            // Nothing changes, so nobody is told (and no roster is rewritten).
+            Intent::Rename(new) if new == state.name => return,
             Intent::Rename(new) => {
                 roster.rename(&state.room, member, &new);
                 let old = std::mem::replace(&mut state.name, new.clone());
@@ -264,7 +381,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 }
             }
             Intent::ListMembers => Delivery {
-                frame: member_list(&state.room, &roster.names(&state.room)).into(),
+                frame: roster.who_reply(&state.room).into(),
                 to: Audience::Member(member),
             },
             Intent::ToRoom(_) | Intent::ToSender(_) => return, // handled by apply_local
@@ -282,7 +399,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         self.members.get(&member).map(|s| &s.room)
     }
 
-    /// This owner's members of `room`, in join order.
+    /// This owner's members of `room`.
     pub fn members(&self, room: &RoomName) -> &[M] {
         self.rooms.get(room).map_or(&[], Vec::as_slice)
     }
@@ -293,9 +410,35 @@ impl<M: Copy + Eq + Hash> Chat<M> {
     }
 }
 
-/// The answer to `/who`: `Members of <room>: <name>, ...` (names in the order given).
+/// The answer to `/who`: `Members of <room>: <name>, ...` (names in the order given), at
+/// most [`WHO_REPLY_MAX`] bytes: a longer list ends with `, and <N> more`.
 pub fn member_list(room: &RoomName, names: &[&str]) -> SharedFrame {
-    text_frame(&["Members of ", room.as_str(), ": ", &names.join(", ")])
+    bounded_member_list(room, names.iter().copied(), names.len())
+}
+
+/// [`member_list`] over the first names of a list of `total`; reads only as many as fit.
+fn bounded_member_list<'a>(
+    room: &RoomName,
+    names: impl Iterator<Item = &'a str>,
+    total: usize,
+) -> SharedFrame {
+    // Room for ", and <N> more" with any N a usize can hold.
+    const SUFFIX_ROOM: usize = ", and  more".len() + 20;
+    let mut text = format!("Members of {room}: ");
+    for (listed, name) in names.enumerate() {
+        let last = listed + 1 == total;
+        let reserve = if last { 0 } else { SUFFIX_ROOM };
+        let sep = if listed == 0 { 0 } else { 2 };
+        if text.len() + sep + name.len() + reserve > WHO_REPLY_MAX {
+            text.push_str(&format!(", and {} more", total - listed));
+            break;
+        }
+        if listed > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(name);
+    }
+    text_frame(&[&text])
 }
 
 /// The frame that `/echo` sends back for `message`: same kind, same payload.

@@ -234,3 +234,123 @@ fn a_message_from_someone_who_left_is_dropped() {
     chat.apply(&mut roster, 1, intent, &mut out);
     assert!(out.is_empty());
 }
+
+#[test]
+fn nick_to_the_same_name_tells_nobody() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("lobby"), name("bob"), &mut out);
+    out.clear();
+    handle(&mut chat, &mut roster, 1, &text("/nick ann"), &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn who_is_cached_until_the_room_changes() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("lobby"), name("bob"), &mut out);
+    let lobby = room("lobby");
+    let first = roster.who_reply(&lobby);
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &roster.who_reply(&lobby)),
+        "shared"
+    );
+    // Each change is seen by the next /who; join order is kept across leaves and renames.
+    chat.join(&mut roster, 3, room("lobby"), name("cy"), &mut out);
+    assert_eq!(
+        decode(&roster.who_reply(&lobby)).1,
+        b"Members of lobby: ann, bob, cy"
+    );
+    chat.leave(&mut roster, 2, &mut out);
+    assert_eq!(
+        decode(&roster.who_reply(&lobby)).1,
+        b"Members of lobby: ann, cy"
+    );
+    handle(&mut chat, &mut roster, 1, &text("/nick di"), &mut out);
+    assert_eq!(
+        decode(&roster.who_reply(&lobby)).1,
+        b"Members of lobby: di, cy"
+    );
+    assert_eq!(chat.members(&lobby).len(), 2);
+}
+
+#[test]
+fn who_of_a_big_room_is_bounded_and_says_how_many_more() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    let total = 5000u32;
+    for m in 0..total {
+        let long = format!("{m:0>32}");
+        chat.join(&mut roster, m, room("big"), name(&long), &mut out);
+    }
+    let (_, payload) = decode(&roster.who_reply(&room("big")));
+    let text = String::from_utf8(payload).unwrap();
+    assert!(text.len() <= WHO_REPLY_MAX, "{}", text.len());
+    let listed = text.matches(", ").count(); // separators: listed names - 1, plus the suffix's
+    let more: u32 = text
+        .rsplit_once("and ")
+        .and_then(|(_, rest)| rest.strip_suffix(" more"))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(
+        listed as u32 + more,
+        total,
+        "every member is listed or counted"
+    );
+    assert!(text.starts_with(&format!("Members of big: {:0>32}, {:0>32}", 0, 1)));
+    // A list that fits is not cut, and the boundary holds exactly.
+    let names: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(
+        decode(&member_list(&room("r"), &refs)).1,
+        b"Members of r: n0, n1, n2"
+    );
+}
+
+#[test]
+fn leaving_keeps_every_other_member_reachable() {
+    // Leaves swap members around inside the room's list: every member stays listed once.
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    for m in 0..10u32 {
+        chat.join(&mut roster, m, room("r"), name(&format!("m{m}")), &mut out);
+    }
+    for gone in [0, 9, 4, 5, 1] {
+        chat.leave(&mut roster, gone, &mut out);
+    }
+    let mut left = chat.members(&room("r")).to_vec();
+    left.sort();
+    assert_eq!(left, [2, 3, 6, 7, 8]);
+    for m in [2, 3, 6, 7, 8] {
+        chat.leave(&mut roster, m, &mut out);
+    }
+    assert!(chat.members(&room("r")).is_empty());
+    assert_eq!(chat.member_count(), 0);
+}
+
+#[test]
+fn the_command_budget_allows_a_burst_then_refills_with_time() {
+    let t0 = std::time::Instant::now();
+    let mut budget = CommandBudget::new(t0);
+    for _ in 0..CommandBudget::BURST {
+        assert!(budget.take(t0));
+    }
+    assert!(!budget.take(t0), "burst spent");
+    let one = std::time::Duration::from_secs(1) / CommandBudget::PER_SECOND;
+    assert!(!budget.take(t0 + one / 2));
+    assert!(budget.take(t0 + one), "one token per refill period");
+    assert!(!budget.take(t0 + one));
+    // A long pause refills to the burst, no more.
+    let later = t0 + std::time::Duration::from_secs(3600);
+    for _ in 0..CommandBudget::BURST {
+        assert!(budget.take(later));
+    }
+    assert!(!budget.take(later));
+}
