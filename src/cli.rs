@@ -120,6 +120,11 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub accept_delay_us: u32,
 
+    /// Tests only: a request for this path panics the loop that reads it, so that a test can
+    /// see a dead loop take the whole server down (never a zombie with ghost members).
+    #[arg(long, env = "WSCHAT_TEST_PANIC_PATH", hide = true)]
+    pub test_panic_path: Option<String>,
+
     /// How multi-accept's loops are woken by a new connection. Default: exclusive.
     #[arg(long, env = "WSCHAT_ACCEPT_WAKEUP", value_enum)]
     pub accept_wakeup: Option<AcceptWakeupArg>,

@@ -46,6 +46,8 @@ pub struct Config {
     pub work_cost: Duration,
     /// Experiments only: a stall after each accepted connection (`--accept-delay-us`).
     pub accept_delay: Duration,
+    /// Tests only: a request for this path panics its loop (`--test-panic-path`).
+    pub test_panic_path: Option<String>,
     pub accept_wakeup: AcceptWakeup,
     /// The CPUs of the process's affinity mask, in order; `--pin` places thread i on
     /// `cpus[i % len]`. Empty if the mask could not be read.
@@ -211,6 +213,7 @@ impl Config {
             queue_depth: args.queue_depth.map_or(1024, |d| d as usize),
             work_cost: Duration::from_micros(args.work_us.into()),
             accept_delay: Duration::from_micros(args.accept_delay_us.into()),
+            test_panic_path: args.test_panic_path.clone(),
             accept_wakeup: match args.accept_wakeup {
                 Some(AcceptWakeupArg::All) => AcceptWakeup::All,
                 Some(AcceptWakeupArg::Exclusive) | None => AcceptWakeup::Exclusive,

@@ -68,6 +68,12 @@ counters! {
     epoll_ctl,
     /// Receivers disconnected with 1008 for exceeding --max-outbound.
     slow_consumer_kicks,
+    /// Connections closed with 1008 for going over an input budget: control frames per read,
+    /// commands per second, inflated bytes per compressed byte.
+    flood_closes,
+    /// Connections closed with 1008 for keeping a message open (fragments without the last)
+    /// for longer than --idle-timeout.
+    message_timeouts,
     /// Handshakes answered 503 because of --max-conns.
     rejected_over_capacity,
     /// Requests answered with a 4xx error.

@@ -46,7 +46,7 @@ pub use hub::Hub;
 pub use inbox::{Inbox, InboxMsg};
 pub use work::{WorkDone, WorkItem, WorkQueue};
 
-use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, RoomName, Route};
+use crate::chat::{self, Audience, Chat, CommandBudget, Delivery, Intent, Name, RoomName, Route};
 use crate::config::Config;
 use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor};
 use crate::net;
@@ -106,8 +106,14 @@ struct Conn {
     awaiting_work: bool,
     /// The reactor was told to stop reading it (follows `awaiting_work` at each flush).
     reading_paused: bool,
-    /// When the last complete frame (a pong included) arrived, or the upgrade was done.
+    /// When the last complete message or control frame (a pong included) arrived, or the
+    /// upgrade was done.
     last_heard: Instant,
+    /// Since when part of a message has been in and its last frame not (see
+    /// `fire_heartbeats`: a message may stay open for at most --idle-timeout).
+    message_since: Option<Instant>,
+    /// What its commands (`/who`, `/nick`, ...) may still cost.
+    commands: CommandBudget,
     /// A heartbeat ping went out since `last_heard`.
     pinged: bool,
     /// On the `dirty` list already.
@@ -134,6 +140,15 @@ impl Conn {
     /// Bytes queued for the peer and not yet sent.
     fn queued_bytes(&self) -> usize {
         self.outbox.queued_bytes() + self.tls.as_ref().map_or(0, |tls| tls.queued_bytes())
+    }
+
+    /// Since when a message has been open, at `now`, after input was fed.
+    fn note_message_progress(&mut self, now: Instant) {
+        self.message_since = if self.ws.message_in_progress() {
+            Some(self.message_since.unwrap_or(now))
+        } else {
+            None
+        };
     }
 
     /// The slow-consumer cut: frames not yet started go (over TLS: those not yet sealed).
@@ -179,7 +194,6 @@ struct State {
     parked: Vec<Parked>,
     /// Set by `offload`: members' messages go to workers.
     work: Option<WorkQueue>,
-    kicks: Vec<ConnId>,
     /// `fan_out` is running (see there).
     fanning_out: bool,
     /// Decrypted input of one read (TLS), reused.
@@ -234,7 +248,6 @@ impl<R: Reactor> Shard<R> {
                 to_peers: Vec::new(),
                 parked: Vec::new(),
                 work: None,
-                kicks: Vec::new(),
                 fanning_out: false,
                 plaintext: Vec::new(),
                 inbox_batch: Vec::new(),
@@ -321,20 +334,31 @@ impl<R: Reactor> Shard<R> {
             if net::configure_stream(&stream, state.config.nodelay).is_err() {
                 continue;
             }
+            let over_capacity = !state.hub.admit_conn();
+            if over_capacity && state.config.tls.is_some() {
+                // A 503 would cost a whole TLS handshake first: over the limit, a TLS client
+                // gets its socket closed instead.
+                state.hub.release_conn();
+                bump(&state.stats.counters.rejected_over_capacity, 1);
+                continue;
+            }
             // A session that cannot even start leaves the client to see a closed socket.
             let tls = match &state.config.tls {
                 Some(config) => match config.session() {
                     Ok(session) => Some(Box::new(TlsLink::new(session))),
-                    Err(_) => continue,
+                    Err(_) => {
+                        state.hub.release_conn();
+                        continue;
+                    }
                 },
                 None => None,
             };
             let entry = state.conns.vacant_entry();
             let id = entry.key();
             if self.io.add_conn(id, stream).is_err() {
+                state.hub.release_conn();
                 continue;
             }
-            let over_capacity = !state.hub.admit_conn();
             state.next_serial += 1;
             entry.insert(Conn {
                 ws: Connection::new(state.config.limits, state.now),
@@ -347,6 +371,8 @@ impl<R: Reactor> Shard<R> {
                 awaiting_work: false,
                 reading_paused: false,
                 last_heard: state.now,
+                message_since: None,
+                commands: CommandBudget::new(state.now),
                 pinged: false,
                 dirty: false,
                 peer_done: false,
@@ -449,6 +475,13 @@ impl<R: Reactor> Shard<R> {
                     break;
                 }
             }
+            // The one place --max-outbound is enforced, on every byte queued for the peer
+            // (deliveries, pongs, replies, TLS records), and only after the socket took what
+            // it would: a burst that a reading client absorbs is never held against it.
+            if conn.ws.is_open() && conn.queued_bytes() > self.state.config.max_outbound {
+                self.state.kick_slow_consumer(id); // dirty again: its Close is flushed below
+                continue;
+            }
             let end_now = match conn.ws.finish() {
                 // Its message is with a worker: the events behind it (at least its Closed)
                 // are taken, and the connection ended, when the result is back.
@@ -523,6 +556,7 @@ impl State {
                     return;
                 };
                 bump(&self.stats.counters.bytes_in, bytes.len() as u64);
+                let now = self.now;
                 match &mut c.tls {
                     None => c.ws.handle_input(bytes),
                     Some(tls) => {
@@ -545,6 +579,7 @@ impl State {
                         }
                     }
                 }
+                c.note_message_progress(now);
                 self.pump(conn);
             }
             Event::Writable { conn } => {
@@ -587,7 +622,6 @@ impl State {
                     for delivery in deliveries.iter() {
                         self.deliver_here(delivery);
                     }
-                    self.fan_out(); // the kicks those deliveries caused
                 }
                 InboxMsg::ClusterReady(room) => self.cluster_ready(&room),
                 InboxMsg::WorkDone(done) => self.work_done(done),
@@ -637,17 +671,26 @@ impl State {
                 WsEvent::HandshakeFailed(_) => bump(&self.stats.counters.handshake_errors, 1),
                 WsEvent::HandshakeTimedOut => bump(&self.stats.counters.handshake_timeouts, 1),
                 WsEvent::Message(message) => self.on_message(id, message),
-                WsEvent::Closed { .. } => self.leave(id),
+                WsEvent::Closed { .. } => {
+                    if let Some(conn) = self.conns.get(id)
+                        && conn.ws.failure().is_some_and(|e| e.is_flood())
+                    {
+                        bump(&self.stats.counters.flood_closes, 1);
+                    }
+                    self.leave(id);
+                }
             }
             self.fan_out();
         }
         if let Some(conn) = self.conns.get_mut(id) {
-            let frames = conn.ws.take_frames_received();
-            if frames > 0 {
+            if conn.ws.take_heard() {
                 conn.last_heard = self.now;
                 conn.pinged = false;
             }
-            bump(&self.stats.counters.frames_in, frames);
+            bump(
+                &self.stats.counters.frames_in,
+                conn.ws.take_frames_received(),
+            );
         }
         self.mark_dirty(id);
     }
@@ -662,6 +705,9 @@ impl State {
             conn.role = Role::Http;
             conn.ws.reject(&HandshakeError::OverCapacity);
             return;
+        }
+        if self.config.test_panic_path.as_ref() == Some(&request.path) {
+            panic!("--test-panic-path: a request for {}", request.path);
         }
         let route = chat::route(request, &self.config.allowed_origins);
         conn.role = match route {
@@ -726,6 +772,14 @@ impl State {
                 link.leave(&room);
             }
             return;
+        }
+        if self.work.is_some()
+            && let Some(conn) = self.conns.get_mut(id)
+        {
+            // One message per member at the workers, and no more than one parsed behind it:
+            // the rest of its input waits unparsed (a read of small compressed messages would
+            // otherwise be inflated whole while the first is out).
+            conn.ws.hold_after_message();
         }
         let name = name.unwrap_or_else(|| Name::default_for_port(port));
         let member = self.member(id);
@@ -806,6 +860,7 @@ impl State {
             return; // a later connection with the same key
         }
         conn.awaiting_work = false;
+        conn.ws.resume_input();
         self.act(self.member(done.conn), done.intent);
         self.fan_out();
         self.pump(done.conn);
@@ -813,7 +868,15 @@ impl State {
 
     /// Plans what a member's message means; the roster's lock is taken only for `/nick` and
     /// `/who`.
+    /// A command over the member's budget closes it (1008) instead.
     fn act(&mut self, member: MemberId, intent: Intent) {
+        if intent.is_command()
+            && let Some(conn) = self.conns.get_mut(member.conn)
+            && !conn.commands.take(self.now)
+        {
+            self.close_flooder(member.conn);
+            return;
+        }
         if let Some(intent) = self.chat.apply_local(member, intent, &mut self.deliveries) {
             // cluster: the broker answers /who with the whole room; a rename rewrites this
             // node's names in the room's /who hash.
@@ -862,7 +925,7 @@ impl State {
             return;
         }
         self.fanning_out = true;
-        while !self.deliveries.is_empty() || !self.kicks.is_empty() {
+        while !self.deliveries.is_empty() {
             for delivery in std::mem::take(&mut self.deliveries) {
                 self.deliver_here(&delivery);
                 if matches!(delivery.to, Audience::Room { .. })
@@ -871,40 +934,38 @@ impl State {
                     self.to_peers.push(delivery);
                 }
             }
-            for id in std::mem::take(&mut self.kicks) {
-                let Some(conn) = self.conns.get_mut(id) else {
-                    continue;
-                };
-                if !conn.ws.is_open() {
-                    continue;
-                }
-                // Frames not yet started are dropped, the one in progress is finished, and
-                // Close 1008 follows it; the close timeout bounds how long we wait.
-                conn.drop_unstarted();
-                conn.ws.close(CloseCode::POLICY_VIOLATION, self.now);
-                bump(&self.stats.counters.slow_consumer_kicks, 1);
-                self.pump(id);
-            }
         }
         self.fanning_out = false;
     }
 
+    /// Disconnects a receiver whose unsent output is over --max-outbound after a flush:
+    /// frames not yet started are dropped, the one in progress is finished, and Close 1008
+    /// follows it; the close timeout bounds how long we wait. Its departure is planned here.
+    fn kick_slow_consumer(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.drop_unstarted();
+        conn.ws.close(CloseCode::POLICY_VIOLATION, self.now);
+        bump(&self.stats.counters.slow_consumer_kicks, 1);
+        self.pump(id);
+    }
+
+    /// Closes a connection that went over an input budget (1008); what it sent after the
+    /// overrun and was already parsed is dropped with the close.
+    fn close_flooder(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.ws.close(CloseCode::POLICY_VIOLATION, self.now);
+        bump(&self.stats.counters.flood_closes, 1);
+    }
+
     /// Queues `delivery` for its receivers on this shard.
     fn deliver_here(&mut self, delivery: &Delivery<MemberId>) {
-        let max_outbound = self.config.max_outbound;
-        let (conns, dirty, kicks) = (&mut self.conns, &mut self.dirty, &mut self.kicks);
+        let (conns, dirty) = (&mut self.conns, &mut self.dirty);
         let compressor = &mut self.compressor;
-        let mut queue = |conn| {
-            queue_frame(
-                conns,
-                dirty,
-                kicks,
-                compressor,
-                max_outbound,
-                conn,
-                &delivery.frame,
-            )
-        };
+        let mut queue = |conn| queue_frame(conns, dirty, compressor, conn, &delivery.frame);
         match &delivery.to {
             Audience::Member(member) if member.shard == self.index => queue(member.conn),
             Audience::Member(_) => {}
@@ -992,13 +1053,18 @@ impl State {
             }
         });
         let idle = beat.idle_timeout.map(|t| conn.last_heard + t);
-        if let Some(at) = [ping, idle].into_iter().flatten().min() {
+        let open_message = beat
+            .idle_timeout
+            .zip(conn.message_since)
+            .map(|(t, since)| since + t);
+        if let Some(at) = [ping, idle, open_message].into_iter().flatten().min() {
             wheel.insert(at, (id, conn.serial));
         }
     }
 
-    /// Pings the connections that have been quiet for --ping-interval and closes (1001)
-    /// those silent for --idle-timeout; files the others' next check.
+    /// Pings the connections that have been quiet for --ping-interval, closes (1001) those
+    /// silent for --idle-timeout and (1008) those that kept a message open that long (its
+    /// fragments, pings between them, do not make it complete); files the others' next check.
     fn fire_heartbeats(&mut self) {
         let Some(wheel) = &mut self.heartbeats else {
             return;
@@ -1014,6 +1080,17 @@ impl State {
                 continue; // replaced, or closing under its own deadline
             }
             let quiet = self.now.saturating_duration_since(conn.last_heard);
+            let open_for = conn
+                .message_since
+                .map(|since| self.now.saturating_duration_since(since));
+            if let (Some(t), Some(open_for)) = (beat.idle_timeout, open_for)
+                && open_for >= t
+            {
+                conn.ws.close(CloseCode::POLICY_VIOLATION, self.now);
+                bump(&self.stats.counters.message_timeouts, 1);
+                self.pump(id);
+                continue;
+            }
             if beat.idle_timeout.is_some_and(|t| quiet >= t) {
                 conn.ws.close(CloseCode::GOING_AWAY, self.now);
                 bump(&self.stats.counters.idle_closes, 1);
@@ -1072,14 +1149,12 @@ fn report_accept_pause(stats: &ThreadStats, error: &io::Error) {
 
 /// Appends `frame` to the outbox of a receiver that accepts messages (compressed if the
 /// receiver agreed to permessage-deflate: the compressed frame is made once per message and
-/// shared like the plain one); a receiver now over `max_outbound` is put on `kicks`. A free
-/// function so that the caller can hold the room's member list.
+/// shared like the plain one) and marks it dirty; `settle` holds it to --max-outbound after
+/// flushing. A free function so that the caller can hold the room's member list.
 fn queue_frame(
     conns: &mut Slab<Conn>,
     dirty: &mut VecDeque<ConnId>,
-    kicks: &mut Vec<ConnId>,
     compressor: &mut Compressor,
-    max_outbound: usize,
     id: ConnId,
     frame: &OutMessage,
 ) {
@@ -1094,8 +1169,5 @@ fn queue_frame(
     if !conn.dirty {
         conn.dirty = true;
         dirty.push_back(id);
-    }
-    if conn.queued_bytes() > max_outbound && !kicks.contains(&id) {
-        kicks.push(id);
     }
 }
