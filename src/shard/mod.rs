@@ -885,9 +885,11 @@ impl State {
                 link.who(room.clone(), member);
                 return;
             }
+            let renamed =
+                matches!(&intent, Intent::Rename(new) if self.chat.name(member) != Some(new));
             self.chat
                 .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
-            if let Some((link, room)) = cluster {
+            if let Some((link, room)) = cluster.filter(|_| renamed) {
                 link.roster_changed(&room);
             }
         }
