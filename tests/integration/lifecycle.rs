@@ -138,3 +138,24 @@ wstest!(shutdown_completes_even_if_clients_never_answer_close, |s| {
         expect_eof(r);
     }
 });
+
+wstest!(a_panicking_loop_takes_the_server_down_not_a_zombie, |s| {
+    // `--test-panic-path` makes the loop that reads a request for that path panic: the
+    // process must exit (70) and say which thread died, instead of serving on without it.
+    let mut server = s.server_with(&["--test-panic-path", "/boom"]);
+    let _member = server.connect("/chat/lobby?name=ghost");
+    let mut raw = server.tcp();
+    raw.write_all(&request_head("GET /boom HTTP/1.1", &["Host: x"]))
+        .unwrap();
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(70), "{status:?}\n{}", server.output());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.output().contains("panicked; exiting") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit message:\n{}",
+            server.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+});
