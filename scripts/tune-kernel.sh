@@ -22,7 +22,14 @@
 #   fs.nr_open                    1048576  the largest RLIMIT_NOFILE a process may be given
 # net.* are per network namespace: `apply` changes the namespace it runs in (or --netns).
 #
-# Exit codes: 0 ok, 1 a write failed (not root, read-only /proc/sys in a container), 2 usage.
+# Every value written is read back; one that reads back different is an error naming the key.
+#
+# For tests: WSCHAT_SYSCTL_ROOT (default /proc/sys) is the directory sysctls are read and
+# written under (net.core.somaxconn is $WSCHAT_SYSCTL_ROOT/net/core/somaxconn);
+# scripts/tune-kernel-test.sh points it at a fake tree, so no root and no real kernel.
+#
+# Exit codes: 0 ok, 1 a write failed (not root, read-only /proc/sys in a container) or did not
+# stick, 2 usage.
 set -euo pipefail
 
 die() { echo "tune-kernel.sh: $*" >&2; exit "${2:-2}"; }
@@ -43,6 +50,8 @@ while (($#)); do
 done
 [[ -n $verb ]] || { usage >&2; exit 2; }
 [[ $profile == bench ]] || die "unknown profile '$profile' (only: bench)"
+SYSCTL_ROOT=${WSCHAT_SYSCTL_ROOT:-/proc/sys}
+[[ -d $SYSCTL_ROOT ]] || die "WSCHAT_SYSCTL_ROOT=$SYSCTL_ROOT is not a directory"
 state=${state:-/var/tmp/wschat-tune-kernel.${netns:-default}.saved}
 
 NET_KEYS=(net.core.somaxconn net.ipv4.tcp_max_syn_backlog net.ipv4.ip_local_port_range)
@@ -63,20 +72,21 @@ else
     NS=()
 fi
 
-path_of() { echo "/proc/sys/${1//.//}"; }
+path_of() { echo "$SYSCTL_ROOT/${1//.//}"; }
 # Read a sysctl (in the target namespace for net.*); tabs become single spaces.
 get() {
     local key=$1
     if [[ $key == net.* && ${#NS[@]} -gt 0 ]]; then
         "${NS[@]}" cat "$(path_of "$key")" 2>/dev/null | tr -s '\t ' ' '
     else
-        tr -s '\t ' ' ' <"$(path_of "$key")" 2>/dev/null
+        tr -s '\t ' ' ' 2>/dev/null <"$(path_of "$key")"
     fi
 }
+# put KEY VALUE OLD: write VALUE, then read it back (tabs and spaces as in get).
 put() {
     local key=$1 value=$2
     if $dry; then echo "would set $key = $value${netns:+ (netns $netns)}"; return 0; fi
-    local out
+    local out now
     if [[ $key == net.* && ${#NS[@]} -gt 0 ]]; then
         out=$("${NS[@]}" sh -c 'printf "%s\n" "$2" > "$1"' _ "$(path_of "$key")" "$value" 2>&1) || {
             echo "tune-kernel.sh: cannot write $key in netns $netns: $out" >&2; return 1; }
@@ -84,11 +94,17 @@ put() {
         out=$(sh -c 'printf "%s\n" "$2" > "$1"' _ "$(path_of "$key")" "$value" 2>&1) || {
             echo "tune-kernel.sh: cannot write $key: $out" >&2; return 1; }
     fi
+    now=$(get "$key") || now="(unreadable)"
+    if [[ $now != "$value" ]]; then
+        echo "tune-kernel.sh: $key did not stick: wrote '$value', it reads back '$now'${netns:+ (netns $netns)}" >&2
+        return 1
+    fi
     echo "set $key = $value (was $3)${netns:+ (netns $netns)}"
 }
 
-# Why writes would fail, or nothing.
+# Why writes would fail, or nothing. A test tree (WSCHAT_SYSCTL_ROOT) needs no root.
 write_problem() {
+    [[ $SYSCTL_ROOT == /proc/sys ]] || return 0
     if [[ $(id -u) != 0 ]]; then
         echo "not root: run with sudo (reading works, writing needs root)"
         return
