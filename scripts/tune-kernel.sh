@@ -10,7 +10,7 @@
 #   --netns NAME     the network sysctls of network namespace NAME (ip netns) instead of the
 #                    current one; fs.* are global and are left alone with --netns
 #   --state FILE     where `apply` saves old values and `restore` reads them
-#                    (default /var/tmp/wschat-tune-kernel.<netns or "default">.saved)
+#                    (default /run/wschat-tune-kernel/<netns or "default">.saved)
 #   --profile NAME   `apply` only: bench (the default, and the only profile)
 #   -h, --help       this text
 #
@@ -22,6 +22,23 @@
 #   fs.nr_open                    1048576  the largest RLIMIT_NOFILE a process may be given
 # net.* are per network namespace: `apply` changes the namespace it runs in (or --netns).
 #
+# The state file. Root writes whatever it lists back into the kernel, so only we may write it:
+#   - The default directory is /run/wschat-tune-kernel, made with `install -d -m 0700`. /run,
+#     not /var/lib: it is root's, and a tmpfs emptied at boot, when the kernel's values go back
+#     to their defaults too, so a saved value never outlives the change it undoes. (Without
+#     /run, pass --state.) It is refused if it is a symlink, not a directory, not owned by the
+#     user running the script, or not mode 0700 or stricter.
+#   - --state FILE: its directory must be ours, not a symlink, not group or world writable.
+#   - The state file itself (if it exists): not a symlink, a regular file, ours, not group or
+#     world writable.
+#   - `apply` saves the old values (a temporary file in that directory, renamed over the state
+#     file) before it changes anything. An `apply` while a state file exists keeps the values
+#     saved in it, the ones from before the first `apply`, and adds only keys it changes for
+#     the first time.
+#   - `restore` accepts only the keys `apply` writes (with --netns, only net.*), each once, with
+#     a value of its form: a number, or two port numbers for ip_local_port_range; lines are
+#     KEY=VALUE, "# ..." or blank. It checks the whole file before writing anything and names
+#     the first bad line.
 # Every value written is read back; one that reads back different is an error naming the key.
 #
 # For tests: WSCHAT_SYSCTL_ROOT (default /proc/sys) is the directory sysctls are read and
@@ -29,10 +46,11 @@
 # scripts/tune-kernel-test.sh points it at a fake tree, so no root and no real kernel.
 #
 # Exit codes: 0 ok, 1 a write failed (not root, read-only /proc/sys in a container) or did not
-# stick, 2 usage.
+# stick, or the state file or its directory was refused, 2 usage.
 set -euo pipefail
+umask 077
 
-die() { echo "tune-kernel.sh: $*" >&2; exit "${2:-2}"; }
+die() { echo "tune-kernel.sh: $1" >&2; exit "${2:-2}"; }
 usage() { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
 
 verb= dry=false netns= state= profile=bench
@@ -52,7 +70,6 @@ done
 [[ $profile == bench ]] || die "unknown profile '$profile' (only: bench)"
 SYSCTL_ROOT=${WSCHAT_SYSCTL_ROOT:-/proc/sys}
 [[ -d $SYSCTL_ROOT ]] || die "WSCHAT_SYSCTL_ROOT=$SYSCTL_ROOT is not a directory"
-state=${state:-/var/tmp/wschat-tune-kernel.${netns:-default}.saved}
 
 NET_KEYS=(net.core.somaxconn net.ipv4.tcp_max_syn_backlog net.ipv4.ip_local_port_range)
 FS_KEYS=(fs.file-max fs.nr_open)
@@ -70,6 +87,16 @@ if [[ -n $netns ]]; then
     NS=(ip netns exec "$netns")
 else
     NS=()
+fi
+# The keys `apply` writes, and so the only ones `restore` accepts: fs.* are global, never
+# written for a namespace.
+KEYS=("${NET_KEYS[@]}")
+[[ -n $netns ]] || KEYS+=("${FS_KEYS[@]}")
+
+STATE_DIR=/run/wschat-tune-kernel
+default_state=false
+if [[ -z $state ]]; then
+    state=$STATE_DIR/${netns:-default}.saved default_state=true
 fi
 
 path_of() { echo "$SYSCTL_ROOT/${1//.//}"; }
@@ -137,6 +164,95 @@ merged_range() {
     echo "$((wlo < clo ? wlo : clo)) $((whi > chi ? whi : chi))"
 }
 
+# is_number V: a number as the kernel prints it (no sign, no leading zero), at most LONG_MAX
+# (fs.file-max is an unsigned long capped there), so bash arithmetic on it cannot overflow.
+is_number() {
+    [[ $1 =~ ^(0|[1-9][0-9]{0,18})$ ]] || return 1
+    ((${#1} < 19)) && return 0
+    local high=${1:0:18} low=${1:18}
+    ((high < 922337203685477580 || (high == 922337203685477580 && low <= 7)))
+}
+# valid_value KEY VALUE: VALUE has the form KEY takes (as get prints it).
+valid_value() {
+    local key=$1 value=$2
+    if [[ $key == net.ipv4.ip_local_port_range ]]; then
+        [[ $value =~ ^([0-9]+)\ ([0-9]+)$ ]] || return 1
+        local lo=${BASH_REMATCH[1]} hi=${BASH_REMATCH[2]}
+        is_number "$lo" && is_number "$hi" && ((lo >= 1 && lo <= hi && hi <= 65535))
+    else
+        is_number "$value"
+    fi
+}
+is_key() {
+    local k
+    for k in "${KEYS[@]}"; do [[ $1 == "$k" ]] && return 0; done
+    return 1
+}
+
+# check_owned PATH WHAT MASK WHY: PATH is no symlink, is ours, and has no mode bit of MASK
+# (octal); WHY says what a bit in MASK means.
+check_owned() {
+    local path=$1 what=$2 mask=$3 uid mode
+    [[ ! -L $path ]] || die "$what $path is a symlink: refusing it" 1
+    read -r uid mode < <(stat -c '%u %a' -- "$path") || die "cannot stat $path" 1
+    ((uid == $(id -u))) || die "$what $path belongs to uid $uid, not to us (uid $(id -u)): refusing it" 1
+    (((8#$mode & 8#$mask) == 0)) || die "$what $path has mode $mode: $4; refusing it" 1
+}
+# check_state CREATE: refuses a state directory or file others could write (exit 1); with
+# CREATE true, makes the default directory if it is missing.
+check_state() {
+    local dir
+    dir=$(dirname -- "$state")
+    if $default_state && [[ ! -e $dir && ! -L $dir ]]; then
+        $1 || return 0
+        install -d -m 0700 -- "$dir" || die "cannot create $dir (use --state FILE)" 1
+    fi
+    [[ ! -L $dir ]] || die "state directory $dir is a symlink: refusing it" 1
+    [[ -d $dir ]] || die "state directory $dir is not a directory" 1
+    if $default_state; then
+        check_owned "$dir" "state directory" 077 "it must be 0700 or stricter"
+    else
+        check_owned "$dir" "state directory" 022 "group or others may write it"
+    fi
+    if [[ -e $state || -L $state ]]; then
+        [[ -L $state || -f $state ]] || die "state file $state is not a regular file" 1
+        check_owned "$state" "state file" 022 "group or others may write it"
+    fi
+}
+
+# read_state: checks the whole state file and fills SAVED_KEYS (file order) and SAVED[key];
+# the first bad line is an error (exit 1) and nothing has been written.
+SAVED_KEYS=()
+declare -A SAVED=()
+read_state() {
+    local line n=0 key value
+    while IFS= read -r line || [[ -n $line ]]; do
+        n=$((n + 1))
+        [[ -z $line || $line == \#* ]] && continue
+        [[ $line == *=* ]] || bad_line "$n" "not KEY=VALUE: $(printf %q "$line")"
+        key=${line%%=*} value=${line#*=}
+        is_key "$key" || bad_line "$n" "$(printf %q "$key") is not a key apply writes (${KEYS[*]})"
+        [[ -z ${SAVED[$key]+set} ]] || bad_line "$n" "$key a second time"
+        valid_value "$key" "$value" || bad_line "$n" "$(printf %q "$value") is not a value for $key"
+        SAVED[$key]=$value
+        SAVED_KEYS+=("$key")
+    done <"$state"
+}
+bad_line() { die "$state line $1: $2; refusing the file, nothing written" 1; }
+
+# save_state LINE...: the state file becomes LINE... (KEY=VALUE), atomically: a temporary
+# file in the same directory, renamed over it.
+save_state() {
+    local tmp
+    tmp=$(mktemp -- "$(dirname -- "$state")/.tune-kernel.XXXXXX") ||
+        die "cannot create a temporary file next to $state; nothing changed" 1
+    if ! printf '%s\n' "# tune-kernel.sh: values from before apply, netns=${netns:-default}; $(date -u +%FT%TZ)" \
+        "$@" >"$tmp" || ! mv -fT -- "$tmp" "$state"; then
+        rm -f -- "$tmp"
+        die "cannot save old values to $state; nothing changed" 1
+    fi
+}
+
 show() {
     local key
     echo "Kernel settings for wschat${netns:+ (network namespace $netns)}; kernel $(uname -r)"
@@ -191,50 +307,64 @@ EOF
 }
 
 apply() {
-    local problem keys=("${NET_KEYS[@]}")
+    local problem create=true
     problem=$(write_problem)
     if [[ -n $problem && $problem != "("* ]] && ! $dry; then die "$problem" 1; fi
-    [[ -n $netns ]] || keys+=("${FS_KEYS[@]}")
-    if [[ -e $state ]] && ! $dry; then
-        die "$state exists: a previous apply was not restored (run restore first, or remove it)" 1
+    ! $dry || create=false
+    check_state "$create"
+    local earlier=false
+    if [[ -e $state ]]; then
+        read_state
+        earlier=true
+        echo "$state exists (an apply not yet restored): keeping the old values saved in it"
     fi
-    local key cur want saved=() changed=0 rc=0
-    for key in "${keys[@]}"; do
+    local key cur want plan=() new=()
+    local -A to=() from=()
+    for key in "${KEYS[@]}"; do
         cur=$(get "$key") || { echo "skip $key: not present"; continue; }
+        valid_value "$key" "$cur" || die "$key reads $(printf %q "$cur"), not a value of its form; nothing changed" 1
         want=${WANT[$key]}
         if wants_change "$key" "$cur" "$want"; then
             [[ $key == net.ipv4.ip_local_port_range ]] && want=$(merged_range "$cur" "$want")
-            if put "$key" "$want" "$cur"; then
-                saved+=("$key=$cur"); changed=$((changed + 1))
-            else
-                rc=1
-            fi
+            plan+=("$key")
+            to[$key]=$want from[$key]=$cur
+            [[ -n ${SAVED[$key]+set} ]] || new+=("$key=$cur")
         else
             echo "keep $key = $cur (already >= $want)"
         fi
     done
-    if ! $dry && ((${#saved[@]})); then
-        printf '%s\n' "# tune-kernel.sh apply $(date -u +%FT%TZ) netns=${netns:-default}" "${saved[@]}" >"$state"
-        echo "old values saved in $state (restore puts them back)"
+    if ! $dry && ((${#new[@]})); then
+        local old=()
+        for key in "${SAVED_KEYS[@]}"; do old+=("$key=${SAVED[$key]}"); done
+        save_state "${old[@]}" "${new[@]}"
+        echo "old values saved in $state before any change (restore puts them back)"
     fi
-    ((changed)) || $dry || echo "nothing to change"
+    local rc=0
+    for key in "${plan[@]}"; do
+        put "$key" "${to[$key]}" "${from[$key]}" || rc=1
+    done
+    ((${#plan[@]})) || $dry || echo "nothing to change"
+    if $earlier; then echo "restore puts back the values from before the first apply"; fi
     return $rc
 }
 
 restore() {
+    check_state false
     if [[ ! -e $state ]]; then
         echo "nothing to restore: no $state (apply changed nothing, or restore already ran)"
         return 0
     fi
-    local line key value cur rc=0
-    while IFS= read -r line; do
-        [[ $line == \#* || -z $line ]] && continue
-        key=${line%%=*} value=${line#*=}
-        cur=$(get "$key")
-        put "$key" "$value" "$cur" || rc=1
-    done <"$state"
+    read_state
+    local key rc=0
+    local -A cur=()
+    for key in "${SAVED_KEYS[@]}"; do
+        cur[$key]=$(get "$key") || die "$key is not present${netns:+ in netns $netns}: nothing written" 1
+    done
+    for key in "${SAVED_KEYS[@]}"; do
+        put "$key" "${SAVED[$key]}" "${cur[$key]}" || rc=1
+    done
     if ! $dry; then
-        if ((rc == 0)); then rm -f "$state"; else echo "some values were not restored; $state kept" >&2; fi
+        if ((rc == 0)); then rm -f -- "$state"; else echo "some values were not restored; $state kept" >&2; fi
     fi
     return $rc
 }
