@@ -253,6 +253,36 @@ save_state() {
     fi
 }
 
+# syn_schedule RETRIES LINEAR: when a client whose SYNs are dropped retransmits and when it
+# gives up, for the usual 1 s initial timeout (net/ipv4/tcp_timer.c: tcp_retransmit_timer
+# doubles the wait only once more than LINEAR timeouts have passed; tcp_write_timeout gives up
+# after RETRIES + LINEAR retransmissions, or once the time RETRIES doubling waits would take
+# has passed). LINEAR is tcp_syn_linear_timeouts, empty before Linux 6.5.
+syn_schedule() {
+    local retries=$1 linear=${2:-0} rto=1 t=0 sent=0 times=() limit list
+    limit=$((retries <= 6 ? (2 << retries) - 1 : 127 + (retries - 6) * 120))
+    while :; do
+        t=$((t + rto))
+        ((sent < retries + linear && (t < limit || sent == 0))) || break
+        sent=$((sent + 1))
+        times+=("$t")
+        ((sent <= linear)) || rto=$((rto * 2 > 120 ? 120 : rto * 2))
+    done
+    list=$(printf '%s, ' "${times[@]}")
+    {
+        printf 'The client retransmits it %s s after its first SYN and connect() fails (ETIMEDOUT) at about %s s. ' \
+            "${list%, }" "$t"
+        if ((linear > 0)); then
+            printf 'With tcp_syn_linear_timeouts=%s (Linux 6.5+) the first %s waits are 1 s (%s linear ones, then the doubling starts at 1 s), then 2, 4, 8 s and so on (at most 120 s); the %s linear retransmissions come on top of tcp_syn_retries=%s.\n' \
+                "$linear" "$((linear + 1))" "$linear" "$linear" "$retries"
+        else
+            local why="tcp_syn_linear_timeouts=0: no linear waits"
+            [[ -n $2 ]] || why="tcp_syn_linear_timeouts, Linux 6.5+, is not on this kernel"
+            printf 'Each wait doubles from 1 s (at most 120 s), tcp_syn_retries=%s times (%s).\n' "$retries" "$why"
+        fi
+    } | fold -s -w 88 | sed 's/^/    /; s/ *$//'
+}
+
 show() {
     local key
     echo "Kernel settings for wschat${netns:+ (network namespace $netns)}; kernel $(uname -r)"
@@ -266,9 +296,10 @@ show() {
     local hard soft
     hard=$(ulimit -Hn) soft=$(ulimit -Sn)
     printf '  %-34s soft %s, hard %s (this shell)\n' "RLIMIT_NOFILE" "$soft" "$hard"
-    local somax syncook abort lin
+    local somax syncook abort lin retries
     somax=$(get net.core.somaxconn) syncook=$(get net.ipv4.tcp_syncookies)
     abort=$(get net.ipv4.tcp_abort_on_overflow) lin=$(get net.ipv4.tcp_syn_linear_timeouts || true)
+    retries=$(get net.ipv4.tcp_syn_retries || echo 6)
     cat <<EOF
 
 How the kernel queues a connection (net/ipv4/inet_connection_sock.c, tcp_input.c):
@@ -282,10 +313,8 @@ How the kernel queues a connection (net/ipv4/inet_connection_sock.c, tcp_input.c
   - tcp_syncookies=$syncook: with 1 (the default), a full SYN queue answers with a cookie
     instead of dropping the SYN; with 2 always cookies; with 0, drops.
   - A SYN that arrives while the ACCEPT queue is full is dropped whatever the cookies
-    setting (TcpExtListenOverflows + TcpExtListenDrops in \`nstat -az\`); the client
-    retransmits it after 1 s, then 2 s, 4 s, ... (tcp_syn_retries).${lin:+
-    tcp_syn_linear_timeouts=$lin: the first $lin retransmissions come 1 s apart (Linux 6.x),
-    then the timeout doubles.}
+    setting (TcpExtListenOverflows + TcpExtListenDrops in \`nstat -az\`).
+$(syn_schedule "$retries" "$lin")
   - The client's final ACK that arrives while the accept queue is full: tcp_abort_on_overflow=$abort.
     0 ignores it (the client believes it is connected; the server re-sends the SYN-ACK
     and the connection enters the queue later, or the client's first data is what gets it in);
