@@ -53,7 +53,7 @@ umask 077
 die() { echo "tune-kernel.sh: $1" >&2; exit "${2:-2}"; }
 usage() { sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
 
-verb= dry=false netns= state= profile=bench
+verb='' dry=false netns='' state='' profile=bench
 while (($#)); do
     case $1 in
         show | apply | restore) [[ -z $verb ]] || die "one verb only"; verb=$1 ;;
@@ -115,6 +115,7 @@ put() {
     if $dry; then echo "would set $key = $value${netns:+ (netns $netns)}"; return 0; fi
     local out now
     if [[ $key == net.* && ${#NS[@]} -gt 0 ]]; then
+        # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
         out=$("${NS[@]}" sh -c 'printf "%s\n" "$2" > "$1"' _ "$(path_of "$key")" "$value" 2>&1) || {
             echo "tune-kernel.sh: cannot write $key in netns $netns: $out" >&2; return 1; }
     else
@@ -156,7 +157,8 @@ wants_change() {
         local clo=${cur%% *} chi=${cur##* } wlo=${want%% *} whi=${want##* }
         ((wlo < clo || whi > chi))
     else
-        ! ge "$cur" "$want"
+        ge "$cur" "$want" && return 1
+        return 0
     fi
 }
 merged_range() {
@@ -331,8 +333,12 @@ that starts the server, or docker run --ulimit nofile=N:N. It cannot exceed fs.n
 EOF
     local problem
     problem=$(write_problem)
-    [[ -z $problem ]] && echo && echo "Writable: yes (root, /proc/sys writable). \`apply --dry-run\` shows what would change." ||
-        { echo; echo "Writable: $problem"; }
+    echo
+    if [[ -z $problem ]]; then
+        echo "Writable: yes (root, /proc/sys writable). \`apply --dry-run\` shows what would change."
+    else
+        echo "Writable: $problem"
+    fi
 }
 
 apply() {
