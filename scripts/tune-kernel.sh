@@ -39,6 +39,9 @@
 #     a value of its form: a number, or two port numbers for ip_local_port_range; lines are
 #     KEY=VALUE, "# ..." or blank. It checks the whole file before writing anything and names
 #     the first bad line.
+#   - Older versions kept the file as /var/tmp/wschat-tune-kernel.<netns>.saved; that is no
+#     longer read (anyone could have written it): read such a file yourself before using it.
+#
 # Every value written is read back; one that reads back different is an error naming the key.
 #
 # For tests: WSCHAT_SYSCTL_ROOT (default /proc/sys) is the directory sysctls are read and
