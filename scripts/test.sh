@@ -2,7 +2,7 @@
 # The project's test command.
 #
 #   scripts/test.sh                # cargo test, then every external suite whose tools are here
-#   scripts/test.sh --quick        # cargo test only
+#   scripts/test.sh --quick        # the script checks and cargo test only
 #   scripts/test.sh --require-all  # a suite whose tools are missing is a failure, not a skip
 #
 # External suites: Autobahn|Testsuite (scripts/autobahn.sh; needs pyenv's Python 2.7.18).
@@ -60,6 +60,7 @@ skip() {
 }
 
 run "layer check" bash scripts/check-layers.sh
+run "tune-kernel test" bash scripts/tune-kernel-test.sh
 run "cargo test" cargo test --workspace --all-targets
 run "doc tests" cargo test --workspace --doc
 
