@@ -160,7 +160,7 @@ verdict = [
     f"{int(g('backlog16','recvq_max'))} (the queue holds backlog+1 = 17), and connect() times fell into SYN-retransmission steps "
     f"({', '.join(f'{n}: {int(v)}' for n, v in zip(names_c, steps16) if v)}).",
     (f"Retry steps: every client whose SYN was dropped got in on its first retransmission, 1 s later (the accept loop "
-     f"drained 200/s), so linear (tcp_syn_linear_timeouts=4 on this kernel: the first 4 retries 1 s apart) and classic "
+     f"drained 200/s), so linear (tcp_syn_linear_timeouts=4 on this kernel: the first 5 retransmissions 1 s apart, then doubling) and classic "
      f"(=0: 1, 3, 7 s) timeouts looked the same here ({', '.join(f'{n}: {int(v)}' for n, v in zip(names_c, stepsc) if v)} with =0). "
      f"Later steps need a slower accept loop or a longer storm: `--conns`."
      if not any(stepsc[2:]) and not any(steps16[2:]) else
