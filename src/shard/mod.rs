@@ -664,6 +664,11 @@ impl State {
                 break;
             }
             let Some(event) = conn.ws.poll_event() else {
+                if conn.ws.has_held_input() {
+                    // Work-queue: the message before it was dealt with; parse up to the next.
+                    conn.ws.resume_input();
+                    continue;
+                }
                 break;
             };
             match event {
@@ -860,7 +865,6 @@ impl State {
             return; // a later connection with the same key
         }
         conn.awaiting_work = false;
-        conn.ws.resume_input();
         self.act(self.member(done.conn), done.intent);
         self.fan_out();
         self.pump(done.conn);

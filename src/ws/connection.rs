@@ -251,9 +251,17 @@ impl Connection {
         self.one_message_at_a_time = true;
     }
 
+    /// Whether input is held, unparsed (see `hold_after_message`).
+    pub fn has_held_input(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Parses the input held since the last message (see `hold_after_message`), up to the
-    /// next message.
+    /// next message; nothing while that message has not been taken by `poll_event`.
     pub fn resume_input(&mut self) {
+        if matches!(self.queue.back(), Some(Item::Event(Event::Message(_)))) {
+            return;
+        }
         let Some(held) = self.held.take() else {
             return;
         };
