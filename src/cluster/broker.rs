@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::resp::{Decoder, Value, encode_command};
+use super::resp::{Bounds, Decoder, Value, encode_command};
 use super::wire::{self, Kind, NodeId};
 use super::{BrokerMsg, ClusterConfig, Link, REMOTE};
 use crate::chat::{self, Audience, Delivery, RoomName};
@@ -47,6 +47,32 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Unsent command bytes beyond which publishes are dropped and counted as not propagated
 /// rather than buffered without bound (Redis is not keeping up, or the socket is stuck).
 const MAX_CMD_BACKLOG: usize = 64 << 20;
+
+/// How many times this node's own event limit ([`wire::max_event_len`]) a bulk string on
+/// `SUB` may reach before the decoder refuses it and the link is reset. Events between the
+/// two are dropped and counted (`remote_oversize`): a peer configured with a larger
+/// `--max-message` then costs dropped messages, not a reconnect (and a gap notice in every
+/// room) each time it publishes a large one; a broken or hostile server still cannot make
+/// us buffer more than this per event.
+const OVERSIZE_HEADROOM: usize = 4;
+/// The largest reply we ask for on `CMD`: replies there are short (integers, `OK`, names
+/// and ids a few dozen bytes long), the longest being a room's `/who` hash.
+const MAX_REPLY: usize = 1 << 20;
+
+/// What one value read from `SUB` may cost: an event (see [`OVERSIZE_HEADROOM`]) inside a
+/// `message` push, whose other parts (the kind, the channel) are short.
+fn sub_bounds(max_message: usize) -> Bounds {
+    let bulk = wire::max_event_len(max_message).saturating_mul(OVERSIZE_HEADROOM);
+    Bounds {
+        bulk,
+        value: bulk.saturating_add(1024),
+    }
+}
+
+const CMD_BOUNDS: Bounds = Bounds {
+    bulk: MAX_REPLY,
+    value: MAX_REPLY,
+};
 
 /// What a reply on `CMD` answers, in the order the commands were written.
 #[derive(Debug)]
@@ -74,7 +100,7 @@ pub fn start(
     let waker = Waker::new().context("creating the broker's eventfd")?;
     let link = Arc::new(Link::new(config, waker.clone()));
     let stats = registry.add_thread("broker");
-    let state = State::new(link.clone(), hub, stats);
+    let state = State::new(link.clone(), hub, stats, config.max_message);
     // The reactor is opened on its own thread (it is not Send); start-up waits for it.
     let (ready, opened) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
     std::thread::Builder::new()
@@ -295,7 +321,7 @@ fn text(s: &str) -> SharedFrame {
 }
 
 impl State {
-    fn new(link: Arc<Link>, hub: Arc<Hub>, stats: Arc<ThreadStats>) -> State {
+    fn new(link: Arc<Link>, hub: Arc<Hub>, stats: Arc<ThreadStats>, max_message: usize) -> State {
         let now = Instant::now();
         let node = link.node();
         State {
@@ -310,8 +336,8 @@ impl State {
             sub_buf: Vec::new(),
             cmd_out: Outbox::default(),
             sub_out: Outbox::default(),
-            cmd_in: Decoder::default(),
-            sub_in: Decoder::default(),
+            cmd_in: Decoder::new(CMD_BOUNDS),
+            sub_in: Decoder::new(sub_bounds(max_message)),
             expect: VecDeque::new(),
             cmd_progress: now,
             sub_progress: now,

@@ -155,11 +155,14 @@ impl NodeId {
     }
 }
 
-/// What `--cluster` and `--node-id` configure.
+/// What `--cluster` and `--node-id` configure, and the client limit that bounds what this
+/// node accepts from Redis too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub url: RedisUrl,
     pub node: NodeId,
+    /// `--max-message`: a remote event may carry no more than a client could send here.
+    pub max_message: usize,
 }
 
 /// What shards ask of the broker.
@@ -393,6 +396,7 @@ mod tests {
             &ClusterConfig {
                 url: "redis://h".parse().unwrap(),
                 node: NodeId(1),
+                max_message: 1 << 20,
             },
             Waker::new().unwrap(),
         );

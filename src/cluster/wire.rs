@@ -16,6 +16,13 @@ use std::fmt;
 use crate::chat::RoomName;
 
 const MAGIC: &[u8] = b"wschat1";
+/// The most bytes an origin adds to a member's message in the text it publishes: the prefix
+/// `<name> says: ` (a name is at most 32 characters of up to 4 bytes: 135 bytes), or a
+/// whole notice (`<old> is now <new>`: at most 264 bytes, which is more than a prefix plus
+/// the smallest `--max-message`, 125). 512 covers both with room to spare.
+pub const PAYLOAD_SLACK: usize = 512;
+/// The longest envelope before the payload: `wschat1 <16 hex digits> <up to 20 digits> t `.
+pub const ENVELOPE_MAX: usize = MAGIC.len() + 1 + 16 + 1 + 20 + 3;
 const CHANNEL_PREFIX: &str = "wschat:room:";
 const WHO_PREFIX: &str = "wschat:who:";
 const NODE_PREFIX: &str = "wschat:node:";
@@ -81,6 +88,13 @@ pub fn encode_event(node: NodeId, seq: u64, kind: Kind, payload: &[u8], out: &mu
         Kind::Binary => b" b ",
     });
     out.extend_from_slice(payload);
+}
+
+/// The longest event a node accepts from another when its clients may send `max_message`
+/// bytes: the longest text its own chat layer could publish for such a message, plus the
+/// envelope. Anything longer was not sent by a node configured like this one.
+pub fn max_event_len(max_message: usize) -> usize {
+    max_message.saturating_add(PAYLOAD_SLACK + ENVELOPE_MAX)
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<Event<'_>, WireError> {
@@ -172,6 +186,28 @@ mod tests {
                 payload: "Ann says: hi there ✓".as_bytes()
             })
         );
+    }
+
+    #[test]
+    fn the_longest_event_a_node_publishes_fits_its_own_limit() {
+        for max_message in [125, 1 << 20] {
+            let name = "\u{10348}".repeat(32);
+            let mut longest = Vec::new();
+            let said = format!("{name} says: {}", "x".repeat(max_message));
+            let renamed = format!("{name} is now {name}");
+            for text in [said, renamed] {
+                longest.clear();
+                encode_event(
+                    NodeId(u64::MAX),
+                    u64::MAX,
+                    Kind::Text,
+                    text.as_bytes(),
+                    &mut longest,
+                );
+                assert!(longest.len() <= max_event_len(max_message), "{max_message}");
+            }
+        }
+        assert_eq!(max_event_len(usize::MAX), usize::MAX);
     }
 
     #[test]
