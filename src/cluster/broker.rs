@@ -10,8 +10,11 @@
 //! subscribe mode (Redis allows only (UN)SUBSCRIBE and PING there). Either failing drops
 //! both: one notion of "the link is up" keeps the gap accounting simple.
 //!
-//! Must never: block except in `poll` and in a bounded connect while the link is down, or
-//! panic on what Redis sends.
+//! Must never: block except in `poll` and in a bounded connect while the link is down,
+//! panic on what Redis sends, or take more from Redis than from a client: a remote event
+//! longer than this node's `--max-message` allows is dropped and counted
+//! (`remote_oversize`), and each connection's decoder refuses what is beyond its bounds
+//! ([`sub_bounds`], [`CMD_BOUNDS`]), which resets the link like any other link error.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -23,7 +26,7 @@ use anyhow::Context as _;
 
 use super::resp::{Bounds, Decoder, Value, encode_command};
 use super::wire::{self, Kind, NodeId};
-use super::{BrokerMsg, ClusterConfig, Link, REMOTE};
+use super::{BrokerCounters, BrokerMsg, ClusterConfig, Link, REMOTE};
 use crate::chat::{self, Audience, Delivery, RoomName};
 use crate::io::{ConnId, EpollReactor, Event, Outbox, Reactor, Waker};
 use crate::shard::{Hub, InboxMsg, MemberId};
@@ -140,6 +143,9 @@ struct State {
     stats: Arc<ThreadStats>,
     node: NodeId,
     node_key: String,
+    /// The longest remote event accepted: what a client of this node may send, formatted
+    /// by its origin, plus the envelope ([`wire::max_event_len`]).
+    max_event: usize,
     up: bool,
     /// The link failed during this iteration: tear it down after the poll.
     failed: Option<String>,
@@ -327,6 +333,7 @@ impl State {
         State {
             node_key: wire::node_key(node),
             node,
+            max_event: wire::max_event_len(max_message),
             link,
             hub,
             stats,
@@ -359,6 +366,8 @@ impl State {
 
     fn on_event(&mut self, event: Event<'_>) {
         match event {
+            // The link is being torn down: what else arrived is not read.
+            Event::Received { .. } if self.failed.is_some() => {}
             Event::Received { conn: CMD, bytes } => {
                 self.cmd_in.handle_input(bytes);
                 self.read_replies();
@@ -688,6 +697,13 @@ impl State {
             self.bad_input("a message on a channel that is not a room");
             return;
         };
+        if payload.len() > self.max_event {
+            // More than a client could have sent here: refused like a client's would be.
+            // Its sequence number stays unseen, so the publisher's next event in the room
+            // tells the members that one is missing.
+            BrokerCounters::bump(&self.link.counters.remote_oversize);
+            return;
+        }
         let event = match wire::decode_event(payload) {
             Ok(event) => event,
             Err(e) => {
@@ -710,7 +726,8 @@ impl State {
                 &room,
                 &format!(
                     "* cluster: {missed} message(s) from another node did not reach this node \
-                     (published while its broker link was down, or lost in transit)"
+                     (published while its broker link was down, lost in transit, or larger than this \
+                     node accepts)"
                 ),
             );
         }
@@ -827,4 +844,98 @@ impl State {
 fn jitter(backoff: Duration) -> Duration {
     let random = NodeId::random().0;
     backoff / 4 * (random % 1000) as u32 / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::stats::StatsRegistry;
+
+    const MAX_MESSAGE: usize = 1000;
+
+    /// A broker's state with its link up (no sockets: what it writes stays in its buffers).
+    fn state() -> State {
+        let config = ClusterConfig {
+            url: "redis://h".parse().unwrap(),
+            node: NodeId(1),
+            max_message: MAX_MESSAGE,
+        };
+        let link = Arc::new(Link::new(&config, Waker::new().unwrap()));
+        let hub = Hub::new(&[Waker::new().unwrap()], 100);
+        let stats = StatsRegistry::new("test", "test", Instant::now()).add_thread("broker");
+        let mut state = State::new(link, hub, stats, MAX_MESSAGE);
+        state.up = true;
+        state
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn event(node: u64, seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::encode_event(NodeId(node), seq, Kind::Binary, payload, &mut out);
+        out
+    }
+
+    /// The frames handed to the shards since the last call, as payload bytes.
+    fn delivered(state: &mut State) -> Vec<Vec<u8>> {
+        std::mem::take(&mut state.remote)
+            .iter()
+            .map(|d| {
+                let frame: &[u8] = &d.frame;
+                let (_, len) = FrameHeader::parse(frame).unwrap().unwrap();
+                frame[len..].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_remote_event_larger_than_a_client_may_send_is_dropped_and_counted() {
+        let mut state = state();
+        let r = room("r");
+        state.subscribed.insert(r.clone());
+        let channel = wire::channel(&r);
+        let limit = wire::max_event_len(MAX_MESSAGE);
+
+        let fits = event(7, 1, &vec![b'a'; limit - event(7, 1, b"").len()]);
+        assert_eq!(fits.len(), limit);
+        state.on_message(channel.as_bytes(), &fits);
+        assert_eq!(delivered(&mut state).len(), 1);
+
+        let over = event(7, 2, &vec![b'b'; limit + 1 - event(7, 2, b"").len()]);
+        state.on_message(channel.as_bytes(), &over);
+        assert!(delivered(&mut state).is_empty());
+        assert_eq!(state.link.report()["remote_oversize"], 1);
+        assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 0);
+
+        // The publisher's next event makes the dropped one visible as a gap.
+        state.on_message(channel.as_bytes(), &event(7, 3, b"next"));
+        let got = delivered(&mut state);
+        assert_eq!(got.len(), 2, "a gap notice, then the event");
+        assert!(String::from_utf8_lossy(&got[0]).contains("1 message(s)"));
+        assert_eq!(got[1], b"next");
+        assert_eq!(state.stats.counters.cluster_gaps.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn the_subscription_decoder_refuses_what_no_node_could_have_sent() {
+        let bounds = sub_bounds(MAX_MESSAGE);
+        assert!(bounds.bulk >= wire::max_event_len(MAX_MESSAGE));
+        assert!(bounds.bulk < 64 * wire::max_event_len(MAX_MESSAGE));
+        // On the link: a protocol error, which tears the link down (and reconnects).
+        let mut state = state();
+        let header = format!(
+            "*3\r\n$7\r\nmessage\r\n$3\r\nr:x\r\n${}\r\n",
+            bounds.bulk + 1
+        );
+        state.on_event(Event::Received {
+            conn: SUB,
+            bytes: header.as_bytes(),
+        });
+        assert!(state.failed.is_some());
+        assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 1);
+    }
 }

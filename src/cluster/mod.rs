@@ -73,7 +73,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::chat::{Delivery, RoomName};
@@ -197,6 +197,21 @@ struct Shared {
     up: bool,
 }
 
+/// What the broker refused, reported in the `cluster` section of `/stats` (written by the
+/// broker thread alone).
+#[derive(Debug, Default)]
+struct BrokerCounters {
+    /// Remote events longer than this node accepts ([`wire::max_event_len`] of its
+    /// `--max-message`): dropped; the publisher's next event shows the gap.
+    remote_oversize: AtomicU64,
+}
+
+impl BrokerCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The shards' handle on the broker thread.
 #[derive(Debug)]
 pub struct Link {
@@ -208,6 +223,7 @@ pub struct Link {
     /// Gaps per room since start, for /stats.
     gaps: Mutex<BTreeMap<String, u64>>,
     up_flag: AtomicBool,
+    counters: BrokerCounters,
 }
 
 impl Link {
@@ -220,6 +236,7 @@ impl Link {
             shared: Mutex::new(Shared::default()),
             gaps: Mutex::new(BTreeMap::new()),
             up_flag: AtomicBool::new(false),
+            counters: BrokerCounters::default(),
         }
     }
 
@@ -359,6 +376,7 @@ impl Link {
             "link_up": self.up_flag.load(Ordering::Relaxed),
             "rooms_with_local_members": rooms,
             "gaps_by_room": gaps,
+            "remote_oversize": self.counters.remote_oversize.load(Ordering::Relaxed),
         })
     }
 }
