@@ -165,10 +165,10 @@ struct State {
     pending_sub: HashMap<RoomName, u32>,
     /// Channels we are subscribed to (or asked for).
     subscribed: HashSet<RoomName>,
-    /// This node's sequence number per room (the last one used).
+    /// This node's sequence number per room with local members (the last one used).
     publish_seq: HashMap<RoomName, u64>,
-    /// The last sequence number seen per room and publishing node.
-    seen: HashMap<(RoomName, NodeId), u64>,
+    /// The last sequence number seen per subscribed room and publishing node.
+    seen: HashMap<RoomName, Peers>,
     /// Remote events and notices for every shard, pushed once per iteration.
     remote: Vec<Delivery<MemberId>>,
     inbox_batch: Vec<BrokerMsg>,
@@ -451,9 +451,21 @@ impl State {
                 Opcode::Binary => Kind::Binary,
                 _ => continue,
             };
-            let seq = self.publish_seq.entry(room.clone()).or_default();
-            *seq += 1;
-            let seq = *seq;
+            let seq = match self.publish_seq.get_mut(room) {
+                Some(seq) => {
+                    *seq += 1;
+                    *seq
+                }
+                // The room's first event, or one planned as its last member left (the leave
+                // notice follows the Unsubscribe): numbered without keeping an entry for a
+                // room that has nobody here, so that the map cannot outgrow the rooms in use.
+                None => {
+                    if self.link.has_members(room) {
+                        self.publish_seq.insert(room.clone(), 1);
+                    }
+                    1
+                }
+            };
             let backlog = self.cmd_out.queued_bytes() + self.cmd_buf.len();
             if !self.up || backlog > MAX_CMD_BACKLOG {
                 // Delivered locally already; counted, never silently lost.
@@ -490,8 +502,10 @@ impl State {
         if self.link.has_members(&room) {
             return; // someone joined again since: its Subscribe follows in the inbox
         }
-        self.seen.retain(|(r, _), _| *r != room);
+        // Nobody here any more: forget everything kept for the room.
+        self.seen.remove(&room);
         self.publish_seq.remove(&room);
+        self.link.forget_gaps(&room);
         if self.subscribed.remove(&room) && self.up {
             let channel = wire::channel(&room);
             encode_command(&[b"UNSUBSCRIBE", channel.as_bytes()], &mut self.sub_buf);
@@ -717,7 +731,11 @@ impl State {
         if !self.subscribed.contains(&room) {
             return; // unsubscribed meanwhile: nobody here to receive it
         }
-        let last = self.seen.insert((room.clone(), event.node), event.seq);
+        let last = self
+            .seen
+            .entry(room.clone())
+            .or_default()
+            .record(event.node, event.seq);
         if let Some(last) = last
             && event.seq > last.saturating_add(1)
         {
@@ -839,6 +857,43 @@ impl State {
     }
 }
 
+/// How many publishing nodes a room remembers the sequence of. Node ids arrive from the
+/// network (whoever can publish on the channel picks them), so the map is capped, the node
+/// heard from least recently going first; forgetting a node costs only the gap check of its
+/// next event. A room spanning more nodes than this is far beyond what we deploy.
+const MAX_PEERS: usize = 128;
+
+/// The last sequence number seen from each publishing node in one room (at most
+/// [`MAX_PEERS`] nodes).
+#[derive(Debug, Default)]
+struct Peers {
+    /// Node -> (last sequence number, when it was heard on `clock`).
+    last: HashMap<NodeId, (u64, u64)>,
+    /// Counts the room's events: an order of hearing that needs no clock.
+    clock: u64,
+}
+
+impl Peers {
+    /// Records `seq` from `node`; returns the sequence number it had before, if known.
+    fn record(&mut self, node: NodeId, seq: u64) -> Option<u64> {
+        self.clock += 1;
+        if let Some(entry) = self.last.get_mut(&node) {
+            let before = entry.0;
+            *entry = (seq, self.clock);
+            return Some(before);
+        }
+        if self.last.len() >= MAX_PEERS {
+            // O(MAX_PEERS), and only for a node not seen before while the map is full.
+            let oldest = self.last.iter().min_by_key(|(_, (_, heard))| *heard);
+            if let Some((&oldest, _)) = oldest {
+                self.last.remove(&oldest);
+            }
+        }
+        self.last.insert(node, (seq, self.clock));
+        None
+    }
+}
+
 /// Up to a quarter of `backoff`, so that nodes that lost Redis together do not reconnect in
 /// lockstep.
 fn jitter(backoff: Duration) -> Duration {
@@ -878,6 +933,17 @@ mod tests {
         let mut out = Vec::new();
         wire::encode_event(NodeId(node), seq, Kind::Binary, payload, &mut out);
         out
+    }
+
+    /// A chat line for the room, as a shard plans it.
+    fn room_delivery(room: &RoomName) -> Delivery<MemberId> {
+        Delivery {
+            frame: text("Ann says: hi").into(),
+            to: Audience::Room {
+                room: room.clone(),
+                except: REMOTE,
+            },
+        }
     }
 
     /// The frames handed to the shards since the last call, as payload bytes.
@@ -937,5 +1003,62 @@ mod tests {
         });
         assert!(state.failed.is_some());
         assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_room_remembers_a_bounded_number_of_publishing_nodes() {
+        let mut peers = Peers::default();
+        // One node keeps publishing among a flood of new ids: it is never the oldest.
+        for i in 0..(3 * MAX_PEERS as u64) {
+            assert_eq!(peers.record(NodeId(1_000_000 + i), 1), None);
+            let before = (i > 0).then_some(i);
+            assert_eq!(peers.record(NodeId(1), i + 1), before);
+            assert!(peers.last.len() <= MAX_PEERS);
+        }
+        assert_eq!(peers.last.len(), MAX_PEERS);
+        assert!(peers.last.contains_key(&NodeId(1)));
+        // The newest ids are kept, the oldest went.
+        assert!(
+            peers
+                .last
+                .contains_key(&NodeId(1_000_000 + 3 * MAX_PEERS as u64 - 1))
+        );
+        assert!(!peers.last.contains_key(&NodeId(1_000_000)));
+
+        // Through the broker: a flood of forged node ids in one room.
+        let mut state = state();
+        let r = room("r");
+        state.subscribed.insert(r.clone());
+        for node in 0..(2 * MAX_PEERS as u64) {
+            state.on_message(wire::channel(&r).as_bytes(), &event(100 + node, 5, b"x"));
+        }
+        assert_eq!(state.seen[&r].last.len(), MAX_PEERS);
+    }
+
+    #[test]
+    fn a_room_without_local_members_leaves_nothing_behind() {
+        let mut state = state();
+        let (r, other) = (room("r"), room("other"));
+        for room in [&r, &other] {
+            assert!(state.link.join(room));
+            state.subscribed.insert(room.clone());
+            state.on_message(wire::channel(room).as_bytes(), &event(7, 1, b"x"));
+            state.on_message(wire::channel(room).as_bytes(), &event(7, 3, b"y"));
+            state.publish(&[room_delivery(room)]);
+        }
+        assert_eq!(state.link.report()["gaps_by_room"]["r"], 1);
+        assert!(state.seen.contains_key(&r) && state.publish_seq.contains_key(&r));
+
+        // The last member leaves; its leave notice is published after the Unsubscribe.
+        state.link.leave(&r);
+        state.unsubscribe(r.clone());
+        state.publish(&[room_delivery(&r)]);
+        assert!(!state.seen.contains_key(&r));
+        assert!(!state.publish_seq.contains_key(&r));
+        assert!(state.link.report()["gaps_by_room"].get("r").is_none());
+        // The other room keeps its entries.
+        assert!(state.seen.contains_key(&other));
+        assert_eq!(state.publish_seq[&other], 1);
+        assert_eq!(state.link.report()["gaps_by_room"]["other"], 1);
     }
 }

@@ -220,7 +220,7 @@ pub struct Link {
     inbox: Mutex<Vec<BrokerMsg>>,
     waker: Waker,
     shared: Mutex<Shared>,
-    /// Gaps per room since start, for /stats.
+    /// Gaps per room with local members (since its first local member joined), for /stats.
     gaps: Mutex<BTreeMap<String, u64>>,
     up_flag: AtomicBool,
     counters: BrokerCounters,
@@ -364,6 +364,13 @@ impl Link {
         let n = gaps.entry(room.as_str().to_string()).or_default();
         *n += 1;
         *n
+    }
+
+    /// Forgets `room`'s gap count: it has no local members any more (the map holds only
+    /// rooms in use, whatever names clients choose).
+    fn forget_gaps(&self, room: &RoomName) {
+        let mut gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner());
+        gaps.remove(room.as_str());
     }
 
     /// The `cluster` section of `/stats`.
