@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::resp::{Bounds, Decoder, Value, encode_command};
+use super::resp::{Bounds, Decoder, Value, command_len, encode_command};
 use super::wire::{self, Kind, NodeId};
 use super::{BrokerCounters, BrokerMsg, ClusterConfig, Link, REMOTE};
 use crate::chat::{self, Audience, Delivery, RoomName};
@@ -47,9 +47,34 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(6);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Unsent command bytes beyond which publishes are dropped and counted as not propagated
-/// rather than buffered without bound (Redis is not keeping up, or the socket is stuck).
+/// Unsent bytes on a connection beyond which commands are refused rather than buffered
+/// without bound (Redis is not keeping up, or the socket is stuck): publishes are dropped
+/// and counted as not propagated; see [`Class`] for the others.
 const MAX_CMD_BACKLOG: usize = 64 << 20;
+/// Room kept above [`MAX_CMD_BACKLOG`] for commands other than publishes: they are small
+/// and few (one per join, leave, rename, `/who` or heartbeat), so a burst of publishes that
+/// fills the backlog drops messages but neither fails the link nor refuses a `/who`.
+const CONTROL_HEADROOM: usize = 1 << 20;
+
+/// `/who` lists these in place of the other nodes' members when it cannot have them.
+const OTHERS_UNKNOWN_LINK_DOWN: &str = "(other nodes unknown: no link to the broker)";
+const OTHERS_UNKNOWN_BUSY: &str = "(other nodes unknown: the broker is busy)";
+
+/// What a command is for, which decides what a refusal (the backlog over its cap) means.
+/// Every refusal is counted (`commands_refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// A PUBLISH, refused at [`MAX_CMD_BACKLOG`]: the event was delivered locally; counted
+    /// as not propagated too.
+    Publish,
+    /// A read for `/who`, or a cleanup of another node's stale field: the asker is answered
+    /// without the other nodes, the cleanup waits for the next `/who`.
+    Query,
+    /// State that Redis must hold for the link to be right (this node's `/who` fields, its
+    /// liveness key, the subscriptions, the connections' set-up): a refusal leaves Redis
+    /// wrong, so it fails the link, and the reconnect rewrites all of it.
+    State,
+}
 
 /// How many times this node's own event limit ([`wire::max_event_len`]) a bulk string on
 /// `SUB` may reach before the decoder refuses it and the link is reset. Events between the
@@ -237,15 +262,17 @@ impl Broker {
         state.next_heartbeat = now;
         let node = state.node.to_string();
         if url.db != 0 {
-            state.command(&[b"SELECT", url.db.to_string().as_bytes()], Expect::Ignore);
+            let db = url.db.to_string();
+            state.command(Class::State, &[b"SELECT", db.as_bytes()], Expect::Ignore);
         }
         let name = format!("wschat-{node}-cmd");
-        state.command(&[b"CLIENT", b"SETNAME", name.as_bytes()], Expect::Ignore);
-        let name = format!("wschat-{node}-sub");
-        encode_command(
+        state.command(
+            Class::State,
             &[b"CLIENT", b"SETNAME", name.as_bytes()],
-            &mut state.sub_buf,
+            Expect::Ignore,
         );
+        let name = format!("wschat-{node}-sub");
+        state.sub_command(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
         // Redis answers CLIENT SETNAME on SUB with +OK before subscribe mode starts.
         let link = state.link.clone();
         let mut rooms = Vec::new();
@@ -412,14 +439,21 @@ impl State {
                     }
                 }
                 BrokerMsg::Who { room, member } => {
-                    if self.up {
-                        let key = wire::who_key(&room);
-                        self.command(
-                            &[b"HGETALL", key.as_bytes()],
-                            Expect::WhoHash { room, member },
-                        );
-                    } else {
-                        self.answer_who(&room, member, &[], false);
+                    if !self.up {
+                        self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_LINK_DOWN));
+                        continue;
+                    }
+                    let key = wire::who_key(&room);
+                    let asked = self.command(
+                        Class::Query,
+                        &[b"HGETALL", key.as_bytes()],
+                        Expect::WhoHash {
+                            room: room.clone(),
+                            member,
+                        },
+                    );
+                    if !asked {
+                        self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
                     }
                 }
             }
@@ -427,13 +461,57 @@ impl State {
         self.inbox_batch = batch;
     }
 
-    /// Writes a command on `CMD` whose reply `expect` describes.
-    fn command(&mut self, args: &[&[u8]], expect: Expect) {
+    /// Writes a command on `CMD` whose reply `expect` describes, unless the connection's
+    /// backlog is over the cap for its class: then it is refused (see [`Class`]) and false
+    /// is returned.
+    fn command(&mut self, class: Class, args: &[&[u8]], expect: Expect) -> bool {
+        let backlog = self.cmd_out.queued_bytes() + self.cmd_buf.len();
+        if !self.admit(class, backlog, command_len(args)) {
+            return false;
+        }
         if self.expect.is_empty() {
             self.cmd_progress = Instant::now();
         }
         encode_command(args, &mut self.cmd_buf);
         self.expect.push_back(expect);
+        true
+    }
+
+    /// Writes a command on `SUB` (subscriptions and their PING: all [`Class::State`]).
+    fn sub_command(&mut self, args: &[&[u8]]) -> bool {
+        let backlog = self.sub_out.queued_bytes() + self.sub_buf.len();
+        if !self.admit(Class::State, backlog, command_len(args)) {
+            return false;
+        }
+        encode_command(args, &mut self.sub_buf);
+        true
+    }
+
+    /// Whether `len` more bytes of a `class` command fit on a connection with `backlog`
+    /// unsent bytes; counts a refusal and does what it implies.
+    fn admit(&mut self, class: Class, backlog: usize, len: usize) -> bool {
+        let cap = match class {
+            Class::Publish => MAX_CMD_BACKLOG,
+            Class::Query | Class::State => MAX_CMD_BACKLOG + CONTROL_HEADROOM,
+        };
+        if backlog.saturating_add(len) <= cap {
+            return true;
+        }
+        BrokerCounters::bump(&self.link.counters.commands_refused);
+        match class {
+            Class::Publish => {
+                bump(&self.stats.counters.cluster_not_propagated, 1);
+                self.lost_while_down += 1;
+            }
+            Class::Query => {}
+            Class::State => {
+                self.failed.get_or_insert_with(|| {
+                    "the backlog of commands to Redis is over its cap (Redis is not keeping up)"
+                        .into()
+                });
+            }
+        }
+        false
     }
 
     fn publish(&mut self, deliveries: &[Delivery<MemberId>]) {
@@ -466,8 +544,7 @@ impl State {
                     1
                 }
             };
-            let backlog = self.cmd_out.queued_bytes() + self.cmd_buf.len();
-            if !self.up || backlog > MAX_CMD_BACKLOG {
+            if !self.up {
                 // Delivered locally already; counted, never silently lost.
                 bump(&self.stats.counters.cluster_not_propagated, 1);
                 self.lost_while_down += 1;
@@ -476,7 +553,12 @@ impl State {
             payload.clear();
             wire::encode_event(self.node, seq, kind, &delivery.frame[len..], &mut payload);
             let channel = wire::channel(room);
-            self.command(&[b"PUBLISH", channel.as_bytes(), &payload], Expect::Publish);
+            // Refused over the backlog cap: counted there, like an event while down.
+            self.command(
+                Class::Publish,
+                &[b"PUBLISH", channel.as_bytes(), &payload],
+                Expect::Publish,
+            );
         }
     }
 
@@ -487,7 +569,9 @@ impl State {
         let channels: Vec<String> = rooms.iter().map(wire::channel).collect();
         let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
         args.extend(channels.iter().map(|c| c.as_bytes()));
-        encode_command(&args, &mut self.sub_buf);
+        if !self.sub_command(&args) {
+            return; // the link fails: the reconnect subscribes every room with members
+        }
         for room in rooms {
             self.subscribed.insert(room.clone());
             *self.pending_sub.entry(room.clone()).or_default() += 1;
@@ -508,7 +592,7 @@ impl State {
         self.link.forget_gaps(&room);
         if self.subscribed.remove(&room) && self.up {
             let channel = wire::channel(&room);
-            encode_command(&[b"UNSUBSCRIBE", channel.as_bytes()], &mut self.sub_buf);
+            self.sub_command(&[b"UNSUBSCRIBE", channel.as_bytes()]);
         }
         set(
             &self.stats.counters.cluster_subscriptions,
@@ -522,9 +606,14 @@ impl State {
         let key = wire::who_key(room);
         let node = self.node.to_string();
         if names.is_empty() {
-            self.command(&[b"HDEL", key.as_bytes(), node.as_bytes()], Expect::Ignore);
+            self.command(
+                Class::State,
+                &[b"HDEL", key.as_bytes(), node.as_bytes()],
+                Expect::Ignore,
+            );
         } else {
             self.command(
+                Class::State,
                 &[b"HSET", key.as_bytes(), node.as_bytes(), names.as_bytes()],
                 Expect::Ignore,
             );
@@ -535,10 +624,11 @@ impl State {
         self.next_heartbeat = now + HEARTBEAT;
         let key = self.node_key.clone();
         self.command(
+            Class::State,
             &[b"SET", key.as_bytes(), b"1", b"PX", NODE_TTL_MS.as_bytes()],
             Expect::Ignore,
         );
-        encode_command(&[b"PING"], &mut self.sub_buf);
+        self.sub_command(&[b"PING"]);
         let cmd_silent =
             !self.expect.is_empty() && now.duration_since(self.cmd_progress) > SILENCE_LIMIT;
         let sub_silent = now.duration_since(self.sub_progress) > SILENCE_LIMIT;
@@ -590,10 +680,12 @@ impl State {
                             names.extend(wire::split_names(value).map(str::to_string));
                         } else {
                             // A node that died without cleaning up: its liveness key expired.
-                            self.command(&[b"HDEL", key.as_bytes(), node], Expect::Ignore);
+                            let args: [&[u8]; 3] = [b"HDEL", key.as_bytes(), node];
+                            self.command(Class::Query, &args, Expect::Ignore);
                         }
                     }
-                    self.answer_who(&room, member, &names, true);
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    self.answer_who(&room, member, &names, None);
                 }
             }
         }
@@ -613,7 +705,7 @@ impl State {
             }
         }
         if nodes.is_empty() {
-            self.answer_who(&room, member, &[], true);
+            self.answer_who(&room, member, &[], None);
             return;
         }
         let keys: Vec<String> = nodes
@@ -623,25 +715,30 @@ impl State {
             .collect();
         let mut args: Vec<&[u8]> = vec![b"MGET"];
         args.extend(keys.iter().map(|k| k.as_bytes()));
-        self.command(
-            &args,
-            Expect::WhoAlive {
-                room,
-                member,
-                nodes,
-            },
-        );
+        let expect = Expect::WhoAlive {
+            room: room.clone(),
+            member,
+            nodes,
+        };
+        if !self.command(Class::Query, &args, expect) {
+            self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
+        }
     }
 
-    /// Replies to `/who`: this node's members (fresh from the roster), then the others'.
-    fn answer_who(&mut self, room: &RoomName, member: MemberId, remote: &[String], complete: bool) {
+    /// Replies to `/who`: this node's members (fresh from the roster), then the others', or
+    /// `unknown` in their place.
+    fn answer_who(
+        &mut self,
+        room: &RoomName,
+        member: MemberId,
+        remote: &[&str],
+        unknown: Option<&str>,
+    ) {
         let frame = {
             let roster = self.hub.roster();
             let mut names = roster.names(room);
-            names.extend(remote.iter().map(String::as_str));
-            if !complete {
-                names.push("(other nodes unknown: no link to the broker)");
-            }
+            names.extend(remote);
+            names.extend(unknown);
             chat::member_list(room, &names)
         };
         if member.shard < self.hub.shard_count() {
@@ -795,7 +892,7 @@ impl State {
         for expect in owed {
             if let Expect::WhoHash { room, member } | Expect::WhoAlive { room, member, .. } = expect
             {
-                self.answer_who(&room, member, &[], false);
+                self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_LINK_DOWN));
             }
         }
         self.cmd_out.clear();
@@ -1060,5 +1157,74 @@ mod tests {
         assert!(state.seen.contains_key(&other));
         assert_eq!(state.publish_seq[&other], 1);
         assert_eq!(state.link.report()["gaps_by_room"]["other"], 1);
+    }
+
+    /// The text frames sent to shard 0's members (replies), as strings.
+    fn replies(state: &State) -> Vec<String> {
+        let mut batch = Vec::new();
+        state.hub.inbox(0).drain_into(&mut batch);
+        let mut out = Vec::new();
+        for msg in batch {
+            if let InboxMsg::Deliver(deliveries) = msg {
+                for d in deliveries.iter() {
+                    let frame: &[u8] = &d.frame;
+                    let (_, len) = FrameHeader::parse(frame).unwrap().unwrap();
+                    out.push(String::from_utf8_lossy(&frame[len..]).into_owned());
+                }
+            }
+        }
+        out
+    }
+
+    fn refused(state: &State) -> u64 {
+        state.link.counters.commands_refused.load(Relaxed)
+    }
+
+    #[test]
+    fn every_command_path_is_capped() {
+        let mut state = state();
+        let r = room("r");
+        let asker = MemberId { shard: 0, conn: 3 };
+        // Redis has not read 64 MiB of commands.
+        state.cmd_out.push(vec![0u8; MAX_CMD_BACKLOG].into());
+
+        // A publish is dropped and counted.
+        state.publish(&[room_delivery(&r)]);
+        assert!(state.cmd_buf.is_empty() && state.expect.is_empty());
+        assert_eq!(refused(&state), 1);
+        assert_eq!(state.stats.counters.cluster_not_propagated.load(Relaxed), 1);
+
+        // Control commands still have their headroom: a /who is asked.
+        state.link.who(r.clone(), asker);
+        state.drain_inbox();
+        assert!(matches!(state.expect.front(), Some(Expect::WhoHash { .. })));
+        assert_eq!(refused(&state), 1);
+
+        // Past the headroom too: a /who is answered without the other nodes...
+        state.cmd_out.push(vec![0u8; CONTROL_HEADROOM].into());
+        state.link.who(r.clone(), asker);
+        state.drain_inbox();
+        assert_eq!(state.expect.len(), 1);
+        assert_eq!(refused(&state), 2);
+        let reply = replies(&state);
+        assert_eq!(reply.len(), 1);
+        assert!(reply[0].contains(OTHERS_UNKNOWN_BUSY), "{reply:?}");
+        assert!(state.failed.is_none());
+
+        // ... and state that Redis must hold fails the link (the reconnect rewrites it).
+        state.heartbeat(Instant::now());
+        assert_eq!(refused(&state), 3);
+        assert!(state.failed.is_some());
+
+        // The subscription connection has its own cap.
+        let mut state = super::tests::state();
+        state
+            .sub_out
+            .push(vec![0u8; MAX_CMD_BACKLOG + CONTROL_HEADROOM].into());
+        state.subscribe(std::slice::from_ref(&r));
+        assert!(state.sub_buf.is_empty());
+        assert!(state.pending_sub.is_empty() && state.subscribed.is_empty());
+        assert_eq!(refused(&state), 1);
+        assert!(state.failed.is_some());
     }
 }

@@ -204,6 +204,9 @@ struct BrokerCounters {
     /// Remote events longer than this node accepts ([`wire::max_event_len`] of its
     /// `--max-message`): dropped; the publisher's next event shows the gap.
     remote_oversize: AtomicU64,
+    /// Commands not queued because their connection's backlog was over its cap (publishes
+    /// among them are also in `cluster_not_propagated`).
+    commands_refused: AtomicU64,
 }
 
 impl BrokerCounters {
@@ -384,6 +387,7 @@ impl Link {
             "rooms_with_local_members": rooms,
             "gaps_by_room": gaps,
             "remote_oversize": self.counters.remote_oversize.load(Ordering::Relaxed),
+            "commands_refused": self.counters.commands_refused.load(Ordering::Relaxed),
         })
     }
 }

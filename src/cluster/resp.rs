@@ -119,6 +119,23 @@ pub fn encode_command(args: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
+/// The bytes [`encode_command`] appends for `args`, without encoding them.
+pub fn command_len(args: &[&[u8]]) -> usize {
+    fn digits(mut n: usize) -> usize {
+        let mut d = 1;
+        while n >= 10 {
+            n /= 10;
+            d += 1;
+        }
+        d
+    }
+    let items: usize = args
+        .iter()
+        .map(|a| 1 + digits(a.len()) + 2 + a.len() + 2)
+        .sum();
+    1 + digits(args.len()) + 2 + items
+}
+
 /// Incremental reply decoder for one connection.
 #[derive(Debug)]
 pub struct Decoder {
@@ -369,6 +386,15 @@ mod tests {
         let mut empty = Vec::new();
         encode_command(&[b"PING", b""], &mut empty);
         assert_eq!(empty, b"*2\r\n$4\r\nPING\r\n$0\r\n\r\n".to_vec());
+        // command_len predicts the encoding's length without making it.
+        let long = vec![b'x'; 12345];
+        let many: Vec<&[u8]> = vec![b"HSET"; 11];
+        let cases: [&[&[u8]]; 4] = [&[], &[b"PING"], &[b"A", b"", &long], &many];
+        for args in cases {
+            let mut out = Vec::new();
+            encode_command(args, &mut out);
+            assert_eq!(command_len(args), out.len());
+        }
     }
 
     #[test]
