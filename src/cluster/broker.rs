@@ -5,8 +5,8 @@
 //! shards' requests); then write everything queued, one writev per connection, so a wake-up
 //! that drained many publishes sends them as one pipelined burst.
 //!
-//! Two connections, both owned here: `CMD` carries PUBLISH, the `/who` hash and the
-//! heartbeat, and its replies come back in order, matched by [`Expect`]; `SUB` is in
+//! Two connections, both owned here: `CMD` carries PUBLISH, the `/who` fields and reads,
+//! and the heartbeat, and its replies come back in order, matched by [`Expect`]; `SUB` is in
 //! subscribe mode (Redis allows only (UN)SUBSCRIBE and PING there). Either failing drops
 //! both: one notion of "the link is up" keeps the gap accounting simple.
 //!
@@ -14,7 +14,7 @@
 //! panic on what Redis sends, or take more from Redis than from a client: a remote event
 //! longer than this node's `--max-message` allows is dropped and counted
 //! (`remote_oversize`), and each connection's decoder refuses what is beyond its bounds
-//! ([`sub_bounds`], [`CMD_BOUNDS`]), which resets the link like any other link error.
+//! (`sub_bounds`, `CMD_BOUNDS`), which resets the link like any other link error.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::resp::{Bounds, Decoder, Value, command_len, encode_command};
-use super::wire::{self, Kind, NodeId};
+use super::who::{self, FieldWrite, LocalRoster, Next, Query};
+use super::wire::{self, Kind, NodeId, WhoField};
 use super::{BrokerCounters, BrokerMsg, ClusterConfig, Link, REMOTE};
-use crate::chat::{self, Audience, Delivery, RoomName};
+use crate::chat::{self, Audience, Delivery, Name, RoomName};
 use crate::io::{ConnId, EpollReactor, Event, Outbox, Reactor, Waker};
 use crate::shard::{Hub, InboxMsg, MemberId};
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
@@ -102,6 +103,13 @@ const CMD_BOUNDS: Bounds = Bounds {
     value: MAX_REPLY,
 };
 
+/// `/who` queries in flight at most; more are answered at once without the other nodes
+/// (`who_refused`), so that `/who` from many clients cannot queue unbounded work and state.
+const MAX_WHO_PENDING: usize = 32;
+/// Fields per HSET or HDEL when many are written at once (the rewrite after a reconnect,
+/// the cleanup of a dead node): bounds one command's size.
+const FIELDS_PER_COMMAND: usize = 256;
+
 /// What a reply on `CMD` answers, in the order the commands were written.
 #[derive(Debug)]
 enum Expect {
@@ -109,14 +117,10 @@ enum Expect {
     Ignore,
     /// A PUBLISH: confirmed on reply.
     Publish,
-    /// `/who`, first step: HGETALL of the room's hash.
-    WhoHash { room: RoomName, member: MemberId },
-    /// `/who`, second step: MGET of the other nodes' liveness keys.
-    WhoAlive {
-        room: RoomName,
-        member: MemberId,
-        nodes: Vec<(Vec<u8>, Vec<u8>)>,
-    },
+    /// `/who`: a page of the room's hash (HSCAN).
+    WhoScan(Box<Query>),
+    /// `/who`: the liveness keys of the nodes found (MGET).
+    WhoAlive(Box<Query>),
 }
 
 /// Starts the broker thread for `hub`'s shards; returns the shards' handle on it.
@@ -168,6 +172,13 @@ struct State {
     stats: Arc<ThreadStats>,
     node: NodeId,
     node_key: String,
+    /// This link's epoch: random at each connect, the value of the liveness key, and part
+    /// of every `/who` field written meanwhile ([`WhoField`]).
+    epoch: u64,
+    /// This node's members as the `/who` hashes should hold them.
+    roster: LocalRoster,
+    /// `/who` queries in flight (at most [`MAX_WHO_PENDING`]).
+    who_pending: usize,
     /// The longest remote event accepted: what a client of this node may send, formatted
     /// by its origin, plus the envelope ([`wire::max_event_len`]).
     max_event: usize,
@@ -255,6 +266,7 @@ impl Broker {
             return;
         }
         state.up = true;
+        state.epoch = NodeId::random().0;
         state.cmd_in.reset();
         state.sub_in.reset();
         state.cmd_progress = now;
@@ -274,12 +286,13 @@ impl Broker {
         let name = format!("wschat-{node}-sub");
         state.sub_command(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
         // Redis answers CLIENT SETNAME on SUB with +OK before subscribe mode starts.
+        // The liveness key gets the new epoch before any field of that epoch is written, so
+        // that no `/who` elsewhere can find a field whose epoch does not look alive.
+        state.heartbeat(now);
+        state.write_rosters();
         let link = state.link.clone();
         let mut rooms = Vec::new();
         link.set_up(|all| rooms = all);
-        for room in &rooms {
-            state.write_roster(room);
-        }
         state.subscribe(&rooms);
         let lost = std::mem::take(&mut state.lost_while_down);
         if let Some(since) = state.down_since.take() {
@@ -360,6 +373,9 @@ impl State {
         State {
             node_key: wire::node_key(node),
             node,
+            epoch: 0,
+            roster: LocalRoster::default(),
+            who_pending: 0,
             max_event: wire::max_event_len(max_message),
             link,
             hub,
@@ -433,29 +449,17 @@ impl State {
                     }
                 }
                 BrokerMsg::Unsubscribe(room) => self.unsubscribe(room),
-                BrokerMsg::RosterChanged(room) => {
+                BrokerMsg::RosterChanged { room, member, name } => {
+                    let mut writes = Vec::new();
+                    self.roster.change(&room, member, name, &mut writes);
+                    // While down, the copy alone changes: the reconnect writes all of it.
                     if self.up {
-                        self.write_roster(&room);
+                        for write in writes {
+                            self.write_field(write);
+                        }
                     }
                 }
-                BrokerMsg::Who { room, member } => {
-                    if !self.up {
-                        self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_LINK_DOWN));
-                        continue;
-                    }
-                    let key = wire::who_key(&room);
-                    let asked = self.command(
-                        Class::Query,
-                        &[b"HGETALL", key.as_bytes()],
-                        Expect::WhoHash {
-                            room: room.clone(),
-                            member,
-                        },
-                    );
-                    if !asked {
-                        self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
-                    }
-                }
+                BrokerMsg::Who { room, member } => self.who(room, member),
             }
         }
         self.inbox_batch = batch;
@@ -469,12 +473,32 @@ impl State {
         if !self.admit(class, backlog, command_len(args)) {
             return false;
         }
+        self.queue(args, expect);
+        true
+    }
+
+    /// A `/who` step: like [`State::command`] ([`Class::Query`]), but a refused query comes
+    /// back to be answered.
+    fn ask(
+        &mut self,
+        args: &[&[u8]],
+        query: Box<Query>,
+        step: fn(Box<Query>) -> Expect,
+    ) -> Result<(), Box<Query>> {
+        let backlog = self.cmd_out.queued_bytes() + self.cmd_buf.len();
+        if !self.admit(Class::Query, backlog, command_len(args)) {
+            return Err(query);
+        }
+        self.queue(args, step(query));
+        Ok(())
+    }
+
+    fn queue(&mut self, args: &[&[u8]], expect: Expect) {
         if self.expect.is_empty() {
             self.cmd_progress = Instant::now();
         }
         encode_command(args, &mut self.cmd_buf);
         self.expect.push_back(expect);
-        true
     }
 
     /// Writes a command on `SUB` (subscriptions and their PING: all [`Class::State`]).
@@ -600,34 +624,86 @@ impl State {
         );
     }
 
-    /// Rewrites this node's field of the room's `/who` hash from the hub's roster.
-    fn write_roster(&mut self, room: &RoomName) {
-        let names = self.hub.roster().names(room).join("\n");
+    /// This node's field for its member with join number `member`, in this epoch.
+    fn field(&self, member: u64) -> WhoField {
+        WhoField {
+            node: self.node,
+            epoch: self.epoch,
+            member,
+        }
+    }
+
+    /// Writes one member's field: a join, a rename or a leave costs one field, whatever the
+    /// size of the room.
+    fn write_field(&mut self, write: FieldWrite) {
+        match write {
+            FieldWrite::Set { room, member, name } => {
+                let (key, field) = (wire::who_key(&room), self.field(member).encode());
+                let args: [&[u8]; 4] = [
+                    b"HSET",
+                    key.as_bytes(),
+                    field.as_bytes(),
+                    name.as_str().as_bytes(),
+                ];
+                self.command(Class::State, &args, Expect::Ignore);
+            }
+            FieldWrite::Del { room, member } => {
+                let (key, field) = (wire::who_key(&room), self.field(member).encode());
+                let args: [&[u8]; 3] = [b"HDEL", key.as_bytes(), field.as_bytes()];
+                self.command(Class::State, &args, Expect::Ignore);
+            }
+        }
+    }
+
+    /// After a (re)connect: writes every local member's field in the new epoch, a bounded
+    /// number of fields per command. The fields of earlier epochs are deleted by the next
+    /// `/who` that finds them (here or on any node).
+    fn write_rosters(&mut self) {
+        let mut commands: Vec<(String, Vec<(String, Name)>)> = Vec::new();
+        for (room, members) in self.roster.rooms() {
+            let key = wire::who_key(room);
+            let fields: Vec<(String, Name)> = members
+                .iter()
+                .map(|(&no, name)| (self.field(no).encode(), name.clone()))
+                .collect();
+            for chunk in fields.chunks(FIELDS_PER_COMMAND) {
+                commands.push((key.clone(), chunk.to_vec()));
+            }
+        }
+        for (key, fields) in commands {
+            let mut args: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
+            for (field, name) in &fields {
+                args.push(field.as_bytes());
+                args.push(name.as_str().as_bytes());
+            }
+            if !self.command(Class::State, &args, Expect::Ignore) {
+                return; // the link fails; the next connect writes them all again
+            }
+        }
+    }
+
+    /// Deletes fields of `room`'s `/who` hash found stale (a cleanup: refusable).
+    fn delete_fields(&mut self, room: &RoomName, fields: &[WhoField]) {
         let key = wire::who_key(room);
-        let node = self.node.to_string();
-        if names.is_empty() {
-            self.command(
-                Class::State,
-                &[b"HDEL", key.as_bytes(), node.as_bytes()],
-                Expect::Ignore,
-            );
-        } else {
-            self.command(
-                Class::State,
-                &[b"HSET", key.as_bytes(), node.as_bytes(), names.as_bytes()],
-                Expect::Ignore,
-            );
+        for chunk in fields.chunks(FIELDS_PER_COMMAND) {
+            let names: Vec<String> = chunk.iter().map(WhoField::encode).collect();
+            let mut args: Vec<&[u8]> = vec![b"HDEL", key.as_bytes()];
+            args.extend(names.iter().map(String::as_bytes));
+            self.command(Class::Query, &args, Expect::Ignore);
         }
     }
 
     fn heartbeat(&mut self, now: Instant) {
         self.next_heartbeat = now + HEARTBEAT;
-        let key = self.node_key.clone();
-        self.command(
-            Class::State,
-            &[b"SET", key.as_bytes(), b"1", b"PX", NODE_TTL_MS.as_bytes()],
-            Expect::Ignore,
-        );
+        let (key, epoch) = (self.node_key.clone(), wire::epoch_value(self.epoch));
+        let args: [&[u8]; 5] = [
+            b"SET",
+            key.as_bytes(),
+            epoch.as_bytes(),
+            b"PX",
+            NODE_TTL_MS.as_bytes(),
+        ];
+        self.command(Class::State, &args, Expect::Ignore);
         self.sub_command(&[b"PING"]);
         let cmd_silent =
             !self.expect.is_empty() && now.duration_since(self.cmd_progress) > SILENCE_LIMIT;
@@ -666,81 +742,111 @@ impl State {
                         bump(&self.stats.counters.cluster_not_propagated, 1);
                     }
                 }
-                Expect::WhoHash { room, member } => self.who_hash(room, member, &value),
-                Expect::WhoAlive {
-                    room,
-                    member,
-                    nodes,
-                } => {
-                    let alive = value.as_array().unwrap_or(&[]);
-                    let key = wire::who_key(&room);
-                    let mut names: Vec<String> = Vec::new();
-                    for (i, (node, value)) in nodes.iter().enumerate() {
-                        if matches!(alive.get(i), Some(Value::Bulk(Some(_)))) {
-                            names.extend(wire::split_names(value).map(str::to_string));
-                        } else {
-                            // A node that died without cleaning up: its liveness key expired.
-                            let args: [&[u8]; 3] = [b"HDEL", key.as_bytes(), node];
-                            self.command(Class::Query, &args, Expect::Ignore);
-                        }
-                    }
-                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                    self.answer_who(&room, member, &names, None);
+                Expect::WhoScan(query) => self.who_page(query, &value),
+                Expect::WhoAlive(query) => self.who_alive(*query, &value),
+            }
+        }
+    }
+
+    /// `/who` from `member`: this node's members are known here; the others' are read
+    /// from the room's hash, a page at a time ([`who`]).
+    fn who(&mut self, room: RoomName, member: MemberId) {
+        let local = self.roster.count(&room);
+        if !self.up {
+            self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_LINK_DOWN));
+        } else if local >= who::MAX_NAMES {
+            self.answer_who(&room, member, &[], None); // this node alone fills the reply
+        } else if self.who_pending >= MAX_WHO_PENDING {
+            BrokerCounters::bump(&self.link.counters.who_refused);
+            self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
+        } else {
+            self.who_pending += 1;
+            self.who_scan(Box::new(Query::new(room, member, local)), b"0");
+        }
+    }
+
+    fn who_scan(&mut self, query: Box<Query>, cursor: &[u8]) {
+        let key = wire::who_key(&query.room);
+        let count = who::PAGE.to_string();
+        let args: [&[u8]; 5] = [b"HSCAN", key.as_bytes(), cursor, b"COUNT", count.as_bytes()];
+        if let Err(query) = self.ask(&args, query, Expect::WhoScan) {
+            self.who_refused(&query);
+        }
+    }
+
+    fn who_page(&mut self, mut query: Box<Query>, value: &Value) {
+        let page = query.handle_page(self.node, self.epoch, value);
+        for _ in 0..page.bad {
+            self.bad_input("a malformed entry in a /who hash");
+        }
+        if !page.own_stale.is_empty() {
+            let room = query.room.clone();
+            self.delete_fields(&room, &page.own_stale);
+        }
+        match page.next {
+            Next::Scan(cursor) => self.who_scan(query, &cursor),
+            Next::Alive(nodes) => {
+                let keys: Vec<String> = nodes.into_iter().map(wire::node_key).collect();
+                let mut args: Vec<&[u8]> = vec![b"MGET"];
+                args.extend(keys.iter().map(String::as_bytes));
+                if let Err(query) = self.ask(&args, query, Expect::WhoAlive) {
+                    self.who_refused(&query);
                 }
             }
+            Next::Done => self.who_done(&query.room, query.member, &[], None),
         }
     }
 
-    /// `/who`, first reply: the room's hash; asks which of its other nodes are alive.
-    fn who_hash(&mut self, room: RoomName, member: MemberId, value: &Value) {
-        let me = self.node.to_string();
-        let mut nodes = Vec::new();
-        for pair in value.as_array().unwrap_or(&[]).chunks(2) {
-            if let [field, names] = pair
-                && let (Some(field), Some(names)) = (field.as_bytes(), names.as_bytes())
-                && field != me.as_bytes()
-                && NodeId::parse(field).is_some()
-            {
-                nodes.push((field.to_vec(), names.to_vec()));
+    fn who_alive(&mut self, query: Query, value: &Value) {
+        let (room, member) = (query.room.clone(), query.member);
+        match query.handle_alive(value) {
+            Some(found) => {
+                // Nodes that died without cleaning up (their liveness key expired), or
+                // fields from before a node's reconnect.
+                self.delete_fields(&room, &found.stale);
+                self.who_done(&room, member, &found.names, None);
+            }
+            None => {
+                if !matches!(value, Value::Error(_)) {
+                    self.bad_input("an unexpected reply to MGET");
+                }
+                self.who_done(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
             }
         }
-        if nodes.is_empty() {
-            self.answer_who(&room, member, &[], None);
-            return;
-        }
-        let keys: Vec<String> = nodes
-            .iter()
-            .filter_map(|(n, _)| NodeId::parse(n))
-            .map(wire::node_key)
-            .collect();
-        let mut args: Vec<&[u8]> = vec![b"MGET"];
-        args.extend(keys.iter().map(|k| k.as_bytes()));
-        let expect = Expect::WhoAlive {
-            room: room.clone(),
-            member,
-            nodes,
-        };
-        if !self.command(Class::Query, &args, expect) {
-            self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
-        }
     }
 
-    /// Replies to `/who`: this node's members (fresh from the roster), then the others', or
-    /// `unknown` in their place.
+    /// A query the command backlog refused: answered without the other nodes.
+    fn who_refused(&mut self, query: &Query) {
+        BrokerCounters::bump(&self.link.counters.who_refused);
+        self.who_done(&query.room, query.member, &[], Some(OTHERS_UNKNOWN_BUSY));
+    }
+
+    /// Ends a query in flight with its answer.
+    fn who_done(
+        &mut self,
+        room: &RoomName,
+        member: MemberId,
+        remote: &[Name],
+        unknown: Option<&str>,
+    ) {
+        self.who_pending = self.who_pending.saturating_sub(1);
+        self.answer_who(room, member, remote, unknown);
+    }
+
+    /// Replies to `/who`: this node's members, then the others', or `unknown` in their
+    /// place; at most [`who::MAX_NAMES`] names, worded by chat.
     fn answer_who(
         &mut self,
         room: &RoomName,
         member: MemberId,
-        remote: &[&str],
+        remote: &[Name],
         unknown: Option<&str>,
     ) {
-        let frame = {
-            let roster = self.hub.roster();
-            let mut names = roster.names(room);
-            names.extend(remote);
-            names.extend(unknown);
-            chat::member_list(room, &names)
-        };
+        let mut names: Vec<&str> = self.roster.names(room).map(Name::as_str).collect();
+        names.extend(remote.iter().map(Name::as_str));
+        names.truncate(who::MAX_NAMES);
+        names.extend(unknown);
+        let frame = chat::member_list(room, &names);
         if member.shard < self.hub.shard_count() {
             self.hub
                 .inbox(member.shard)
@@ -890,9 +996,13 @@ impl State {
         self.lost_while_down += unconfirmed;
         let owed: Vec<Expect> = self.expect.drain(..).collect();
         for expect in owed {
-            if let Expect::WhoHash { room, member } | Expect::WhoAlive { room, member, .. } = expect
-            {
-                self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_LINK_DOWN));
+            if let Expect::WhoScan(query) | Expect::WhoAlive(query) = expect {
+                self.who_done(
+                    &query.room,
+                    query.member,
+                    &[],
+                    Some(OTHERS_UNKNOWN_LINK_DOWN),
+                );
             }
         }
         self.cmd_out.clear();
@@ -1197,7 +1307,7 @@ mod tests {
         // Control commands still have their headroom: a /who is asked.
         state.link.who(r.clone(), asker);
         state.drain_inbox();
-        assert!(matches!(state.expect.front(), Some(Expect::WhoHash { .. })));
+        assert!(matches!(state.expect.front(), Some(Expect::WhoScan(_))));
         assert_eq!(refused(&state), 1);
 
         // Past the headroom too: a /who is answered without the other nodes...
@@ -1226,5 +1336,214 @@ mod tests {
         assert!(state.pending_sub.is_empty() && state.subscribed.is_empty());
         assert_eq!(refused(&state), 1);
         assert!(state.failed.is_some());
+    }
+
+    /// The commands written on `CMD` since the last call, as argument lists.
+    fn commands(state: &mut State) -> Vec<Vec<String>> {
+        let mut d = Decoder::new(CMD_BOUNDS);
+        d.handle_input(&std::mem::take(&mut state.cmd_buf));
+        let mut out = Vec::new();
+        while let Some(v) = d.poll_value().unwrap() {
+            let args = v.as_array().unwrap().iter();
+            let args = args.map(|a| String::from_utf8_lossy(a.as_bytes().unwrap()).into_owned());
+            out.push(args.collect());
+        }
+        out
+    }
+
+    fn bulk(b: &str) -> String {
+        format!("${}\r\n{b}\r\n", b.len())
+    }
+
+    /// Redis's reply to HSCAN: a cursor and field/value pairs.
+    fn hscan_reply(cursor: &str, pairs: &[(String, &str)]) -> String {
+        let mut out = format!("*2\r\n{}*{}\r\n", bulk(cursor), pairs.len() * 2);
+        for (field, name) in pairs {
+            out += &bulk(field);
+            out += &bulk(name);
+        }
+        out
+    }
+
+    fn reply(state: &mut State, bytes: &str) {
+        state.on_event(Event::Received {
+            conn: CMD,
+            bytes: bytes.as_bytes(),
+        });
+    }
+
+    fn member(conn: usize) -> MemberId {
+        MemberId { shard: 0, conn }
+    }
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_roster_change_writes_one_field_of_the_room() {
+        let mut state = state();
+        state.epoch = 0xe;
+        let r = room("r");
+        for (conn, n) in [(1, "ann"), (2, "bob"), (3, "cy")] {
+            state.link.roster_changed(&r, member(conn), Some(&name(n)));
+        }
+        state.drain_inbox();
+        let field = |no: u64| {
+            WhoField {
+                node: NodeId(1),
+                epoch: 0xe,
+                member: no,
+            }
+            .encode()
+        };
+        let (f1, f2, f3) = (field(1), field(2), field(3));
+        assert_eq!(
+            commands(&mut state),
+            [
+                ["HSET", "wschat:who:r", &f1, "ann"],
+                ["HSET", "wschat:who:r", &f2, "bob"],
+                ["HSET", "wschat:who:r", &f3, "cy"],
+            ]
+        );
+        // /nick: one field; /nick to the same name: nothing; a leave: one field.
+        state.link.roster_changed(&r, member(2), Some(&name("bee")));
+        state.link.roster_changed(&r, member(2), Some(&name("bee")));
+        state.link.roster_changed(&r, member(1), None);
+        state.drain_inbox();
+        assert_eq!(
+            commands(&mut state),
+            [
+                vec!["HSET", "wschat:who:r", &f2, "bee"],
+                vec!["HDEL", "wschat:who:r", &f1],
+            ]
+        );
+        // While the link is down only the copy changes; the reconnect writes it whole, in
+        // the new epoch, a bounded number of fields per command.
+        state.up = false;
+        for conn in 10..(10 + 2 * FIELDS_PER_COMMAND) {
+            state
+                .link
+                .roster_changed(&r, member(conn), Some(&name("x")));
+        }
+        state
+            .link
+            .roster_changed(&room("s"), member(1000), Some(&name("y")));
+        state.drain_inbox();
+        assert!(commands(&mut state).is_empty());
+        state.up = true;
+        state.epoch = 0xf;
+        state.heartbeat(Instant::now());
+        state.write_rosters();
+        let written = commands(&mut state);
+        assert_eq!(
+            written[0][..3],
+            ["SET", "wschat:node:0000000000000001", "000000000000000f"]
+        );
+        let hsets = &written[1..];
+        assert_eq!(hsets.len(), 4, "3 chunks for r, 1 for s");
+        let fields: usize = hsets.iter().map(|c| (c.len() - 2) / 2).sum();
+        assert_eq!(fields, 2 + 2 * FIELDS_PER_COMMAND + 1);
+        assert!(hsets.iter().all(|c| c.len() <= 2 + 2 * FIELDS_PER_COMMAND));
+        assert!(hsets.iter().all(|c| c[2].contains(":000000000000000f:")));
+    }
+
+    #[test]
+    fn who_reads_the_room_a_page_at_a_time_and_answers_through_chat() {
+        let mut state = state();
+        state.epoch = 5;
+        let r = room("r");
+        let asker = member(1);
+        state.link.roster_changed(&r, asker, Some(&name("ann")));
+        state.drain_inbox();
+        commands(&mut state);
+
+        state.link.who(r.clone(), asker);
+        state.drain_inbox();
+        assert_eq!(
+            commands(&mut state),
+            [["HSCAN", "wschat:who:r", "0", "COUNT", "256"]]
+        );
+        let f = |node, epoch, no| {
+            WhoField {
+                node: NodeId(node),
+                epoch,
+                member: no,
+            }
+            .encode()
+        };
+        reply(
+            &mut state,
+            &format!(
+                ":1\r\n{}", // the HSET's reply, then the page
+                hscan_reply(
+                    "42",
+                    &[
+                        (f(1, 5, 1), "ann"),
+                        (f(1, 4, 9), "left"),
+                        (f(2, 7, 2), "dee"),
+                    ],
+                )
+            ),
+        );
+        let next = commands(&mut state);
+        assert_eq!(
+            next,
+            [
+                vec!["HDEL", "wschat:who:r", &f(1, 4, 9)],
+                vec!["HSCAN", "wschat:who:r", "42", "COUNT", "256"],
+            ]
+        );
+        reply(
+            &mut state,
+            &format!(
+                ":1\r\n{}", // the HDEL's reply, then the last page
+                hscan_reply("0", &[(f(2, 7, 1), "bo"), (f(3, 1, 1), "dead")])
+            ),
+        );
+        assert_eq!(
+            commands(&mut state),
+            [[
+                "MGET",
+                "wschat:node:0000000000000002",
+                "wschat:node:0000000000000003"
+            ]]
+        );
+        assert!(replies(&state).is_empty());
+        reply(
+            &mut state,
+            &format!("*2\r\n{}$-1\r\n", bulk(&wire::epoch_value(7))),
+        );
+        assert_eq!(replies(&state), ["Members of r: ann, bo, dee"]);
+        assert_eq!(
+            commands(&mut state),
+            [["HDEL", "wschat:who:r", &f(3, 1, 1)]]
+        );
+        assert_eq!(state.who_pending, 0);
+        assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn who_in_flight_is_bounded_and_answered_when_the_link_drops() {
+        let mut state = state();
+        let r = room("r");
+        for conn in 0..MAX_WHO_PENDING + 3 {
+            state.link.who(r.clone(), member(conn));
+        }
+        state.drain_inbox();
+        assert_eq!(state.who_pending, MAX_WHO_PENDING);
+        assert_eq!(state.link.report()["who_refused"], 3);
+        let busy = replies(&state);
+        assert_eq!(busy.len(), 3);
+        assert!(
+            busy.iter().all(|t| t.contains(OTHERS_UNKNOWN_BUSY)),
+            "{busy:?}"
+        );
+
+        state.link_down("test", Instant::now());
+        let down = replies(&state);
+        assert_eq!(down.len(), MAX_WHO_PENDING);
+        assert!(down.iter().all(|t| t.contains(OTHERS_UNKNOWN_LINK_DOWN)));
+        assert_eq!(state.who_pending, 0);
     }
 }

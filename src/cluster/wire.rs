@@ -28,7 +28,7 @@ const WHO_PREFIX: &str = "wschat:who:";
 const NODE_PREFIX: &str = "wschat:node:";
 
 /// A node's identity in the cluster: random at start unless `--node-id` gives one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {
@@ -38,9 +38,11 @@ impl fmt::Display for NodeId {
 }
 
 impl NodeId {
-    /// Parses the 16 hex digits of [`NodeId`]'s `Display`.
+    /// Parses the 16 lowercase hex digits of [`NodeId`]'s `Display`, and nothing else (no
+    /// sign, no uppercase): one id has one spelling, so a field parsed and encoded again
+    /// names the same field.
     pub fn parse(s: &[u8]) -> Option<NodeId> {
-        if s.len() != 16 {
+        if s.len() != 16 || !s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let s = std::str::from_utf8(s).ok()?;
@@ -140,23 +142,65 @@ pub fn room_of_channel(channel: &[u8]) -> Option<RoomName> {
     RoomName::parse(std::str::from_utf8(name).ok()?).ok()
 }
 
-/// The hash of a room's members: one field per node (its id), whose value is the names of
-/// that node's members in join order, one per line (a name cannot hold a newline).
+/// The hash of a room's members: one field per member ([`WhoField`]), whose value is the
+/// member's name. One field per member, so that a join, a rename or a leave writes one
+/// field, whatever the size of the room.
 pub fn who_key(room: &RoomName) -> String {
     format!("{WHO_PREFIX}{}", room.as_str())
 }
 
-/// A node's liveness key, set with an expiry and refreshed by its heartbeat.
+/// A node's liveness key, set with an expiry and refreshed by its heartbeat; its value is
+/// the node's current link epoch ([`epoch_value`]).
 pub fn node_key(node: NodeId) -> String {
     format!("{NODE_PREFIX}{node}")
 }
 
-/// Splits a node's field value of [`who_key`] into names (empty lines are skipped).
-pub fn split_names(value: &[u8]) -> impl Iterator<Item = &str> {
-    value
-        .split(|&b| b == b'\n')
-        .filter(|n| !n.is_empty())
-        .filter_map(|n| std::str::from_utf8(n).ok())
+/// A member's field in a room's `/who` hash: `<node>:<epoch>:<member>`, 16 hex digits each.
+///
+/// `epoch` is the writing node's link epoch, random at each connect and kept in its
+/// liveness key: the fields a node wrote before its link dropped (members who left while it
+/// could not write) are told from its current ones without scanning for them. `member` is
+/// the member's join number on that node, so that sorting a node's fields sorts its members
+/// in join order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WhoField {
+    pub node: NodeId,
+    pub epoch: u64,
+    pub member: u64,
+}
+
+impl WhoField {
+    /// The encoded length: three times 16 digits and two colons.
+    const LEN: usize = 16 * 3 + 2;
+
+    pub fn encode(&self) -> String {
+        format!("{}:{:016x}:{:016x}", self.node, self.epoch, self.member)
+    }
+
+    pub fn parse(bytes: &[u8]) -> Option<WhoField> {
+        if bytes.len() != Self::LEN || bytes[16] != b':' || bytes[33] != b':' {
+            return None;
+        }
+        Some(WhoField {
+            node: NodeId::parse(&bytes[..16])?,
+            epoch: parse_hex16(&bytes[17..33])?,
+            member: parse_hex16(&bytes[34..])?,
+        })
+    }
+}
+
+/// The value of a node's liveness key: its link epoch.
+pub fn epoch_value(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+/// Parses [`epoch_value`].
+pub fn parse_epoch(bytes: &[u8]) -> Option<u64> {
+    parse_hex16(bytes)
+}
+
+fn parse_hex16(bytes: &[u8]) -> Option<u64> {
+    NodeId::parse(bytes).map(|n| n.0)
 }
 
 #[cfg(test)]
@@ -230,6 +274,8 @@ mod tests {
             (b"wschat2 0000000000000001 1 t x", WireError::BadMagic),
             (b"wschat1 01 1 t x", WireError::BadNode),
             (b"wschat1 000000000000000g 1 t x", WireError::BadNode),
+            (b"wschat1 +000000000000001 1 t x", WireError::BadNode),
+            (b"wschat1 000000000000000A 1 t x", WireError::BadNode),
             (b"wschat1 0000000000000001 -1 t x", WireError::BadSeq),
             (b"wschat1 0000000000000001 1 x x", WireError::BadKind),
             (b"wschat1 0000000000000001 1 t", WireError::Truncated),
@@ -252,7 +298,8 @@ mod tests {
         ) {
             let _ = decode_event(&bytes);
             let _ = room_of_channel(&bytes);
-            let _ = split_names(&bytes).count();
+            let _ = WhoField::parse(&bytes);
+            let _ = parse_epoch(&bytes);
         }
     }
 
@@ -267,8 +314,35 @@ mod tests {
     }
 
     #[test]
-    fn names_split_by_line() {
-        let names: Vec<&str> = split_names(b"Ann\nBob Lee\n\n").collect();
-        assert_eq!(names, ["Ann", "Bob Lee"]);
+    fn who_fields_round_trip_and_sort_in_join_order() {
+        let field = WhoField {
+            node: NodeId(0xab),
+            epoch: u64::MAX,
+            member: 2,
+        };
+        let text = field.encode();
+        assert_eq!(text, "00000000000000ab:ffffffffffffffff:0000000000000002");
+        assert_eq!(WhoField::parse(text.as_bytes()), Some(field));
+        let later = WhoField {
+            member: 10,
+            ..field
+        };
+        assert!(text < later.encode() && field < later);
+        for bad in [
+            &b""[..],
+            b"00000000000000ab:ffffffffffffffff:000000000000002",
+            b"00000000000000ab-ffffffffffffffff:0000000000000002",
+            b"00000000000000ab:ffffffffffffffff:000000000000000g",
+            b"00000000000000ab:ffffffffffffffff:00000000000000022",
+        ] {
+            assert_eq!(
+                WhoField::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(parse_epoch(epoch_value(7).as_bytes()), Some(7));
+        assert_eq!(parse_epoch(b"7"), None);
     }
 }

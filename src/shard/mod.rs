@@ -737,7 +737,7 @@ impl State {
             &mut self.deliveries,
         );
         if let Some(link) = self.hub.cluster() {
-            link.roster_changed(&room);
+            link.roster_changed(&room, member, self.chat.name(member));
         }
     }
 
@@ -825,7 +825,7 @@ impl State {
             self.chat
                 .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
             if let Some((link, room)) = cluster {
-                link.roster_changed(&room);
+                link.roster_changed(&room, member, self.chat.name(member));
             }
         }
     }
@@ -838,7 +838,7 @@ impl State {
                 .leave(&mut self.hub.roster(), member, &mut self.deliveries);
             if let (Some(link), Some(room)) = (self.hub.cluster(), room) {
                 link.leave(&room);
-                link.roster_changed(&room);
+                link.roster_changed(&room, member, None);
             }
         }
     }
