@@ -1,5 +1,9 @@
-//! What nodes say to each other through Redis, pure: channel and key names, and the event
-//! payload published on a room's channel.
+//! What nodes say to each other through Redis, pure: channel and key names, the event
+//! payload published on a room's channel, the fields of a room's `/who` hash, and the
+//! longest event a node accepts ([`max_event_len`]).
+//!
+//! Must never: do I/O, accept two spellings of one id (a field decoded and encoded again
+//! must name the same field), or panic on what it decodes.
 //!
 //! An event is `wschat1 <node> <seq> <kind> <payload>`: the publishing node's id (16 hex
 //! digits), its sequence number for this room (decimal, from 1, one per event whether or not
