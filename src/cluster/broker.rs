@@ -914,14 +914,18 @@ impl State {
             self.bad_input("a message on a channel that is not a room");
             return;
         };
-        if payload.len() > self.max_event {
-            // More than a client could have sent here: refused like a client's would be.
-            // Its sequence number stays unseen, so the publisher's next event in the room
-            // tells the members that one is missing.
+        // More than a client could have sent here: refused like a client's message would
+        // be, but its sender and number are read, so that its members are told at once.
+        let oversize = payload.len() > self.max_event;
+        if oversize {
             BrokerCounters::bump(&self.link.counters.remote_oversize);
-            return;
         }
-        let event = match wire::decode_event(payload) {
+        let decoded = if oversize {
+            wire::decode_envelope(payload)
+        } else {
+            wire::decode_event(payload)
+        };
+        let event = match decoded {
             Ok(event) => event,
             Err(e) => {
                 self.bad_input(&format!("bad event in room {}: {e:?}", room.as_str()));
@@ -939,18 +943,23 @@ impl State {
             .entry(room.clone())
             .or_default()
             .record(event.node, event.seq);
-        if let Some(last) = last
-            && event.seq > last.saturating_add(1)
-        {
-            let missed = event.seq - last - 1;
+        let jumped = match last {
+            Some(last) if event.seq > last.saturating_add(1) => event.seq - last - 1,
+            _ => 0,
+        };
+        let missed = jumped + u64::from(oversize);
+        if missed > 0 {
             self.gap(
                 &room,
                 &format!(
                     "* cluster: {missed} message(s) from another node did not reach this node \
-                     (published while its broker link was down, lost in transit, or larger than this \
-                     node accepts)"
+                     (published while its broker link was down, lost in transit, or larger than \
+                     this node accepts)"
                 ),
             );
+        }
+        if oversize {
+            return;
         }
         let opcode = match event.kind {
             Kind::Text => Opcode::Text,
@@ -1180,17 +1189,25 @@ mod tests {
 
         let over = event(7, 2, &vec![b'b'; limit + 1 - event(7, 2, b"").len()]);
         state.on_message(channel.as_bytes(), &over);
-        assert!(delivered(&mut state).is_empty());
+        let got = delivered(&mut state);
+        assert_eq!(got.len(), 1, "the gap notice alone");
+        assert!(String::from_utf8_lossy(&got[0]).contains("1 message(s)"));
         assert_eq!(state.link.report()["remote_oversize"], 1);
         assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 0);
-
-        // The publisher's next event makes the dropped one visible as a gap.
-        state.on_message(channel.as_bytes(), &event(7, 3, b"next"));
-        let got = delivered(&mut state);
-        assert_eq!(got.len(), 2, "a gap notice, then the event");
-        assert!(String::from_utf8_lossy(&got[0]).contains("1 message(s)"));
-        assert_eq!(got[1], b"next");
         assert_eq!(state.stats.counters.cluster_gaps.load(Relaxed), 1);
+
+        // Its number was seen: the next event is not a second gap.
+        state.on_message(channel.as_bytes(), &event(7, 3, b"next"));
+        assert_eq!(delivered(&mut state), [b"next"]);
+        assert_eq!(state.stats.counters.cluster_gaps.load(Relaxed), 1);
+
+        // An oversize first event from a node, or one whose envelope is garbage.
+        state.on_message(channel.as_bytes(), &event(8, 1, &vec![b'c'; limit]));
+        assert_eq!(delivered(&mut state).len(), 1);
+        state.on_message(channel.as_bytes(), &vec![b'?'; limit + 1]);
+        assert!(delivered(&mut state).is_empty());
+        assert_eq!(state.link.report()["remote_oversize"], 3);
+        assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 1);
     }
 
     #[test]

@@ -235,7 +235,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct BrokerCounters {
     /// Remote events longer than this node accepts ([`wire::max_event_len`] of its
-    /// `--max-message`): dropped; the publisher's next event shows the gap.
+    /// `--max-message`): dropped, and the room's members told of the gap.
     remote_oversize: AtomicU64,
     /// Commands not queued because their connection's backlog was over its cap (publishes
     /// among them are also in `cluster_not_propagated`).

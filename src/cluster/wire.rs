@@ -104,6 +104,16 @@ pub fn max_event_len(max_message: usize) -> usize {
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<Event<'_>, WireError> {
+    let event = decode_envelope(bytes)?;
+    if event.kind == Kind::Text && std::str::from_utf8(event.payload).is_err() {
+        return Err(WireError::BadUtf8);
+    }
+    Ok(event)
+}
+
+/// Decodes only the envelope of an event: its payload is returned unchecked. For an event
+/// refused for its size, whose sender and sequence number still matter (the gap is told).
+pub fn decode_envelope(bytes: &[u8]) -> Result<Event<'_>, WireError> {
     let mut fields = bytes.splitn(5, |&b| b == b' ');
     if fields.next() != Some(MAGIC) {
         return Err(WireError::BadMagic);
@@ -124,9 +134,6 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event<'_>, WireError> {
         None => return Err(WireError::Truncated),
     };
     let payload = fields.next().ok_or(WireError::Truncated)?;
-    if kind == Kind::Text && std::str::from_utf8(payload).is_err() {
-        return Err(WireError::BadUtf8);
-    }
     Ok(Event {
         node,
         seq,
@@ -292,7 +299,16 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bytes)
             );
+            if want != WireError::BadUtf8 {
+                assert_eq!(decode_envelope(bytes), Err(want));
+            }
         }
+        // The envelope alone: the payload is not looked at.
+        let event = decode_envelope(b"wschat1 0000000000000001 9 t \xff").unwrap();
+        assert_eq!(
+            (event.node, event.seq, event.payload),
+            (NodeId(1), 9, &b"\xff"[..])
+        );
     }
 
     proptest::proptest! {
@@ -301,6 +317,7 @@ mod tests {
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
         ) {
             let _ = decode_event(&bytes);
+            let _ = decode_envelope(&bytes);
             let _ = room_of_channel(&bytes);
             let _ = WhoField::parse(&bytes);
             let _ = parse_epoch(&bytes);
