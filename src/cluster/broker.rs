@@ -842,9 +842,11 @@ impl State {
         remote: &[Name],
         unknown: Option<&str>,
     ) {
-        let mut names: Vec<&str> = self.roster.names(room).map(Name::as_str).collect();
-        names.extend(remote.iter().map(Name::as_str));
-        names.truncate(who::MAX_NAMES);
+        let local = self.roster.names(room).map(Name::as_str);
+        let mut names: Vec<&str> = local
+            .chain(remote.iter().map(Name::as_str))
+            .take(who::MAX_NAMES)
+            .collect();
         names.extend(unknown);
         let frame = chat::member_list(room, &names);
         if member.shard < self.hub.shard_count() {
@@ -1562,5 +1564,29 @@ mod tests {
         assert_eq!(down.len(), MAX_WHO_PENDING);
         assert!(down.iter().all(|t| t.contains(OTHERS_UNKNOWN_LINK_DOWN)));
         assert_eq!(state.who_pending, 0);
+    }
+
+    #[test]
+    fn who_lists_a_bounded_number_of_names() {
+        let mut state = state();
+        let r = room("r");
+        for conn in 0..who::MAX_NAMES + 50 {
+            let n = name(&format!("m{conn}"));
+            state.link.roster_changed(&r, member(conn), Some(&n));
+        }
+        state.drain_inbox();
+        state.cmd_buf.clear();
+        state.link.who(r.clone(), member(0));
+        state.drain_inbox();
+        assert!(
+            state.cmd_buf.is_empty(),
+            "this node alone fills the reply: no query"
+        );
+        // Names past the bound never reach chat's wording (which may shorten it further).
+        let reply = replies(&state);
+        assert_eq!(reply.len(), 1);
+        assert!(reply[0].contains("m0"), "{reply:?}");
+        let past = format!("m{}", who::MAX_NAMES);
+        assert!(!reply[0].contains(&past), "{reply:?}");
     }
 }
