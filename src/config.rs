@@ -198,6 +198,7 @@ impl Config {
                 node: args
                     .node_id
                     .map_or_else(crate::cluster::NodeId::random, crate::cluster::NodeId),
+                max_message: args.max_message,
             }),
             threads: if uses("--threads") {
                 args.threads.map_or(default_threads, usize::from)

@@ -1,11 +1,18 @@
 //! Scale-out: rooms spanning several server nodes through Redis pub/sub (`--cluster`).
 //!
 //! Owns: the node's identity, the link to Redis (two TCP connections: one for commands and
-//! publishes, one in subscribe mode), which room channels this node subscribes to, the
-//! per-room Redis hash that `/who` reads, and the counters that make every gap visible.
+//! publishes, one in subscribe mode), which room channels this node subscribes to, this
+//! node's fields of the per-room Redis hashes that `/who` reads, and the counters that make
+//! every gap and every refusal visible.
 //! Must never: touch a shard's connections or chat state (it talks to shards only through
-//! their inboxes, and reads the hub's roster under its lock), block a shard's loop, or
-//! trust what Redis sends (bad input is counted and dropped, never a panic).
+//! their inboxes), block a shard's loop, trust what Redis sends (bad input is counted and
+//! dropped, never a panic), accept from Redis more than from a client (an event is bounded
+//! by `--max-message` like a client's message), or keep state that grows without bound
+//! with what others choose: per-room state goes with the room's last local member,
+//! per-node state is capped, and every queue towards Redis has a cap.
+//!
+//! Modules: [`resp`] and [`wire`] are pure codecs, [`who`] the pure part of `/who` (this
+//! node's roster and the bounded reading of a room's hash), [`broker`] the thread.
 //!
 //! # Where the link runs
 //! The broker is one thread with its own epoll reactor (`io::EpollReactor`, the shards' own
@@ -24,8 +31,8 @@
 //!   what other nodes publish after its join completed ("a join completes only after the
 //!   SUBSCRIBE reply");
 //! - a leave calls [`Link::leave`] (the last local member unsubscribes), joins, leaves and
-//!   renames call [`Link::roster_changed`], and `/who` is answered by the broker
-//!   ([`Link::who`]);
+//!   renames call [`Link::roster_changed`] with the member and its name (one field of the
+//!   room's `/who` hash is written), and `/who` is answered by the broker ([`Link::who`]);
 //! - remote events arrive as ordinary `InboxMsg::Deliver` batches whose audience is the whole
 //!   room ([`REMOTE`] is nobody's id), encoded once per node on receipt and shared by
 //!   reference by every member on every shard.
@@ -57,26 +64,47 @@
 //! after a reconnect), at the price of a read cursor per room per node, trimming, and a
 //! blocking XREAD per connection; docs/README-cluster.md says why we chose pub/sub.
 //!
+//! # Bounds: Redis input is treated like client input
+//! Whoever can write to Redis can publish on our channels and write our hashes, so nothing
+//! read from Redis may cost more than the same thing from a client:
+//! - a remote event longer than a client of this node could have caused
+//!   ([`wire::max_event_len`] of `--max-message`) is dropped and counted
+//!   (`remote_oversize` in this section of `/stats`); the decoders refuse, as a protocol
+//!   error that resets the link, a bulk string a few times longer, and any reply longer than
+//!   what we ask for ([`resp::Bounds`], set in [`broker`]); decoding is linear in the bytes
+//!   received however they are split;
+//! - what is kept per room (sequence numbers, gap counts, this node's roster) goes when the
+//!   room's last local member leaves, and what is kept per publishing node is capped;
+//! - every command queue towards Redis is capped (`commands_refused`), and so are the
+//!   `/who` queries in flight (`who_refused`) and what each may read and keep.
+//!
 //! # `/who` across nodes
-//! Each node keeps, per room, one field of the hash `wschat:who:<room>`: its node id ->
-//! its members' names in join order. A node that dies cannot remove its field, so liveness
-//! is a separate key per node, `wschat:node:<id>`, set with a 6 s expiry and refreshed every
-//! 2 s (a heartbeat); `/who` reads the hash, keeps the fields of live nodes (MGET of their
-//! keys) and deletes the others. Per-field expiry (HEXPIRE) needs Redis 7.4 (Debian ships
+//! The hash `wschat:who:<room>` has one field per member, `<node>:<epoch>:<join number>`
+//! -> name ([`wire::WhoField`]): a join, a rename or a leave writes (HSET/HDEL) that one
+//! field, never the room. A node that dies cannot remove its fields, so liveness is a
+//! separate key per node, `wschat:node:<id>`, set with a 6 s expiry and refreshed every 2 s
+//! (a heartbeat). Its value is the node's link epoch, random at each connect: after a
+//! reconnect the node writes all its members' fields in the new epoch, and the fields of
+//! the old one (members who left while it could not write) are stale without anyone
+//! listing them. `/who` lists this node's members from the broker's own copy, reads the
+//! other nodes' from the hash a page at a time (HSCAN), keeps the fields whose node's key
+//! holds their epoch (MGET), deletes the others, and stops at a bounded number of names
+//! and pages ([`who`] says why). Per-field expiry (HEXPIRE) needs Redis 7.4 (Debian ships
 //! 7.0), and an expiry on the whole hash would drop the live nodes' fields with the dead.
 
 pub mod broker;
 pub mod resp;
+pub mod who;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::chat::{Delivery, RoomName};
+use crate::chat::{Delivery, Name, RoomName};
 use crate::io::Waker;
 use crate::shard::MemberId;
 pub use wire::NodeId;
@@ -155,11 +183,14 @@ impl NodeId {
     }
 }
 
-/// What `--cluster` and `--node-id` configure.
+/// What `--cluster` and `--node-id` configure, and the client limit that bounds what this
+/// node accepts from Redis too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub url: RedisUrl,
     pub node: NodeId,
+    /// `--max-message`: a remote event may carry no more than a client could send here.
+    pub max_message: usize,
 }
 
 /// What shards ask of the broker.
@@ -171,9 +202,14 @@ pub enum BrokerMsg {
     Subscribe(RoomName),
     /// The last local member left: unsubscribe unless someone joined since.
     Unsubscribe(RoomName),
-    /// The room's local names changed: rewrite this node's field of its `/who` hash.
-    RosterChanged(RoomName),
-    /// `/who` from `member`: answer with the whole room's names.
+    /// A local member of the room joined or was renamed (`name`), or left (`None`): write
+    /// its field of the room's `/who` hash.
+    RosterChanged {
+        room: RoomName,
+        member: MemberId,
+        name: Option<Name>,
+    },
+    /// `/who` from `member`: answer with the room's names (a bounded number).
     Who { room: RoomName, member: MemberId },
 }
 
@@ -194,6 +230,27 @@ struct Shared {
     up: bool,
 }
 
+/// What the broker refused, reported in the `cluster` section of `/stats` (written by the
+/// broker thread alone).
+#[derive(Debug, Default)]
+struct BrokerCounters {
+    /// Remote events longer than this node accepts ([`wire::max_event_len`] of its
+    /// `--max-message`): dropped, and the room's members told of the gap.
+    remote_oversize: AtomicU64,
+    /// Commands not queued because their connection's backlog was over its cap (publishes
+    /// among them are also in `cluster_not_propagated`).
+    commands_refused: AtomicU64,
+    /// `/who` requests answered without the other nodes' members because the broker was
+    /// busy: too many in flight, or the command backlog over its cap.
+    who_refused: AtomicU64,
+}
+
+impl BrokerCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The shards' handle on the broker thread.
 #[derive(Debug)]
 pub struct Link {
@@ -202,9 +259,10 @@ pub struct Link {
     inbox: Mutex<Vec<BrokerMsg>>,
     waker: Waker,
     shared: Mutex<Shared>,
-    /// Gaps per room since start, for /stats.
+    /// Gaps per room with local members (since its first local member joined), for /stats.
     gaps: Mutex<BTreeMap<String, u64>>,
     up_flag: AtomicBool,
+    counters: BrokerCounters,
 }
 
 impl Link {
@@ -217,6 +275,7 @@ impl Link {
             shared: Mutex::new(Shared::default()),
             gaps: Mutex::new(BTreeMap::new()),
             up_flag: AtomicBool::new(false),
+            counters: BrokerCounters::default(),
         }
     }
 
@@ -286,8 +345,13 @@ impl Link {
         }
     }
 
-    pub fn roster_changed(&self, room: &RoomName) {
-        self.push(BrokerMsg::RosterChanged(room.clone()));
+    /// `member` of `room` joined or was renamed (`name`: its name now), or left (`None`).
+    pub fn roster_changed(&self, room: &RoomName, member: MemberId, name: Option<&Name>) {
+        self.push(BrokerMsg::RosterChanged {
+            room: room.clone(),
+            member,
+            name: name.cloned(),
+        });
     }
 
     pub fn who(&self, room: RoomName, member: MemberId) {
@@ -346,6 +410,13 @@ impl Link {
         *n
     }
 
+    /// Forgets `room`'s gap count: it has no local members any more (the map holds only
+    /// rooms in use, whatever names clients choose).
+    fn forget_gaps(&self, room: &RoomName) {
+        let mut gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner());
+        gaps.remove(room.as_str());
+    }
+
     /// The `cluster` section of `/stats`.
     pub fn report(&self) -> serde_json::Value {
         let gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -356,6 +427,9 @@ impl Link {
             "link_up": self.up_flag.load(Ordering::Relaxed),
             "rooms_with_local_members": rooms,
             "gaps_by_room": gaps,
+            "remote_oversize": self.counters.remote_oversize.load(Ordering::Relaxed),
+            "commands_refused": self.counters.commands_refused.load(Ordering::Relaxed),
+            "who_refused": self.counters.who_refused.load(Ordering::Relaxed),
         })
     }
 }
@@ -393,6 +467,7 @@ mod tests {
             &ClusterConfig {
                 url: "redis://h".parse().unwrap(),
                 node: NodeId(1),
+                max_message: 1 << 20,
             },
             Waker::new().unwrap(),
         );

@@ -796,7 +796,7 @@ impl State {
             &mut self.deliveries,
         );
         if let Some(link) = self.hub.cluster() {
-            link.roster_changed(&room);
+            link.roster_changed(&room, member, self.chat.name(member));
         }
     }
 
@@ -882,8 +882,8 @@ impl State {
             return;
         }
         if let Some(intent) = self.chat.apply_local(member, intent, &mut self.deliveries) {
-            // cluster: the broker answers /who with the whole room; a rename rewrites this
-            // node's names in the room's /who hash.
+            // cluster: the broker answers /who for the whole room; a real rename writes the
+            // member's one field of the room's /who hash.
             let cluster = self.hub.cluster().zip(self.chat.room(member).cloned());
             if let (Some((link, room)), Intent::ListMembers) = (&cluster, &intent) {
                 link.who(room.clone(), member);
@@ -894,7 +894,7 @@ impl State {
             self.chat
                 .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
             if let Some((link, room)) = cluster.filter(|_| renamed) {
-                link.roster_changed(&room);
+                link.roster_changed(&room, member, self.chat.name(member));
             }
         }
     }
@@ -907,7 +907,7 @@ impl State {
                 .leave(&mut self.hub.roster(), member, &mut self.deliveries);
             if let (Some(link), Some(room)) = (self.hub.cluster(), room) {
                 link.leave(&room);
-                link.roster_changed(&room);
+                link.roster_changed(&room, member, None);
             }
         }
     }
