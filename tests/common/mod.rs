@@ -600,8 +600,9 @@ fn preview(b: &[u8]) -> String {
     }
 }
 
-/// Reads an HTTP response head byte by byte (so nothing after it is consumed).
-pub fn read_http_head(s: &mut TcpStream) -> io::Result<HttpResponse> {
+/// Reads an HTTP response head byte by byte (so nothing after it is consumed). Any byte
+/// stream will do: a TcpStream, or a TLS stream over one.
+pub fn read_http_head(s: &mut impl Read) -> io::Result<HttpResponse> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -836,8 +837,9 @@ impl RawFrame {
     }
 }
 
-/// Reads one server frame; server frames must be unmasked.
-pub fn read_frame(s: &mut TcpStream) -> io::Result<RawFrame> {
+/// Reads one server frame; server frames must be unmasked. Any byte stream will do (a
+/// TcpStream, a buffered or TLS stream over one).
+pub fn read_frame(s: &mut impl Read) -> io::Result<RawFrame> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h)?;
     let fin = h[0] & 0x80 != 0;

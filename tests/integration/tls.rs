@@ -12,16 +12,17 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::common::*;
 
-type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+pub(crate) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
-/// A certificate for 127.0.0.1 written as PEM files, and a client config trusting it.
-struct TestCert {
+/// A certificate for 127.0.0.1 written as PEM files, and a client config trusting it
+/// (hostile.rs uses it too).
+pub(crate) struct TestCert {
     dir: PathBuf,
-    client: Arc<ClientConfig>,
+    pub(crate) client: Arc<ClientConfig>,
 }
 
 impl TestCert {
-    fn new() -> TestCert {
+    pub(crate) fn new() -> TestCert {
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         let dir = std::env::temp_dir().join(format!(
             "wschat-tls-{}-{:?}",
@@ -56,7 +57,7 @@ impl TestCert {
         ]
     }
 
-    fn server(&self, s: &Setup, extra: &[&str]) -> Server {
+    pub(crate) fn server(&self, s: &Setup, extra: &[&str]) -> Server {
         let flags = self.flags();
         let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
         all.extend_from_slice(extra);
@@ -64,7 +65,7 @@ impl TestCert {
     }
 
     /// A TLS stream to the server (the handshake completes on first use).
-    fn tls(&self, server: &Server) -> TlsStream {
+    pub(crate) fn tls(&self, server: &Server) -> TlsStream {
         let tcp = server.tcp();
         let name = ServerName::try_from("127.0.0.1").unwrap();
         let conn = ClientConnection::new(self.client.clone(), name).unwrap();
