@@ -15,6 +15,7 @@ mod echo;
 mod frames;
 mod handshake;
 mod hardening;
+mod hostile;
 mod http;
 mod lifecycle;
 mod patterns;
