@@ -142,6 +142,13 @@ impl Conn {
         self.outbox.queued_bytes() + self.tls.as_ref().map_or(0, |tls| tls.queued_bytes())
     }
 
+    /// Bytes queued for the peer and not yet handed to the kernel: what --max-outbound
+    /// bounds. A completion backend (io_uring) has the front of the outbox in flight from
+    /// the moment it submits, as a readiness backend's writev would have had it copied.
+    fn backlog(&self) -> usize {
+        self.queued_bytes() - self.outbox.in_flight()
+    }
+
     /// Since when a message has been open, at `now`, after input was fed.
     fn note_message_progress(&mut self, now: Instant) {
         self.message_since = if self.ws.message_in_progress() {
@@ -478,7 +485,7 @@ impl<R: Reactor> Shard<R> {
             // The one place --max-outbound is enforced, on every byte queued for the peer
             // (deliveries, pongs, replies, TLS records), and only after the socket took what
             // it would: a burst that a reading client absorbs is never held against it.
-            if conn.ws.is_open() && conn.queued_bytes() > self.state.config.max_outbound {
+            if conn.ws.is_open() && conn.backlog() > self.state.config.max_outbound {
                 self.state.kick_slow_consumer(id); // dirty again: its Close is flushed below
                 continue;
             }
