@@ -491,7 +491,9 @@ def attack_endless_message(t, quick, idle):
     for a in atts:
         a.sendall(frame(OP_TEXT, b"begin", fin=False))
     closes, when, alive = {}, [], set(range(conns))
-    piece = frame(OP_CONT, b"x" * 16, fin=False)
+    # A ping with every fragment: complete frames are activity, so only the message's own
+    # deadline (not the idle timeout's 1001) can end it.
+    piece = frame(OP_PING, b"alive") + frame(OP_CONT, b"x" * 16, fin=False)
     all_served = True
     while alive and time.monotonic() - t0 < 10 * idle:
         for i in list(alive):
