@@ -16,12 +16,15 @@
 # server whose RSS grew by 2 GiB).
 #
 #   scripts/hostile.sh [--quick] [--pattern P] [--io epoll|uring] [--only A,B,..] [--out DIR]
+#                      [--bin PATH]
 #
 #   --quick    a short version (smaller counts; about a minute in all)
 #   --pattern  the server's pattern (default single-thread); multi-loop patterns get 2 loops
 #   --io       epoll (default) or uring
 #   --only     a comma-separated subset of attacks, by letter or name
 #   --out      the results directory (default results/hostile/<UTC date>)
+#   --bin      the server binary to attack, e.g. an older build to compare (default: build
+#              target/release/wschat from this tree); its commit is then recorded as "given"
 # Exit status: 0 when every attack held (the hardened behaviour), 3 when one did not, other
 # non-zero when the script itself failed.
 set -euo pipefail
@@ -31,6 +34,7 @@ pattern=single-thread
 io=epoll
 only=""
 out=""
+bin=""
 while (($#)); do
     case $1 in
         --quick) quick=(--quick); shift ;;
@@ -38,6 +42,7 @@ while (($#)); do
         --io) io=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
+        --bin) bin=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "hostile.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -54,8 +59,14 @@ case $pattern in
     *) loops=(--threads 2) ;;
 esac
 
-echo "building the release server ..."
-cargo build --release -q -p wschat
+if [[ -z $bin ]]; then
+    echo "building the release server ..."
+    cargo build --release -q -p wschat
+    bin=target/release/wschat
+else
+    [[ -x $bin ]] || { echo "hostile.sh: --bin $bin is not an executable" >&2; exit 2; }
+    commit="given:$bin"
+fi
 
 # attack letter, name, server flags, attack.py flags
 attacks=(
@@ -92,7 +103,7 @@ for entry in "${attacks[@]}"; do
     echo
     args=(--pattern "$pattern" --io "$io" "${loops[@]}" "${flags[@]}")
     echo "$letter $name: wschat ${args[*]}"
-    target/release/wschat --addr 127.0.0.1:0 "${args[@]}" >"$log" 2>&1 &
+    "$bin" --addr 127.0.0.1:0 "${args[@]}" >"$log" 2>&1 &
     server=$!
     for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
     addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -1)
