@@ -710,6 +710,65 @@ wstest!(a_ping_flood_that_never_reads_is_closed_1008, |s| {
     rss.assert_bounded();
 });
 
+wstest!(
+    pongs_paced_under_the_flood_budget_still_meet_max_outbound,
+    |s| {
+        // 32 pings at a time (the most one read may carry), each batch written only once the
+        // server has counted the previous one's frames in /stats, so that no read ever holds
+        // more: the control-frame budget never trips, and the pongs this client never reads
+        // must be stopped by --max-outbound alone. A small receive buffer on the attacker
+        // keeps the kernel's share of the pongs small.
+        let server = s.server_with(&["--max-outbound", "65536", "--close-timeout", "30s"]);
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&server.addr().into()).expect("connect");
+        let mut attacker: TcpStream = socket.into();
+        attacker.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        attacker.set_write_timeout(Some(WRITE_STALL)).unwrap();
+        attacker
+            .write_all(&upgrade_head(server.addr(), "/echo", &[]))
+            .unwrap();
+        let response = read_http_head(&mut attacker).expect("the 101");
+        assert_eq!(response.status, 101, "{response:?}");
+        let mut ordinary = ordinary_on(&server, thread_of(&response));
+        let batch = repeated(&[Frame::ping(vec![b'p'; 125])], 32);
+        let rss = RssWatch::start(&server, "paced pings, never read");
+        let mut parsed = server.total("frames_in");
+        let mut kicked = false;
+        // Bounded: 5,000 batches are 160,000 pongs, 20 MB: far past any socket buffer.
+        for _ in 0..5000 {
+            if attacker.write_all(&batch).is_err() {
+                break; // closed under us: the counters below say why
+            }
+            let seen = wait_until(SERVED_TIMEOUT, || {
+                let stats = server.stats();
+                kicked = counter(&stats, "slow_consumer_kicks") >= 1;
+                kicked || counter(&stats, "frames_in") >= parsed + 32
+            });
+            assert!(seen, "the server never parsed a batch of 32 pings");
+            if kicked {
+                break;
+            }
+            parsed += 32;
+            rss.fail_if_over();
+        }
+        assert!(
+            kicked,
+            "20 MB of pongs never read, and no slow_consumer_kicks"
+        );
+        assert_eq!(
+            server.total("flood_closes"),
+            0,
+            "no read held over 32 pings"
+        );
+        let close = Watcher::tcp(&attacker).close_code(CLOSE_TIMEOUT);
+        assert_eq!(close, Ok(Some(POLICY)), "the non-reader's close");
+        assert_served(&mut ordinary, "paced pings that are never read");
+        rss.assert_bounded();
+    }
+);
+
 wstest!(a_tls_ping_flood_that_never_reads_is_closed_1008, |s| {
     // The same over TLS: the pongs wait as plaintext to seal, then as records; both count.
     let cert = TestCert::new();
