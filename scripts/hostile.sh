@@ -107,7 +107,11 @@ for entry in "${attacks[@]}"; do
     server=$!
     for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
     addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -1)
-    [[ -n $addr ]] || { cat "$log"; exit 1; }
+    [[ -n $addr ]] || {
+        echo "hostile.sh: $bin printed no address within 10 s; its output:" >&2
+        cat "$log" >&2
+        exit 1
+    }
     extra=()
     [[ $name == tls-over-capacity ]] && extra=(--tls --max-conns 8)
     [[ $name == endless-message ]] && extra=(--idle-timeout "${flags[1]%s}")
