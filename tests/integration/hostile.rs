@@ -292,6 +292,19 @@ impl Drop for Tripwire {
     }
 }
 
+/// Polls /stats (bounded: IO_TIMEOUT) until a flood close or a slow-consumer kick is counted;
+/// returns the last answer (counters are read by other threads a moment after the fact).
+fn wait_for_cut(fetch: impl Fn() -> Option<serde_json::Value>) -> serde_json::Value {
+    let mut last = None;
+    wait_until(IO_TIMEOUT, || {
+        last = fetch().or(last.take());
+        last.as_ref().is_some_and(|stats| {
+            counter(stats, "flood_closes") + counter(stats, "slow_consumer_kicks") >= 1
+        })
+    });
+    last.expect("no answer from /stats")
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -621,14 +634,16 @@ fn long_name(prefix: char, i: usize) -> String {
 }
 
 /// `n` members of `room`, joined over raw sockets by four threads, that never read (their
-/// join notices wait in socket buffers). Returns when /stats counts them all.
+/// join notices wait in socket buffers). `base` is how many members the server has before
+/// (the caller knows: /stats may not show a join of a moment ago yet, as each loop publishes
+/// its counters at the end of an iteration). Returns when /stats counts them all.
 fn silent_crowd(
     server: &Server,
+    base: u64,
     room: &str,
     n: usize,
     name: impl Fn(usize) -> String + Sync,
 ) -> Vec<TcpStream> {
-    let base = server.total("members");
     let addr = server.addr();
     let crowd: Vec<TcpStream> = thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
@@ -701,7 +716,8 @@ wstest!(a_ping_flood_that_never_reads_is_closed_1008, |s| {
     let close = Watcher::tcp(&attacker).close_code(CLOSE_TIMEOUT);
     rss.fail_if_over();
     assert_eq!(close, Ok(Some(POLICY)), "the flooder's close ({flood})");
-    let stats = server.stats();
+    let addr = server.addr();
+    let stats = wait_for_cut(|| try_stats(addr));
     assert!(
         counter(&stats, "flood_closes") + counter(&stats, "slow_consumer_kicks") >= 1,
         "neither flood_closes nor slow_consumer_kicks counted the flooder: {stats}"
@@ -835,7 +851,7 @@ wstest!(a_tls_ping_flood_that_never_reads_is_closed_1008, |s| {
     let close = Watcher::start(attacker).close_code(CLOSE_TIMEOUT);
     rss.fail_if_over();
     assert_eq!(close, Ok(Some(POLICY)), "the flooder's close ({flood})");
-    let stats = try_stats_tls(server.addr(), &cert.client).expect("/stats over TLS");
+    let stats = wait_for_cut(|| try_stats_tls(server.addr(), &cert.client));
     assert!(
         counter(&stats, "flood_closes") + counter(&stats, "slow_consumer_kicks") >= 1,
         "neither flood_closes nor slow_consumer_kicks counted the flooder: {stats}"
@@ -917,7 +933,7 @@ wstest!(
         let close = watcher.close_code(CLOSE_TIMEOUT);
         rss.fail_if_over();
         assert_eq!(close, Ok(Some(POLICY)), "1000 pings in one read");
-        assert!(server.total("flood_closes") >= 1);
+        assert!(server.wait_total_at_least("flood_closes", 1) >= 1);
         let heard = recv_text_until(&mut witness, 16, |t| {
             t == "pinger disconnected" || t.starts_with("pinger says:")
         });
@@ -940,7 +956,7 @@ wstest!(
         // 500 members with 32-character names make each full /who answer 17 KB; one write of
         // 6,000 /who (60 KB) asks for 100 MB of answers. The attacker never reads them.
         let server = s.server_with(&["--close-timeout", "30s"]);
-        let _crowd = silent_crowd(&server, "crowd", 500, |i| long_name('c', i));
+        let _crowd = silent_crowd(&server, 0, "crowd", 500, |i| long_name('c', i));
         let (mut attacker, response) = upgrade(server.addr(), "/chat/crowd?name=whoflood", &[]);
         let thread = thread_of(&response);
         let mut witness = client_on(&server, "/chat/crowd?name=witness", thread);
@@ -958,7 +974,7 @@ wstest!(
         let close = Watcher::tcp(&attacker).close_code(CLOSE_TIMEOUT);
         rss.fail_if_over();
         assert_eq!(close, Ok(Some(POLICY)), "6,000 /who");
-        assert!(server.total("flood_closes") >= 1);
+        assert!(server.wait_total_at_least("flood_closes", 1) >= 1);
         let heard = recv_text_until(&mut witness, 1000, |t| {
             t == "whoflood disconnected" || t.starts_with("whoflood says:")
         });
@@ -976,7 +992,7 @@ wstest!(
     |s| {
         let server = s.server();
         let crowd_names: Vec<String> = (0..150).map(|i| long_name('w', i)).collect();
-        let _crowd = silent_crowd(&server, "cap", crowd_names.len(), |i| long_name('w', i));
+        let _crowd = silent_crowd(&server, 0, "cap", crowd_names.len(), |i| long_name('w', i));
         let (mut asker, _) = upgrade(server.addr(), "/chat/cap?name=asker", &[]);
         let total = crowd_names.len() + 1;
         // A full burst of 32 commands in one write: all answered, nobody closed.
@@ -1073,7 +1089,7 @@ wstest!(
         let close = watcher.close_code(CLOSE_TIMEOUT);
         rss.fail_if_over();
         assert_eq!(close, Ok(Some(POLICY)), "deflate bombs ({flood})");
-        assert!(server.total("flood_closes") >= 1);
+        assert!(server.wait_total_at_least("flood_closes", 1) >= 1);
         assert_served(&mut ordinary, "a deflate bomb stream");
         rss.assert_bounded();
     }
@@ -1129,7 +1145,7 @@ wstest!(
             "{fragments} fragments over {:?}; a Close while they kept coming: {during}",
             started.elapsed()
         );
-        assert!(server.total("message_timeouts") >= 1);
+        assert!(server.wait_total_at_least("message_timeouts", 1) >= 1);
         rss.assert_bounded();
     }
 );
@@ -1226,14 +1242,9 @@ wstest!(
             .get_ref()
             .set_read_timeout(Some(SERVED_TIMEOUT))
             .unwrap();
-        // The witness alone; the gauge is published at the end of its loop's iteration, which
-        // may come after the 101 reached us.
-        let members_before = wait_members(&server, 1, Duration::from_secs(60));
-        assert_eq!(
-            members_before, 1,
-            "the members gauge with the witness alone"
-        );
-        let crowd = silent_crowd(&server, "big", 1000, |i| format!("g{i}"));
+        // The witness (a join that /stats may not show yet: see silent_crowd).
+        let members_before = 1;
+        let crowd = silent_crowd(&server, members_before, "big", 1000, |i| format!("g{i}"));
         let mut joined = 0;
         while joined < 1000 {
             let t = recv_text(&mut witness);
