@@ -249,6 +249,8 @@ struct MemberState {
     room: RoomName,
     /// Where the member stands in its room's list here (`Chat::rooms`).
     slot: usize,
+    /// What its commands may still cost; made by its first command.
+    commands: Option<CommandBudget>,
 }
 
 /// The chat state of the members one owner (a shard) holds, keyed by a member handle `M`
@@ -293,8 +295,15 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         let list = self.rooms.entry(room.clone()).or_default();
         let slot = list.len();
         list.push(member);
-        self.members
-            .insert(member, MemberState { name, room, slot });
+        self.members.insert(
+            member,
+            MemberState {
+                name,
+                room,
+                slot,
+                commands: None,
+            },
+        );
     }
 
     /// Removes `member` (if present); the others get `"<name> disconnected"`.
@@ -387,6 +396,17 @@ impl<M: Copy + Eq + Hash> Chat<M> {
             Intent::ToRoom(_) | Intent::ToSender(_) => return, // handled by apply_local
         };
         out.push(delivery);
+    }
+
+    /// Charges one command to `member`'s [`CommandBudget`] at `now`; false when it is spent.
+    /// A member no longer here is charged nothing (its command will be dropped anyway).
+    pub fn take_command(&mut self, member: M, now: Instant) -> bool {
+        self.members.get_mut(&member).is_none_or(|state| {
+            state
+                .commands
+                .get_or_insert_with(|| CommandBudget::new(now))
+                .take(now)
+        })
     }
 
     /// `member`'s current name, if it is a member here.

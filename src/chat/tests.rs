@@ -354,3 +354,22 @@ fn the_command_budget_allows_a_burst_then_refills_with_time() {
     }
     assert!(!budget.take(later));
 }
+
+#[test]
+fn commands_draw_on_each_members_own_budget() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    chat.join(&mut roster, 1, room("r"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("r"), name("bob"), &mut out);
+    let now = std::time::Instant::now();
+    for _ in 0..CommandBudget::BURST {
+        assert!(chat.take_command(1, now));
+    }
+    assert!(!chat.take_command(1, now), "ann's burst is spent");
+    assert!(chat.take_command(2, now), "bob's is his own");
+    assert!(
+        chat.take_command(9, now),
+        "someone who left is charged nothing"
+    );
+}

@@ -46,7 +46,7 @@ pub use hub::Hub;
 pub use inbox::{Inbox, InboxMsg};
 pub use work::{WorkDone, WorkItem, WorkQueue};
 
-use crate::chat::{self, Audience, Chat, CommandBudget, Delivery, Intent, Name, RoomName, Route};
+use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, RoomName, Route};
 use crate::config::Config;
 use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor};
 use crate::net;
@@ -112,8 +112,6 @@ struct Conn {
     /// Since when part of a message has been in and its last frame not (see
     /// `fire_heartbeats`: a message may stay open for at most --idle-timeout).
     message_since: Option<Instant>,
-    /// What its commands (`/who`, `/nick`, ...) may still cost.
-    commands: CommandBudget,
     /// A heartbeat ping went out since `last_heard`.
     pinged: bool,
     /// On the `dirty` list already.
@@ -379,7 +377,6 @@ impl<R: Reactor> Shard<R> {
                 reading_paused: false,
                 last_heard: state.now,
                 message_since: None,
-                commands: CommandBudget::new(state.now),
                 pinged: false,
                 dirty: false,
                 peer_done: false,
@@ -684,9 +681,7 @@ impl State {
                 WsEvent::HandshakeTimedOut => bump(&self.stats.counters.handshake_timeouts, 1),
                 WsEvent::Message(message) => self.on_message(id, message),
                 WsEvent::Closed { .. } => {
-                    if let Some(conn) = self.conns.get(id)
-                        && conn.ws.failure().is_some_and(|e| e.is_flood())
-                    {
+                    if self.conns.get(id).is_some_and(|conn| conn.ws.flooded()) {
                         bump(&self.stats.counters.flood_closes, 1);
                     }
                     self.leave(id);
@@ -878,13 +873,9 @@ impl State {
     }
 
     /// Plans what a member's message means; the roster's lock is taken only for `/nick` and
-    /// `/who`.
-    /// A command over the member's budget closes it (1008) instead.
+    /// `/who`. A command over the member's budget closes it (1008) instead.
     fn act(&mut self, member: MemberId, intent: Intent) {
-        if intent.is_command()
-            && let Some(conn) = self.conns.get_mut(member.conn)
-            && !conn.commands.take(self.now)
-        {
+        if intent.is_command() && !self.chat.take_command(member, self.now) {
             self.close_flooder(member.conn);
             return;
         }

@@ -191,12 +191,13 @@ pub struct Connection {
     /// Set by `hold_after_message`: input stops being parsed after each complete message
     /// until `resume_input`.
     one_message_at_a_time: bool,
-    /// Input received while held, unparsed (see `hold_after_message`).
-    held: Option<Held>,
+    /// Input received while held, unparsed (see `hold_after_message`); boxed, since an
+    /// idle connection has none.
+    held: Option<Box<Held>>,
     /// A complete data message or control frame arrived since `take_heard`.
     heard: bool,
-    /// Why we failed the connection, if it was for a protocol error.
-    failure: Option<ProtocolError>,
+    /// We failed the connection for going over an input budget (`ProtocolError::is_flood`).
+    flooded: bool,
 }
 
 /// Input waiting, unparsed, until the message before it has been dealt with.
@@ -239,7 +240,7 @@ impl Connection {
             one_message_at_a_time: false,
             held: None,
             heard: false,
-            failure: None,
+            flooded: false,
         }
     }
 
@@ -534,9 +535,9 @@ impl Connection {
         self.message.is_some()
     }
 
-    /// The protocol error we failed the connection for, if any (for counters).
-    pub fn failure(&self) -> Option<ProtocolError> {
-        self.failure
+    /// Whether we failed the connection for going over an input budget (for counters).
+    pub fn flooded(&self) -> bool {
+        self.flooded
     }
 
     fn on_request_head(&mut self, head: &[u8], rest: Vec<u8>, deadline: Instant) {
@@ -560,10 +561,10 @@ impl Connection {
             if self.one_message_at_a_time
                 && matches!(self.queue.back(), Some(Item::Event(Event::Message(_))))
             {
-                self.held = Some(Held {
+                self.held = Some(Box::new(Held {
                     bytes: data.to_vec(),
                     eof: false,
-                });
+                }));
                 return;
             }
             let step = match &mut self.reader {
@@ -785,7 +786,7 @@ impl Connection {
 
     /// Fails the connection (RFC 6455 7.1.7): Close with the error's code, then end.
     fn fail(&mut self, err: ProtocolError) {
-        self.failure = Some(err);
+        self.flooded = err.is_flood();
         if self.is_open() {
             let code = err.close_code();
             self.queue_close(Some(code));
