@@ -797,6 +797,7 @@ impl State {
             name,
             &mut self.deliveries,
         );
+        self.publish_members();
         if let Some(link) = self.hub.cluster() {
             link.roster_changed(&room, member, self.chat.name(member));
         }
@@ -903,11 +904,22 @@ impl State {
             let room = self.chat.room(member).cloned();
             self.chat
                 .leave(&mut self.hub.roster(), member, &mut self.deliveries);
+            self.publish_members();
             if let (Some(link), Some(room)) = (self.hub.cluster(), room) {
                 link.leave(&room);
                 link.roster_changed(&room, member, None);
             }
         }
+    }
+
+    /// Sets the `members` gauge at the join or leave itself, before the notice it plans can
+    /// reach anyone: a client that saw the notice (through another loop, which may flush it
+    /// before this loop's iteration ends) then finds the gauge counting it.
+    fn publish_members(&self) {
+        set(
+            &self.stats.counters.members,
+            self.chat.member_count() as u64,
+        );
     }
 
     fn member(&self, conn: ConnId) -> MemberId {
@@ -1119,7 +1131,6 @@ impl State {
         set(&c.futile_accepts, io.futile_accepts);
         set(&c.writev, io.writev);
         set(&c.epoll_ctl, io.epoll_ctl);
-        set(&c.members, self.chat.member_count() as u64);
         if let Some(work) = &self.work {
             set(&c.queue_depth, work.depth() as u64);
         }
