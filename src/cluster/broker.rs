@@ -201,6 +201,10 @@ struct State {
     pending_sub: HashMap<RoomName, u32>,
     /// Channels we are subscribed to (or asked for).
     subscribed: HashSet<RoomName>,
+    /// Rooms resubscribed after a reconnect whose "restored" notice waits for Redis to
+    /// confirm the SUBSCRIBE: told earlier, a member could answer with a message that another
+    /// node, not yet subscribed again, would miss.
+    restoring: HashSet<RoomName>,
     /// This node's sequence number per room with local members (the last one used).
     publish_seq: HashMap<RoomName, u64>,
     /// The last sequence number seen per subscribed room and publishing node.
@@ -303,10 +307,7 @@ impl Broker {
                 now.duration_since(since).as_secs_f64(),
                 rooms.len()
             );
-            let notice = text("* cluster: link to the broker restored");
-            for room in &rooms {
-                state.notice(room, &notice);
-            }
+            state.restoring.extend(rooms.iter().cloned());
         } else if !state.connected_once {
             eprintln!("wschat: cluster: connected to {url} as node {node}");
         }
@@ -393,6 +394,7 @@ impl State {
             sub_progress: now,
             pending_sub: HashMap::new(),
             subscribed: HashSet::new(),
+            restoring: HashSet::new(),
             publish_seq: HashMap::new(),
             seen: HashMap::new(),
             remote: Vec::new(),
@@ -614,6 +616,7 @@ impl State {
         self.seen.remove(&room);
         self.publish_seq.remove(&room);
         self.link.forget_gaps(&room);
+        self.restoring.remove(&room);
         if self.subscribed.remove(&room) && self.up {
             let channel = wire::channel(&room);
             self.sub_command(&[b"UNSUBSCRIBE", channel.as_bytes()]);
@@ -908,6 +911,10 @@ impl State {
             if self.link.mark_ready(&room) {
                 self.ready(&room);
             }
+            if self.restoring.remove(&room) {
+                let notice = text("* cluster: link to the broker restored");
+                self.notice(&room, &notice);
+            }
         }
     }
 
@@ -1021,6 +1028,7 @@ impl State {
         self.cmd_buf.clear();
         self.sub_buf.clear();
         self.pending_sub.clear();
+        self.restoring.clear();
         for room in self.link.set_down() {
             self.ready(&room);
         }
