@@ -684,6 +684,21 @@ pub fn read_http_body(s: &mut TcpStream, resp: &mut HttpResponse) {
 }
 
 /// A handshake request head built from header lines (each without CRLF).
+/// The head of a WebSocket upgrade of `path` (RFC 6455's sample key) with `extra` headers.
+pub fn upgrade_head(addr: SocketAddr, path: &str, extra: &[&str]) -> Vec<u8> {
+    let host = format!("Host: {addr}");
+    let key = format!("Sec-WebSocket-Key: {SAMPLE_KEY}");
+    let mut headers = vec![
+        host.as_str(),
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        key.as_str(),
+        "Sec-WebSocket-Version: 13",
+    ];
+    headers.extend_from_slice(extra);
+    request_head(&format!("GET {path} HTTP/1.1"), &headers)
+}
+
 pub fn request_head(request_line: &str, headers: &[&str]) -> Vec<u8> {
     let mut s = String::new();
     s.push_str(request_line);

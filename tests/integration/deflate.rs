@@ -48,20 +48,9 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
 /// `Sec-WebSocket-Extensions`, or `Err(status)`.
 fn upgrade(server: &Server, path: &str, offer: &str) -> Result<(TcpStream, Option<String>), u16> {
     let mut s = server.tcp();
-    let host = format!("Host: {}", server.addr());
-    let key = format!("Sec-WebSocket-Key: {SAMPLE_KEY}");
     let ext = format!("Sec-WebSocket-Extensions: {offer}");
-    let mut headers = vec![
-        host.as_str(),
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        key.as_str(),
-        "Sec-WebSocket-Version: 13",
-    ];
-    if !offer.is_empty() {
-        headers.push(&ext);
-    }
-    s.write_all(&request_head(&format!("GET {path} HTTP/1.1"), &headers))
+    let extra: &[&str] = if offer.is_empty() { &[] } else { &[&ext] };
+    s.write_all(&upgrade_head(server.addr(), path, extra))
         .unwrap();
     let resp = read_http_head(&mut s).expect("response head");
     if resp.status != 101 {

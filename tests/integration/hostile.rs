@@ -555,21 +555,6 @@ fn watch(mut stream: impl Read, seen: &(Mutex<Seen>, Condvar), stop: &AtomicBool
 // Connections
 // ---------------------------------------------------------------------------
 
-/// Request-head lines of a WebSocket upgrade (RFC sample key) plus `extra`.
-fn upgrade_head(addr: SocketAddr, path: &str, extra: &[&str]) -> Vec<u8> {
-    let host = format!("Host: {addr}");
-    let key = format!("Sec-WebSocket-Key: {SAMPLE_KEY}");
-    let mut headers = vec![
-        host.as_str(),
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        key.as_str(),
-        "Sec-WebSocket-Version: 13",
-    ];
-    headers.extend_from_slice(extra);
-    request_head(&format!("GET {path} HTTP/1.1"), &headers)
-}
-
 /// The serving thread named by a 101's `X-Wschat-Thread`.
 fn thread_of(response: &HttpResponse) -> u64 {
     response
