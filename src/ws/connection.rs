@@ -19,6 +19,14 @@
 //! output that followed it (our Close). `accepts_messages` says whether application frames
 //! may still be queued. When `finish()` returns `Some`, the session is over and the transport
 //! should be shut down as it says. No syscall, no clock, no panic on any input.
+//!
+//! What a peer can make this connection do is bounded here, where the bytes are parsed: a
+//! read holding more than `CONTROL_FRAMES_PER_INPUT` control frames, or compressed input that
+//! inflates past its credit (`INFLATE_RATIO`), fails the connection with 1008 (`flooded`).
+//! `close` drops the messages parsed but not yet taken, so a connection closed for what it did
+//! goes on doing nothing. An owner that hands messages to another thread can ask for one
+//! message at a time (`hold_after_message`, `resume_input`): the input behind it waits
+//! unparsed.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
