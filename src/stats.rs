@@ -71,6 +71,10 @@ counters! {
     /// Connections closed with 1008 for going over an input budget: control frames per read,
     /// commands per second, inflated bytes per compressed byte.
     flood_closes,
+    /// Times a loop left work for its next iteration because it had planned its fan-out
+    /// budget (262,144 receiver deliveries) in this one: a connection's events, or the rest
+    /// of a peer's batch.
+    fanout_yields,
     /// Connections closed with 1008 for keeping a message open (fragments without the last)
     /// for longer than --idle-timeout.
     message_timeouts,

@@ -260,6 +260,12 @@ impl Connection {
         self.one_message_at_a_time = true;
     }
 
+    /// Whether an event is next, once the output before it was taken (`poll_event` would
+    /// return one).
+    pub fn has_event(&self) -> bool {
+        matches!(self.queue.front(), Some(Item::Event(_)))
+    }
+
     /// Whether input is held, unparsed (see `hold_after_message`).
     pub fn has_held_input(&self) -> bool {
         self.held.is_some()
