@@ -515,9 +515,10 @@ impl<R: Reactor> Shard<R> {
                 continue;
             }
             let end_now = match conn.ws.finish() {
-                // Its message is with a worker: the events behind it (at least its Closed)
-                // are taken, and the connection ended, when the result is back.
-                _ if conn.awaiting_work => false,
+                // Its message is with a worker, or its events wait for the next iteration's
+                // fan-out budget: the events behind (at least its Closed) are taken, and the
+                // connection ended, after that.
+                _ if conn.awaiting_work || conn.deferred => false,
                 None => false,
                 Some(Finish::Now) => true,
                 Some(Finish::AfterFlush) => {

@@ -1286,19 +1286,22 @@ wstest!(
         // about 110 MiB of outbox references (64 KiB took 172 MiB more RSS:
         // results/hostile/open); a loop now flushes after each 262,144 and takes the rest
         // next iteration (fanout_yields), so memory stays bounded, and every member still
-        // gets every message, in order. The members do not read: the kernel's socket
-        // buffers hold their 84 KB each.
+        // gets every message, in order, even though the sender closes right behind them (its
+        // Close and FIN wait with its deferred messages). The members do not read: the
+        // kernel's socket buffers hold their 84 KB each.
         let server = s.server();
         let mut reader = client_on(&server, "/chat/big?name=reader", 0);
         let crowd = silent_crowd(&server, 1, "big", 998, |i| format!("c{i}"));
         let (mut sender, response) = upgrade(server.addr(), "/chat/big?name=sender", &[]);
         let mut ordinary = ordinary_on(&server, thread_of(&response));
         let messages = 48 * 1024 / 7;
-        let burst: Vec<u8> = (0..messages)
+        let mut burst: Vec<u8> = (0..messages)
             .flat_map(|i| Frame::text(vec![b'a' + (i % 26) as u8]).encode())
             .collect();
+        burst.extend(Frame::close(1000, b"").encode());
         let rss = RssWatch::start(&server, "48 KiB of 1-byte messages to a room of 1,000");
         sender.write_all(&burst).unwrap();
+        sender.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = 0;
         // Bounded: the join notices of the crowd and the sender, then the messages.
         for _ in 0..(messages + 2000) {
@@ -1313,6 +1316,7 @@ wstest!(
             }
         }
         assert_eq!(got, messages, "the reader's messages");
+        assert_eq!(recv_text(&mut reader), "sender disconnected");
         rss.fail_if_over();
         // Work-queue takes one message per sender per worker round trip, so an iteration
         // never plans more than one of this sender's messages: nothing to slice there.
