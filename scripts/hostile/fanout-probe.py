@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Open problem probe (not yet bounded): the server's RSS when one member of a big room sends
-a burst of 1-byte messages in one write. Every message is queued, by reference, on every
-member's outbox before the loop flushes (16 bytes a receiver a message), so one read's
-messages cost reads x room x 16 bytes until the flush.
+"""The server's RSS when one member of a big room sends a burst of 1-byte messages in one
+write. Every message is queued, by reference, on every member's outbox (16 bytes a receiver
+a message) before the loop flushes; the loop's fan-out budget (src/shard/mod.rs,
+FANOUT_PER_ITERATION) bounds how many it queues before a flush. Results:
+results/hostile/fanout/.
 
     scripts/hostile/fanout-probe.py PORT SERVER_PID MEMBERS KIB
 

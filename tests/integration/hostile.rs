@@ -1284,7 +1284,7 @@ wstest!(
         // One member of a room of 1,000 writes 48 KiB of 1-byte messages at once: 7,021
         // messages, 7 million deliveries. Queued all before the first flush they would take
         // about 110 MiB of outbox references (64 KiB took 172 MiB more RSS:
-        // results/hostile/open); a loop now flushes after each 262,144 and takes the rest
+        // results/hostile/fanout); a loop now flushes after each 262,144 and takes the rest
         // next iteration (fanout_yields), so memory stays bounded, and every member still
         // gets every message, in order, even though the sender closes right behind them (its
         // Close and FIN wait with its deferred messages). The members do not read: the
