@@ -361,41 +361,47 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         None
     }
 
-    /// Plans any [`Intent`] of `member`'s.
+    /// Plans any [`Intent`] of `member`'s; true when it renamed the member (the roster
+    /// changed), false otherwise (a rename to the same name changes nothing).
     pub fn apply(
         &mut self,
         roster: &mut Roster<M>,
         member: M,
         intent: Intent,
         out: &mut Vec<Delivery<M>>,
-    ) {
+    ) -> bool {
         let Some(intent) = self.apply_local(member, intent, out) else {
-            return;
+            return false;
         };
         let Some(state) = self.members.get_mut(&member) else {
-            return;
+            return false;
         };
-        let delivery = match intent {
+        let (delivery, renamed) = match intent {
             // Nothing changes, so nobody is told (and no roster is rewritten).
-            Intent::Rename(new) if new == state.name => return,
+            Intent::Rename(new) if new == state.name => return false,
             Intent::Rename(new) => {
                 roster.rename(&state.room, member, &new);
                 let old = std::mem::replace(&mut state.name, new.clone());
-                Delivery {
+                let notice = Delivery {
                     frame: text_frame(&[old.as_str(), " is now ", new.as_str()]).into(),
                     to: Audience::Room {
                         room: state.room.clone(),
                         except: member,
                     },
-                }
+                };
+                (notice, true)
             }
-            Intent::ListMembers => Delivery {
-                frame: roster.who_reply(&state.room).into(),
-                to: Audience::Member(member),
-            },
-            Intent::ToRoom(_) | Intent::ToSender(_) => return, // handled by apply_local
+            Intent::ListMembers => {
+                let reply = Delivery {
+                    frame: roster.who_reply(&state.room).into(),
+                    to: Audience::Member(member),
+                };
+                (reply, false)
+            }
+            Intent::ToRoom(_) | Intent::ToSender(_) => return false, // handled by apply_local
         };
         out.push(delivery);
+        renamed
     }
 
     /// Charges one command to `member`'s [`CommandBudget`] at `now`; false when it is spent.

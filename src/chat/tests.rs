@@ -243,8 +243,20 @@ fn nick_to_the_same_name_tells_nobody() {
     chat.join(&mut roster, 1, room("lobby"), name("ann"), &mut out);
     chat.join(&mut roster, 2, room("lobby"), name("bob"), &mut out);
     out.clear();
-    handle(&mut chat, &mut roster, 1, &text("/nick ann"), &mut out);
-    assert!(out.is_empty());
+    let name = chat.name(1).cloned().unwrap();
+    let renamed = chat.apply(
+        &mut roster,
+        1,
+        interpret(&name, &text("/nick ann")),
+        &mut out,
+    );
+    assert!(!renamed && out.is_empty());
+    assert!(chat.apply(
+        &mut roster,
+        1,
+        interpret(&name, &text("/nick anne")),
+        &mut out
+    ));
 }
 
 #[test]

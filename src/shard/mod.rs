@@ -954,9 +954,8 @@ impl State {
                 return;
             }
             let renamed =
-                matches!(&intent, Intent::Rename(new) if self.chat.name(member) != Some(new));
-            self.chat
-                .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
+                self.chat
+                    .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
             if let Some((link, room)) = cluster.filter(|_| renamed) {
                 link.roster_changed(&room, member, self.chat.name(member));
             }
@@ -1171,17 +1170,17 @@ impl State {
             let open_for = conn
                 .message_since
                 .map(|since| self.now.saturating_duration_since(since));
-            if let (Some(t), Some(open_for)) = (beat.idle_timeout, open_for)
-                && open_for >= t
-            {
-                conn.ws.close(CloseCode::POLICY_VIOLATION, self.now);
-                bump(&self.stats.counters.message_timeouts, 1);
-                self.pump(id);
-                continue;
-            }
-            if beat.idle_timeout.is_some_and(|t| quiet >= t) {
-                conn.ws.close(CloseCode::GOING_AWAY, self.now);
-                bump(&self.stats.counters.idle_closes, 1);
+            let counters = &self.stats.counters;
+            let close = match beat.idle_timeout {
+                Some(t) if open_for.is_some_and(|open| open >= t) => {
+                    Some((CloseCode::POLICY_VIOLATION, &counters.message_timeouts))
+                }
+                Some(t) if quiet >= t => Some((CloseCode::GOING_AWAY, &counters.idle_closes)),
+                _ => None,
+            };
+            if let Some((code, counter)) = close {
+                conn.ws.close(code, self.now);
+                bump(counter, 1);
                 self.pump(id);
                 continue;
             }
