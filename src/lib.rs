@@ -39,6 +39,7 @@ pub mod config;
 pub mod io;
 pub mod net;
 pub mod patterns;
+pub mod peer;
 pub mod shard;
 pub mod stats;
 pub mod tls;

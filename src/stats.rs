@@ -11,8 +11,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::io::sys;
-
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// One thread's counters (written only by that thread).
@@ -146,19 +144,32 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
-    /// Records that these are the calling thread's stats (call first thing in the thread).
-    pub fn bind_current_thread(&self) {
-        self.tid.store(sys::current_thread_id(), Relaxed);
+    /// Records that these are the stats of the thread with kernel id `tid` (the calling
+    /// thread calls it first thing, with `io::sys::current_thread_id()`).
+    pub fn bind_thread(&self, tid: u64) {
+        self.tid.store(tid, Relaxed);
     }
 
     fn snapshot(&self) -> CounterValues {
         let mut values = self.counters.snapshot();
         let tid = self.tid.load(Relaxed);
         if tid != 0 {
-            values.voluntary_switches = sys::voluntary_switches_of(tid).unwrap_or(0);
+            values.voluntary_switches = voluntary_switches_of(tid).unwrap_or(0);
         }
         values
     }
+}
+
+/// Voluntary context switches of thread `tid` of this process (`voluntary_ctxt_switches` in
+/// /proc/self/task/<tid>/status): how often it went to sleep, which counts the wake-ups the
+/// kernel hid from user space (a waiter woken for a listener and put back to sleep inside
+/// epoll_wait). Read by whoever reports, so the thread itself pays nothing.
+fn voluntary_switches_of(tid: u64) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// Every thread's stats, for reading from anywhere.
@@ -169,7 +180,12 @@ pub struct StatsRegistry {
     io: &'static str,
     threads: Mutex<Vec<Arc<ThreadStats>>>,
     /// The `cluster` section's source, with --cluster.
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Link>>,
+    cluster: std::sync::OnceLock<Arc<dyn Section>>,
+}
+
+/// A part of the server that reports a section of its own in `/stats`.
+pub trait Section: std::fmt::Debug + Send + Sync {
+    fn report(&self) -> serde_json::Value;
 }
 
 /// The JSON document of `GET /stats`.
@@ -218,8 +234,8 @@ impl StatsRegistry {
     }
 
     /// Adds the cluster link's section to every report.
-    pub fn set_cluster(&self, link: Arc<crate::cluster::Link>) {
-        let _ = self.cluster.set(link);
+    pub fn set_cluster(&self, section: Arc<dyn Section>) {
+        let _ = self.cluster.set(section);
     }
 
     pub fn report(&self, now: Instant) -> Report {

@@ -30,7 +30,7 @@ use super::wire::{self, Kind, NodeId, WhoField};
 use super::{BrokerCounters, BrokerMsg, ClusterConfig, Link, REMOTE};
 use crate::chat::{self, Audience, Delivery, Name, RoomName};
 use crate::io::{ConnId, EpollReactor, Event, Outbox, Reactor, Waker};
-use crate::shard::{Hub, InboxMsg, MemberId};
+use crate::peer::{Batch, MemberId, Shards};
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
 use crate::ws::frame::{FrameHeader, server_frame};
 use crate::ws::{Opcode, SharedFrame};
@@ -123,16 +123,16 @@ enum Expect {
     WhoAlive(Box<Query>),
 }
 
-/// Starts the broker thread for `hub`'s shards; returns the shards' handle on it.
+/// Starts the broker thread for `shards`; returns the shards' handle on it.
 pub fn start(
     config: &ClusterConfig,
-    hub: Arc<Hub>,
+    shards: Arc<dyn Shards>,
     registry: &Arc<StatsRegistry>,
 ) -> anyhow::Result<Arc<Link>> {
     let waker = Waker::new().context("creating the broker's eventfd")?;
     let link = Arc::new(Link::new(config, waker.clone()));
     let stats = registry.add_thread("broker");
-    let state = State::new(link.clone(), hub, stats, config.max_message);
+    let state = State::new(link.clone(), shards, stats, config.max_message);
     // The reactor is opened on its own thread (it is not Send); start-up waits for it.
     let (ready, opened) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
     std::thread::Builder::new()
@@ -168,7 +168,7 @@ struct Broker {
 
 struct State {
     link: Arc<Link>,
-    hub: Arc<Hub>,
+    shards: Arc<dyn Shards>,
     stats: Arc<ThreadStats>,
     node: NodeId,
     node_key: String,
@@ -224,7 +224,9 @@ struct State {
 
 impl Broker {
     fn run(&mut self) -> io::Result<()> {
-        self.state.stats.bind_current_thread();
+        self.state
+            .stats
+            .bind_thread(crate::io::sys::current_thread_id());
         loop {
             let now = Instant::now();
             if !self.state.up && now >= self.state.next_attempt {
@@ -368,7 +370,12 @@ fn text(s: &str) -> SharedFrame {
 }
 
 impl State {
-    fn new(link: Arc<Link>, hub: Arc<Hub>, stats: Arc<ThreadStats>, max_message: usize) -> State {
+    fn new(
+        link: Arc<Link>,
+        shards: Arc<dyn Shards>,
+        stats: Arc<ThreadStats>,
+        max_message: usize,
+    ) -> State {
         let now = Instant::now();
         let node = link.node();
         State {
@@ -379,7 +386,7 @@ impl State {
             who_pending: 0,
             max_event: wire::max_event_len(max_message),
             link,
-            hub,
+            shards,
             stats,
             up: false,
             failed: None,
@@ -852,14 +859,13 @@ impl State {
             .collect();
         names.extend(unknown);
         let frame = chat::member_list(room, &names);
-        if member.shard < self.hub.shard_count() {
-            self.hub
-                .inbox(member.shard)
-                .push(InboxMsg::Deliver(Arc::from(vec![Delivery {
-                    frame: frame.into(),
-                    to: Audience::Member(member),
-                }])));
-        }
+        self.shards.deliver(
+            member.shard,
+            Arc::from(vec![Delivery {
+                frame: frame.into(),
+                to: Audience::Member(member),
+            }]),
+        );
     }
 
     fn read_subscription(&mut self) {
@@ -1066,9 +1072,7 @@ impl State {
     /// Tells every shard that joins to `room` may complete (a shard without any waiting
     /// ignores it; this is rare: once per room subscription).
     fn ready(&self, room: &RoomName) {
-        for inbox in self.hub.inboxes() {
-            inbox.push(InboxMsg::ClusterReady(room.clone()));
-        }
+        self.shards.room_ready(room);
     }
 
     /// Hands this iteration's remote events to every shard, one shared batch.
@@ -1076,10 +1080,8 @@ impl State {
         if self.remote.is_empty() {
             return;
         }
-        let batch: Arc<[Delivery<MemberId>]> = std::mem::take(&mut self.remote).into();
-        for inbox in self.hub.inboxes() {
-            inbox.push(InboxMsg::Deliver(batch.clone()));
-        }
+        let batch: Batch = std::mem::take(&mut self.remote).into();
+        self.shards.deliver_to_all(batch);
     }
 }
 
@@ -1132,23 +1134,60 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     use super::*;
-    use crate::stats::StatsRegistry;
+    use crate::peer::Peer as _;
+    use crate::stats::{Section as _, StatsRegistry};
 
     const MAX_MESSAGE: usize = 1000;
 
-    /// A broker's state with its link up (no sockets: what it writes stays in its buffers).
-    fn state() -> State {
+    /// One shard as the broker sees it: what was handed to it.
+    #[derive(Debug, Default)]
+    struct Mailbox {
+        batches: std::sync::Mutex<Vec<Batch>>,
+    }
+
+    impl Shards for Mailbox {
+        fn count(&self) -> usize {
+            1
+        }
+        fn deliver(&self, shard: usize, batch: Batch) {
+            assert_eq!(shard, 0);
+            self.batches.lock().unwrap().push(batch);
+        }
+        fn room_ready(&self, _room: &RoomName) {}
+    }
+
+    /// A broker's state with its link up (no sockets: what it writes stays in its buffers),
+    /// and its one shard's mailbox.
+    struct Harness {
+        state: State,
+        shard: Arc<Mailbox>,
+    }
+
+    impl std::ops::Deref for Harness {
+        type Target = State;
+        fn deref(&self) -> &State {
+            &self.state
+        }
+    }
+
+    impl std::ops::DerefMut for Harness {
+        fn deref_mut(&mut self) -> &mut State {
+            &mut self.state
+        }
+    }
+
+    fn state() -> Harness {
         let config = ClusterConfig {
             url: "redis://h".parse().unwrap(),
             node: NodeId(1),
             max_message: MAX_MESSAGE,
         };
         let link = Arc::new(Link::new(&config, Waker::new().unwrap()));
-        let hub = Hub::new(&[Waker::new().unwrap()], 100);
+        let shard = Arc::new(Mailbox::default());
         let stats = StatsRegistry::new("test", "test", Instant::now()).add_thread("broker");
-        let mut state = State::new(link, hub, stats, MAX_MESSAGE);
+        let mut state = State::new(link, shard.clone(), stats, MAX_MESSAGE);
         state.up = true;
-        state
+        Harness { state, shard }
     }
 
     fn room(name: &str) -> RoomName {
@@ -1297,17 +1336,14 @@ mod tests {
     }
 
     /// The text frames sent to shard 0's members (replies), as strings.
-    fn replies(state: &State) -> Vec<String> {
-        let mut batch = Vec::new();
-        state.hub.inbox(0).drain_into(&mut batch);
+    fn replies(harness: &Harness) -> Vec<String> {
+        let batches = std::mem::take(&mut *harness.shard.batches.lock().unwrap());
         let mut out = Vec::new();
-        for msg in batch {
-            if let InboxMsg::Deliver(deliveries) = msg {
-                for d in deliveries.iter() {
-                    let frame: &[u8] = &d.frame;
-                    let (_, len) = FrameHeader::parse(frame).unwrap().unwrap();
-                    out.push(String::from_utf8_lossy(&frame[len..]).into_owned());
-                }
+        for deliveries in batches {
+            for d in deliveries.iter() {
+                let frame: &[u8] = &d.frame;
+                let (_, len) = FrameHeader::parse(frame).unwrap().unwrap();
+                out.push(String::from_utf8_lossy(&frame[len..]).into_owned());
             }
         }
         out
@@ -1332,14 +1368,14 @@ mod tests {
         assert_eq!(state.stats.counters.cluster_not_propagated.load(Relaxed), 1);
 
         // Control commands still have their headroom: a /who is asked.
-        state.link.who(r.clone(), asker);
+        state.link.who(&r, asker);
         state.drain_inbox();
         assert!(matches!(state.expect.front(), Some(Expect::WhoScan(_))));
         assert_eq!(refused(&state), 1);
 
         // Past the headroom too: a /who is answered without the other nodes...
         state.cmd_out.push(vec![0u8; CONTROL_HEADROOM].into());
-        state.link.who(r.clone(), asker);
+        state.link.who(&r, asker);
         state.drain_inbox();
         assert_eq!(state.expect.len(), 1);
         assert_eq!(refused(&state), 2);
@@ -1485,7 +1521,7 @@ mod tests {
         state.drain_inbox();
         commands(&mut state);
 
-        state.link.who(r.clone(), asker);
+        state.link.who(&r, asker);
         state.drain_inbox();
         assert_eq!(
             commands(&mut state),
@@ -1555,7 +1591,7 @@ mod tests {
         let mut state = state();
         let r = room("r");
         for conn in 0..MAX_WHO_PENDING + 3 {
-            state.link.who(r.clone(), member(conn));
+            state.link.who(&r, member(conn));
         }
         state.drain_inbox();
         assert_eq!(state.who_pending, MAX_WHO_PENDING);
@@ -1584,7 +1620,7 @@ mod tests {
         }
         state.drain_inbox();
         state.cmd_buf.clear();
-        state.link.who(r.clone(), member(0));
+        state.link.who(&r, member(0));
         state.drain_inbox();
         assert!(
             state.cmd_buf.is_empty(),

@@ -27,7 +27,7 @@
 //! - every room delivery a shard plans (a message, a join, leave or nick notice) goes in its
 //!   per-iteration batch to the broker as well as to the other shards ([`Link::publish`]);
 //! - a join asks [`Link::join`]; if the room's channel is not yet confirmed subscribed, the
-//!   101 waits for [`crate::shard::InboxMsg::ClusterReady`], so a member never misses
+//!   101 waits for [`crate::peer::Shards::room_ready`], so a member never misses
 //!   what other nodes publish after its join completed ("a join completes only after the
 //!   SUBSCRIBE reply");
 //! - a leave calls [`Link::leave`] (the last local member unsubscribes), joins, leaves and
@@ -102,11 +102,11 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use crate::chat::{Delivery, Name, RoomName};
+use crate::chat::{Name, RoomName};
 use crate::io::Waker;
-use crate::shard::MemberId;
+use crate::peer::{Batch, MemberId, Peer};
 pub use wire::NodeId;
 
 /// The audience exception of remote deliveries: no local member has this id, so every
@@ -197,7 +197,7 @@ pub struct ClusterConfig {
 #[derive(Debug)]
 pub enum BrokerMsg {
     /// One shard iteration's room deliveries, to publish on their rooms' channels.
-    Publish(Arc<[Delivery<MemberId>]>),
+    Publish(Batch),
     /// The first local member is joining the room: subscribe to its channel.
     Subscribe(RoomName),
     /// The last local member left: unsubscribe unless someone joined since.
@@ -305,63 +305,6 @@ impl Link {
         std::mem::swap(&mut *inbox, batch);
     }
 
-    /// A member is joining `room`. True: the join may complete now. False: wait for
-    /// `InboxMsg::ClusterReady(room)` (the first joiner's SUBSCRIBE is on its way).
-    /// Either way the member counts until [`Link::leave`].
-    pub fn join(&self, room: &RoomName) -> bool {
-        let mut shared = self.shared();
-        let up = shared.up;
-        let sub = shared.rooms.entry(room.clone()).or_insert(RoomSub {
-            members: 0,
-            ready: false,
-        });
-        sub.members += 1;
-        if sub.ready {
-            return true;
-        }
-        if !up {
-            // Local only until the link is back; the broker subscribes every room then.
-            sub.ready = true;
-            return true;
-        }
-        if sub.members == 1 {
-            drop(shared);
-            self.push(BrokerMsg::Subscribe(room.clone()));
-        }
-        false
-    }
-
-    /// A member counted by [`Link::join`] left `room`.
-    pub fn leave(&self, room: &RoomName) {
-        let mut shared = self.shared();
-        let Some(sub) = shared.rooms.get_mut(room) else {
-            return;
-        };
-        sub.members = sub.members.saturating_sub(1);
-        if sub.members == 0 {
-            shared.rooms.remove(room);
-            drop(shared);
-            self.push(BrokerMsg::Unsubscribe(room.clone()));
-        }
-    }
-
-    /// `member` of `room` joined or was renamed (`name`: its name now), or left (`None`).
-    pub fn roster_changed(&self, room: &RoomName, member: MemberId, name: Option<&Name>) {
-        self.push(BrokerMsg::RosterChanged {
-            room: room.clone(),
-            member,
-            name: name.cloned(),
-        });
-    }
-
-    pub fn who(&self, room: RoomName, member: MemberId) {
-        self.push(BrokerMsg::Who { room, member });
-    }
-
-    pub fn publish(&self, batch: Arc<[Delivery<MemberId>]>) {
-        self.push(BrokerMsg::Publish(batch));
-    }
-
     /// Marks `room` ready; false if nobody is waiting in it any more.
     fn mark_ready(&self, room: &RoomName) -> bool {
         match self.shared().rooms.get_mut(room) {
@@ -416,9 +359,11 @@ impl Link {
         let mut gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner());
         gaps.remove(room.as_str());
     }
+}
 
+impl crate::stats::Section for Link {
     /// The `cluster` section of `/stats`.
-    pub fn report(&self) -> serde_json::Value {
+    fn report(&self) -> serde_json::Value {
         let gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let rooms = self.shared().rooms.len();
         serde_json::json!({
@@ -431,6 +376,70 @@ impl Link {
             "commands_refused": self.counters.commands_refused.load(Ordering::Relaxed),
             "who_refused": self.counters.who_refused.load(Ordering::Relaxed),
         })
+    }
+}
+
+/// The shards' hooks ([`crate::peer::Peer`]): each queues for the broker and returns.
+impl Peer for Link {
+    fn publish(&self, _from: usize, batch: &Batch) {
+        self.push(BrokerMsg::Publish(batch.clone()));
+    }
+
+    /// False until the room's channel is confirmed subscribed (the first joiner's SUBSCRIBE
+    /// is on its way); the broker then calls `room_ready`. While the link is down, joins
+    /// complete at once (local only; the broker subscribes every room when it is back).
+    fn join(&self, room: &RoomName) -> bool {
+        let mut shared = self.shared();
+        let up = shared.up;
+        let sub = shared.rooms.entry(room.clone()).or_insert(RoomSub {
+            members: 0,
+            ready: false,
+        });
+        sub.members += 1;
+        if sub.ready {
+            return true;
+        }
+        if !up {
+            sub.ready = true;
+            return true;
+        }
+        if sub.members == 1 {
+            drop(shared);
+            self.push(BrokerMsg::Subscribe(room.clone()));
+        }
+        false
+    }
+
+    /// The last local member's leave unsubscribes the room's channel.
+    fn leave(&self, room: &RoomName) {
+        let mut shared = self.shared();
+        let Some(sub) = shared.rooms.get_mut(room) else {
+            return;
+        };
+        sub.members = sub.members.saturating_sub(1);
+        if sub.members == 0 {
+            shared.rooms.remove(room);
+            drop(shared);
+            self.push(BrokerMsg::Unsubscribe(room.clone()));
+        }
+    }
+
+    /// Writes the member's one field of the room's `/who` hash.
+    fn roster_changed(&self, room: &RoomName, member: MemberId, name: Option<&Name>) {
+        self.push(BrokerMsg::RosterChanged {
+            room: room.clone(),
+            member,
+            name: name.cloned(),
+        });
+    }
+
+    /// The broker answers `/who` for the whole room, every node's members.
+    fn who(&self, room: &RoomName, member: MemberId) -> bool {
+        self.push(BrokerMsg::Who {
+            room: room.clone(),
+            member,
+        });
+        true
     }
 }
 

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::resp::Value;
 use super::wire::{self, NodeId, WhoField};
 use crate::chat::{Name, RoomName};
-use crate::shard::MemberId;
+use crate::peer::MemberId;
 
 /// The most names a `/who` reply lists.
 pub const MAX_NAMES: usize = 256;

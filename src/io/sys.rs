@@ -51,15 +51,3 @@ pub fn current_thread_id() -> u64 {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::gettid() as u64 }
 }
-
-/// Voluntary context switches of thread `tid` of this process (`voluntary_ctxt_switches` in
-/// /proc/self/task/<tid>/status): how often it went to sleep, which counts the wake-ups the
-/// kernel hid from user space (a waiter woken for a listener and put back to sleep inside
-/// epoll_wait). Read by whoever reports, so the thread itself pays nothing.
-pub fn voluntary_switches_of(tid: u64) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
-}

@@ -219,7 +219,7 @@ where
     if let Some(cluster) = &threads.config.cluster {
         let link = crate::cluster::start(cluster, hub.clone(), registry)?;
         registry.set_cluster(link.clone());
-        hub.set_cluster(link);
+        hub.set_remote(link);
     }
     let mut all_stats = Vec::new();
     for ((index, waker), setup) in wakers.iter().enumerate().zip(setups) {

@@ -55,7 +55,7 @@ impl<R: Reactor> Acceptor<R> {
 
     /// Accepts until `InboxMsg::Stop`.
     pub fn run(&mut self) -> io::Result<()> {
-        self.stats.bind_current_thread();
+        self.stats.bind_thread(crate::io::sys::current_thread_id());
         let hub = self.hub.clone();
         let mut batches: Vec<Vec<(TcpStream, SocketAddr)>> =
             (0..hub.shard_count()).map(|_| Vec::new()).collect();

@@ -14,72 +14,94 @@
 //! The roster (every member's name, by room, in join order) is shared under a lock because
 //! `/who` lists the whole room; joins, leaves, renames and `/who` take it, messages never do.
 //!
-//! With `--cluster`, the hub also holds the broker's [`Link`] (set once at start-up), through
-//! which shards publish their room deliveries to other nodes.
+//! The hub is also where a shard finds its [`Peer`]s, the parties that share its rooms: the
+//! other shards (when there are any) and, with `--cluster`, the broker's link to other nodes
+//! (set once at start-up). The broker reaches the shards back through [`Shards`], which the
+//! hub implements.
 //!
 //! Must never: hold a lock while doing I/O or waiting for another thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::{Inbox, InboxMsg, MemberId};
-use crate::chat::{Delivery, Roster};
-use crate::cluster::Link;
+use super::{Inbox, InboxMsg};
+use crate::chat::{RoomName, Roster};
 use crate::io::Waker;
+use crate::peer::{Batch, MemberId, Peer, Shards};
 
 #[derive(Debug)]
 pub struct Hub {
-    inboxes: Vec<Arc<Inbox>>,
+    siblings: Siblings,
     roster: Mutex<Roster<MemberId>>,
     conns: AtomicUsize,
     max_conns: usize,
-    cluster: OnceLock<Arc<Link>>,
+    /// Who shares the rooms beyond this server (the `--cluster` broker's link).
+    remote: OnceLock<Arc<dyn Peer>>,
+}
+
+/// The shards of one server as each other's peer: a batch goes to every inbox but the
+/// sender's.
+#[derive(Debug)]
+struct Siblings {
+    inboxes: Vec<Arc<Inbox>>,
+}
+
+impl Peer for Siblings {
+    fn publish(&self, from: usize, batch: &Batch) {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i != from {
+                inbox.push(InboxMsg::Deliver(batch.clone()));
+            }
+        }
+    }
 }
 
 impl Hub {
     /// A hub for one shard per waker: shard `i`'s reactor must be opened with `wakers[i]`.
     pub fn new(wakers: &[Waker], max_conns: usize) -> Arc<Hub> {
         Arc::new(Hub {
-            inboxes: wakers
-                .iter()
-                .map(|w| Arc::new(Inbox::new(w.clone())))
-                .collect(),
+            siblings: Siblings {
+                inboxes: wakers
+                    .iter()
+                    .map(|w| Arc::new(Inbox::new(w.clone())))
+                    .collect(),
+            },
             roster: Mutex::new(Roster::default()),
             conns: AtomicUsize::new(0),
             max_conns,
-            cluster: OnceLock::new(),
+            remote: OnceLock::new(),
         })
     }
 
     pub fn inbox(&self, shard: usize) -> &Arc<Inbox> {
-        &self.inboxes[shard]
+        &self.siblings.inboxes[shard]
     }
 
     pub fn inboxes(&self) -> &[Arc<Inbox>] {
-        &self.inboxes
+        &self.siblings.inboxes
     }
 
     pub fn shard_count(&self) -> usize {
-        self.inboxes.len()
+        self.siblings.inboxes.len()
     }
 
-    /// The link to other nodes (`--cluster`), if any.
-    pub fn cluster(&self) -> Option<&Arc<Link>> {
-        self.cluster.get()
+    /// Attaches the party that shares the rooms beyond this server (the broker's link);
+    /// before any shard runs. A second call is ignored.
+    pub fn set_remote(&self, peer: Arc<dyn Peer>) {
+        let _ = self.remote.set(peer);
     }
 
-    /// Attaches the broker's link; before any shard runs. A second call is ignored.
-    pub fn set_cluster(&self, link: Arc<Link>) {
-        let _ = self.cluster.set(link);
+    /// Everyone a shard's room traffic concerns besides itself: the other shards, if any,
+    /// then the remote party, if any.
+    pub fn peers(&self) -> impl Iterator<Item = &dyn Peer> {
+        let siblings = (self.shard_count() > 1).then_some(&self.siblings as &dyn Peer);
+        siblings
+            .into_iter()
+            .chain(self.remote.get().map(|peer| &**peer))
     }
 
-    /// Sends `batch` to every shard but `from`.
-    pub fn send_to_peers(&self, from: usize, batch: Arc<[Delivery<MemberId>]>) {
-        for (i, inbox) in self.inboxes.iter().enumerate() {
-            if i != from {
-                inbox.push(InboxMsg::Deliver(batch.clone()));
-            }
-        }
+    pub fn has_peers(&self) -> bool {
+        self.peers().next().is_some()
     }
 
     pub fn roster(&self) -> MutexGuard<'_, Roster<MemberId>> {
@@ -94,5 +116,23 @@ impl Hub {
 
     pub fn release_conn(&self) {
         self.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shards for Hub {
+    fn count(&self) -> usize {
+        self.shard_count()
+    }
+
+    fn deliver(&self, shard: usize, batch: Batch) {
+        if let Some(inbox) = self.siblings.inboxes.get(shard) {
+            inbox.push(InboxMsg::Deliver(batch));
+        }
+    }
+
+    fn room_ready(&self, room: &RoomName) {
+        for inbox in &self.siblings.inboxes {
+            inbox.push(InboxMsg::RoomReady(room.clone()));
+        }
     }
 }

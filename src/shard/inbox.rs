@@ -6,12 +6,12 @@
 //! pushing thread (a worker, another loop) never waits for the shard.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use super::MemberId;
 use super::work::WorkDone;
-use crate::chat::{Delivery, RoomName};
+use crate::chat::RoomName;
 use crate::io::Waker;
+use crate::peer::Batch;
 
 /// Messages a shard accepts from other threads.
 #[derive(Debug)]
@@ -20,10 +20,10 @@ pub enum InboxMsg {
     Adopt(Vec<(TcpStream, SocketAddr)>),
     /// Room deliveries planned by another shard, for this shard's members of those rooms.
     /// One batch per sending loop iteration, shared by every receiving shard.
-    Deliver(Arc<[Delivery<MemberId>]>),
-    /// `--cluster`: the room's channel is subscribed (or the broker is down): joins to it
-    /// that waited for that may complete.
-    ClusterReady(RoomName),
+    Deliver(Batch),
+    /// A peer that made joins to the room wait ([`crate::peer::Peer::join`]) lets them
+    /// complete (`--cluster`: the room's channel is subscribed, or the link is down).
+    RoomReady(RoomName),
     /// A worker interpreted a chat message (work-queue).
     WorkDone(WorkDone),
     /// Stop accepting, close every connection with 1001, then return from `run`.

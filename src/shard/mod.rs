@@ -19,15 +19,14 @@
 //! and this thread's counters. Must never: block other than in `poll`, or make a syscall
 //! except through the reactor.
 //!
-//! A server has one shard or several ([`Shard::fleet`]); what they share is in [`Hub`]: a
-//! room delivery planned here is queued for this shard's members at once and sent to the
-//! other shards in one batch per iteration (hub.rs says why every shard gets every batch).
+//! A server has one shard or several; what they share is in [`Hub`]. A room delivery planned
+//! here is queued for this shard's members at once and handed to the shard's peers
+//! ([`crate::peer::Peer`]: the other shards, and with `--cluster` the broker) in one batch
+//! per iteration (hub.rs says why every shard gets every batch). Peers also see joins,
+//! leaves and renames, may make a join wait for its room (the broker's subscription), and
+//! may answer `/who`; the loop asks every peer the same way and never which kind it is.
 //! A shard may also hand its members' messages to workers ([`Shard::offload`], work.rs) and
 //! apply what they return.
-//!
-//! With `--cluster` (`src/cluster/`), the same per-iteration batch of room deliveries also
-//! goes to the broker, a join waits for its room's subscription, and `/who` is answered by
-//! the broker; those hooks are marked `cluster:` below.
 
 pub mod acceptor;
 pub mod heartbeat;
@@ -54,6 +53,8 @@ use crate::chat::{self, Audience, Chat, Delivery, Intent, Name, RoomName, Route}
 use crate::config::Config;
 use crate::io::{AcceptWakeup, ConnId, Event, ListenerId, Outbox, Reactor};
 use crate::net;
+use crate::peer::Batch;
+pub use crate::peer::MemberId;
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
 use crate::ws::Event as WsEvent;
 use crate::ws::deflate::Compressor;
@@ -78,13 +79,6 @@ const ACCEPT_PAUSE_REPORT: Duration = Duration::from_secs(10);
 /// The header of a 101 that names the thread (its id in `/stats`) serving the connection,
 /// so that a client, or a test, can see where the kernel and the pattern placed it.
 pub const THREAD_HEADER: &str = "X-Wschat-Thread";
-
-/// A chat member's handle across the server: which shard holds it, and its key there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MemberId {
-    pub shard: usize,
-    pub conn: ConnId,
-}
 
 /// What a connection is, once its request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +175,16 @@ impl Conn {
     }
 }
 
-/// cluster: an accepted upgrade whose 101 waits for the room's SUBSCRIBE reply.
+/// An accepted upgrade whose 101 waits until every peer that asked it to wait lets joins to
+/// its room complete (`--cluster`: the room's SUBSCRIBE reply).
 #[derive(Debug)]
 struct Parked {
     conn: ConnId,
     serial: u64,
     room: RoomName,
     name: Option<Name>,
+    /// Peers whose `RoomReady` is still to come.
+    waiting: usize,
 }
 
 /// Everything but the reactor, so that reactor callbacks can borrow it mutably.
@@ -206,10 +203,10 @@ struct State {
     paused_listeners: Vec<(Instant, ListenerId)>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     deliveries: Vec<Delivery<MemberId>>,
-    /// Room deliveries planned here in this iteration, for the other shards (and the
-    /// broker, with `--cluster`).
+    /// Room deliveries planned here in this iteration, for the peers (the other shards, and
+    /// the broker with `--cluster`).
     to_peers: Vec<Delivery<MemberId>>,
-    /// cluster: upgrades waiting for their room's subscription (`InboxMsg::ClusterReady`).
+    /// Upgrades waiting for their room to be ready at every peer (`InboxMsg::RoomReady`).
     parked: Vec<Parked>,
     /// Set by `offload`: members' messages go to workers.
     work: Option<WorkQueue>,
@@ -313,7 +310,9 @@ impl<R: Reactor> Shard<R> {
 
     /// Runs until `InboxMsg::Stop` and every connection has closed.
     pub fn run(&mut self) -> io::Result<()> {
-        self.state.stats.bind_current_thread();
+        self.state
+            .stats
+            .bind_thread(crate::io::sys::current_thread_id());
         while !self.state.stopped() {
             self.state.now = Instant::now();
             self.state.resume_deferred();
@@ -686,7 +685,7 @@ impl State {
                     self.peer_batches.push_back((deliveries, 0));
                     self.deliver_peer_batches();
                 }
-                InboxMsg::ClusterReady(room) => self.cluster_ready(&room),
+                InboxMsg::RoomReady(room) => self.room_ready(&room),
                 InboxMsg::WorkDone(done) => self.work_done(done),
                 InboxMsg::Stop => self.stop(),
             }
@@ -803,16 +802,16 @@ impl State {
             }
             Ok(Route::Echo) => self.upgrade(id, None),
             Ok(Route::Join { room, name }) => {
-                // cluster: the 101 waits until the room's channel is subscribed.
-                if let Some(link) = self.hub.cluster()
-                    && !link.join(&room)
-                {
+                // Every peer counts the join; the 101 waits for those not ready for the room.
+                let waiting = self.hub.peers().filter(|peer| !peer.join(&room)).count();
+                if waiting > 0 {
                     let serial = conn.serial;
                     self.parked.push(Parked {
                         conn: id,
                         serial,
                         room,
                         name,
+                        waiting,
                     });
                     return;
                 }
@@ -840,9 +839,7 @@ impl State {
             return;
         };
         if !accepted {
-            if let Some(link) = self.hub.cluster() {
-                link.leave(&room);
-            }
+            self.hub.peers().for_each(|peer| peer.leave(&room));
             return;
         }
         if self.work.is_some()
@@ -863,16 +860,20 @@ impl State {
             &mut self.deliveries,
         );
         self.publish_members();
-        if let Some(link) = self.hub.cluster() {
-            link.roster_changed(&room, member, self.chat.name(member));
+        let name = self.chat.name(member);
+        for peer in self.hub.peers() {
+            peer.roster_changed(&room, member, name);
         }
     }
 
-    /// cluster: `room` is subscribed; the upgrades that waited for it complete.
-    fn cluster_ready(&mut self, room: &RoomName) {
+    /// A peer is ready for `room`: the upgrades that waited for no other complete.
+    fn room_ready(&mut self, room: &RoomName) {
+        for parked in self.parked.iter_mut().filter(|p| p.room == *room) {
+            parked.waiting = parked.waiting.saturating_sub(1);
+        }
         let (ready, waiting) = std::mem::take(&mut self.parked)
             .into_iter()
-            .partition(|p| p.room == *room);
+            .partition(|p| p.waiting == 0);
         self.parked = waiting;
         for parked in ready {
             let Parked {
@@ -880,13 +881,15 @@ impl State {
                 serial,
                 room,
                 name,
+                ..
             } = parked;
             if self.conns.get(conn).is_some_and(|c| c.serial == serial) {
                 self.upgrade(conn, Some((room, name)));
                 self.fan_out();
                 self.pump(conn);
-            } else if let Some(link) = self.hub.cluster() {
-                link.leave(&room); // gone while it waited
+            } else {
+                // Gone while it waited.
+                self.hub.peers().for_each(|peer| peer.leave(&room));
             }
         }
     }
@@ -946,18 +949,23 @@ impl State {
             return;
         }
         if let Some(intent) = self.chat.apply_local(member, intent, &mut self.deliveries) {
-            // cluster: the broker answers /who for the whole room; a real rename writes the
-            // member's one field of the room's /who hash.
-            let cluster = self.hub.cluster().zip(self.chat.room(member).cloned());
-            if let (Some((link, room)), Intent::ListMembers) = (&cluster, &intent) {
-                link.who(room.clone(), member);
+            let Some(room) = self.chat.room(member).cloned() else {
+                return;
+            };
+            // A peer may answer /who for the whole room (`--cluster`: every node's members).
+            if matches!(intent, Intent::ListMembers)
+                && self.hub.peers().any(|peer| peer.who(&room, member))
+            {
                 return;
             }
             let renamed =
                 self.chat
                     .apply(&mut self.hub.roster(), member, intent, &mut self.deliveries);
-            if let Some((link, room)) = cluster.filter(|_| renamed) {
-                link.roster_changed(&room, member, self.chat.name(member));
+            if renamed {
+                let name = self.chat.name(member);
+                for peer in self.hub.peers() {
+                    peer.roster_changed(&room, member, name);
+                }
             }
         }
     }
@@ -969,9 +977,11 @@ impl State {
             self.chat
                 .leave(&mut self.hub.roster(), member, &mut self.deliveries);
             self.publish_members();
-            if let (Some(link), Some(room)) = (self.hub.cluster(), room) {
-                link.leave(&room);
-                link.roster_changed(&room, member, None);
+            if let Some(room) = room {
+                for peer in self.hub.peers() {
+                    peer.leave(&room);
+                    peer.roster_changed(&room, member, None);
+                }
             }
         }
     }
@@ -1008,9 +1018,7 @@ impl State {
         while !self.deliveries.is_empty() {
             for delivery in std::mem::take(&mut self.deliveries) {
                 self.deliver_here(&delivery);
-                if matches!(delivery.to, Audience::Room { .. })
-                    && (self.hub.shard_count() > 1 || self.hub.cluster().is_some())
-                {
+                if matches!(delivery.to, Audience::Room { .. }) && self.hub.has_peers() {
                     self.to_peers.push(delivery);
                 }
             }
@@ -1064,19 +1072,19 @@ impl State {
         }
     }
 
-    /// Sends this iteration's room deliveries to the other shards (one batch each) and,
-    /// cluster: to the broker, which publishes them to the other nodes.
+    /// Sends this iteration's room deliveries to every peer in one batch: the other shards
+    /// (one inbox item each) and, with `--cluster`, the broker, which publishes them to the
+    /// other nodes.
     fn send_to_peers(&mut self) {
         if self.to_peers.is_empty() {
             return;
         }
-        let batch: Arc<[Delivery<MemberId>]> = std::mem::take(&mut self.to_peers).into();
-        if let Some(link) = self.hub.cluster() {
-            link.publish(batch.clone());
+        let batch: Batch = std::mem::take(&mut self.to_peers).into();
+        for peer in self.hub.peers() {
+            peer.publish(self.index, &batch);
         }
         if self.hub.shard_count() > 1 {
             bump(&self.stats.counters.peer_batches_out, 1);
-            self.hub.send_to_peers(self.index, batch);
         }
     }
 

@@ -111,7 +111,7 @@ pub fn run_worker(
     cost: Duration,
     stats: Arc<ThreadStats>,
 ) {
-    stats.bind_current_thread();
+    stats.bind_thread(crate::io::sys::current_thread_id());
     while let Ok(item) = items.recv() {
         let intent = chat::interpret(&item.name, &item.message);
         burn(cost);
