@@ -11,7 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{ACCEPT_PAUSE, Hub, Inbox, InboxMsg, report_accept_pause, stall_after_accept};
+use super::admission::{ACCEPT_PAUSE, report_accept_pause, stall_after_accept};
+use super::{Hub, Inbox, InboxMsg};
 use crate::io::{AcceptWakeup, Event, ListenerId, Reactor};
 use crate::stats::{ThreadStats, bump, set};
 

@@ -6,7 +6,7 @@
 //! (frames not yet started are dropped), while records, once made, are always sent whole:
 //! TLS numbers them, and a missing one would break the stream.
 
-use super::Outbox;
+use crate::io::Outbox;
 use crate::tls::{Received, TlsError, TlsSession};
 use crate::ws::SharedFrame;
 
