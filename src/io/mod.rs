@@ -23,7 +23,7 @@ pub mod waker;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use epoll::EpollReactor;
 pub use outbox::Outbox;
@@ -143,5 +143,10 @@ pub trait Reactor {
     fn close(&mut self, conn: ConnId);
     /// A handle other threads use to interrupt [`Reactor::poll`].
     fn waker(&self) -> Waker;
+    /// The clock that [`Reactor::poll`]'s timeouts run on, which the loop reads once per
+    /// wake-up: the system's monotonic clock, or a test reactor's virtual time.
+    fn clock(&self) -> fn() -> Instant {
+        Instant::now
+    }
     fn counters(&self) -> IoCounters;
 }

@@ -34,10 +34,11 @@ impl Waker {
         self.fd.as_raw_fd()
     }
 
-    /// Resets the counter so that the next `wake` is a new edge.
-    pub(crate) fn drain(&self) {
+    /// Resets the counter so that the next `wake` is a new edge; true if a `wake` was
+    /// pending (a reactor that does not wait on the fd, a test's, asks this way).
+    pub(crate) fn drain(&self) -> bool {
         let mut value: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our own non-blocking eventfd.
-        let _ = syscall!(read(self.fd.as_raw_fd(), (&raw mut value).cast(), 8));
+        syscall!(read(self.fd.as_raw_fd(), (&raw mut value).cast(), 8)).is_ok()
     }
 }

@@ -46,6 +46,8 @@ pub mod inbox;
 mod input;
 mod members;
 mod requests;
+#[cfg(test)]
+mod tests;
 mod timers;
 mod tls_link;
 pub mod work;
@@ -146,7 +148,7 @@ impl<R: Reactor> Shard<R> {
         stats: Arc<ThreadStats>,
         registry: Arc<StatsRegistry>,
     ) -> Shard<R> {
-        let clock: fn() -> Instant = Instant::now;
+        let clock = io.clock();
         let now = clock();
         Shard {
             io,
