@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn probe_runs_here() {
-        let _fds = super::super::tests::FD_LOCK.lock();
+        let _fds = crate::io::DESCRIPTORS.write();
         // The test machine has io_uring; what it offers is printed for the record.
         let probed = probe().expect("io_uring available on the test machine");
         eprintln!("probed: {} {probed:?}", probed.features);

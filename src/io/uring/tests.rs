@@ -5,17 +5,17 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::*;
 
 /// Held by every test that counts this process's descriptors, so that the counts of one
 /// are not disturbed by the sockets of another running in parallel.
-pub(super) static FD_LOCK: Mutex<()> = Mutex::new(());
-
-fn fd_lock() -> MutexGuard<'static, ()> {
-    FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+fn fd_lock() -> RwLockWriteGuard<'static, ()> {
+    crate::io::DESCRIPTORS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 const ROUNDS: usize = 2000;

@@ -130,8 +130,17 @@ pub struct Tokens {
     clients: Vec<TcpStream>,
 }
 
+thread_local! {
+    /// Held by a test thread that made tokens, until the test ends (its thread exits), so
+    /// that tests counting the process's descriptors do not see them. Once per thread: a
+    /// second read lock on one thread could wait behind a waiting writer forever.
+    static DESCRIPTORS_HELD: RefCell<Option<std::sync::RwLockReadGuard<'static, ()>>> =
+        const { RefCell::new(None) };
+}
+
 impl Tokens {
     pub fn new() -> Tokens {
+        hold_descriptors();
         Tokens {
             listener: TcpListener::bind("127.0.0.1:0").expect("binding a loopback listener"),
             clients: Vec::new(),
@@ -144,6 +153,18 @@ impl Tokens {
             .push(TcpStream::connect(addr).expect("connecting on loopback"));
         self.listener.accept().expect("accepting on loopback").0
     }
+}
+
+/// Keeps tests that count the process's descriptors waiting until this test ends: call it
+/// before opening any (an eventfd, a socket).
+pub fn hold_descriptors() {
+    DESCRIPTORS_HELD.with(|held| {
+        held.borrow_mut().get_or_insert_with(|| {
+            crate::io::DESCRIPTORS
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+        });
+    });
 }
 
 pub struct FakeReactor {

@@ -79,6 +79,7 @@ pub fn config(args: &[&str]) -> Arc<Config> {
 impl Harness {
     /// A server of one shard run with `args`.
     pub fn new(args: &[&str]) -> Harness {
+        fake::hold_descriptors();
         let waker = Waker::new().expect("eventfd");
         let config = config(args);
         let hub = Hub::new(std::slice::from_ref(&waker), config.max_conns);

@@ -12,6 +12,7 @@ use crate::shard::Hub;
 
 /// Two shards of one server (sharing a hub), driven in turns until both are idle.
 fn two_shards() -> (Harness, Harness) {
+    super::fake::hold_descriptors();
     let wakers = [Waker::new().unwrap(), Waker::new().unwrap()];
     let config = config(&[]);
     let hub = Hub::new(&wakers, config.max_conns);
