@@ -98,6 +98,10 @@ counters! {
     peer_batches_out,
     /// Batches of room deliveries received from other loops.
     peer_batches_in,
+    /// Connections this loop stopped reading because another loop had more of their room
+    /// deliveries waiting than it may hold (see `Hub::peer_backlog`); read again when
+    /// that loop has caught up by half.
+    peer_backpressure,
     /// Chat messages waiting for a worker now: in the queue, or held by the loop while the
     /// queue is full (work-queue's I/O loop).
     queue_depth,

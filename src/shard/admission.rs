@@ -111,6 +111,7 @@ impl<R: Reactor> Shard<R> {
                 serial: state.next_serial,
                 awaiting_work: false,
                 deferred: false,
+                throttled: false,
                 reading_paused: false,
                 last_heard: state.now,
                 message_since: None,

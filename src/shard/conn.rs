@@ -43,6 +43,9 @@ pub(super) struct Conn {
     /// The loop's fan-out budget ran out with events of this connection still to take: they
     /// are taken next iteration, after the flush, and the socket is not read meanwhile.
     pub(super) deferred: bool,
+    /// Another shard holds too many of the room deliveries this loop handed it: the
+    /// connections whose messages went into them are not read until it catches up.
+    pub(super) throttled: bool,
     /// The reactor was told to stop reading it (follows `awaiting_work || deferred` at each
     /// flush).
     pub(super) reading_paused: bool,

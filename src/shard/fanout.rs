@@ -25,6 +25,15 @@ use crate::ws::deflate::Compressor;
 /// queued 150 MiB of references before the first flush. At 245,000 deliveries a second a
 /// loop iteration plans far fewer.
 pub(super) const FANOUT_PER_ITERATION: usize = 1 << 18;
+/// How many room deliveries (and how many bytes of their frames) another shard may hold
+/// from this one's batches, not yet delivered, before this loop stops reading the senders
+/// of the batches it hands over. Without a bound, a loop whose clients out-send what a
+/// peer loop can deliver (it is busier, or its core is slower) queues without limit in that
+/// peer's inbox. 65,536 deliveries is about a quarter of a second of a loop's full rate.
+pub(super) const PEER_BACKLOG_LIMIT: (usize, usize) = (1 << 16, 8 << 20);
+/// How often a loop with throttled senders looks whether its peers caught up (to half the
+/// limit).
+pub(super) const PEER_BACKLOG_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Appends `frame` to the outbox of a receiver that accepts messages (compressed if the
 /// receiver agreed to permessage-deflate: the compressed frame is made once per message and
@@ -65,9 +74,11 @@ impl State {
         }
     }
 
-    /// Delivers the waiting peer batches here, in order, until the fan-out budget runs out.
+    /// Delivers the waiting peer batches here, in order, until the fan-out budget runs out,
+    /// and tells the inbox how much of its backlog is gone.
     pub(super) fn deliver_peer_batches(&mut self) {
-        while let Some((batch, next)) = self.peer_batches.front_mut() {
+        let (mut deliveries, mut bytes) = (0, 0);
+        'batches: while let Some((batch, next)) = self.peer_batches.front_mut() {
             let (batch, from) = (batch.clone(), *next);
             for (i, delivery) in batch.iter().enumerate().skip(from) {
                 if self.fanout >= FANOUT_PER_ITERATION {
@@ -75,11 +86,16 @@ impl State {
                         front.1 = i;
                     }
                     bump(&self.stats.counters.fanout_yields, 1);
-                    return;
+                    break 'batches;
                 }
                 self.deliver_here(delivery);
+                deliveries += 1;
+                bytes += delivery.frame.len();
             }
             self.peer_batches.pop_front();
+        }
+        if deliveries > 0 {
+            self.hub.inbox(self.index).delivered(deliveries, bytes);
         }
     }
 
@@ -142,6 +158,52 @@ impl State {
         }
         if self.hub.shard_count() > 1 {
             bump(&self.stats.counters.peer_batches_out, 1);
+            self.throttle_senders(&batch);
+        }
+    }
+
+    /// If a peer shard now holds more of our deliveries than `PEER_BACKLOG_LIMIT`, stops
+    /// reading this batch's senders here (TCP then pushes back on them) until it has caught
+    /// up by half. Connections that sent nothing in it are read as before.
+    fn throttle_senders(&mut self, batch: &Batch) {
+        let (deliveries, bytes) = self.hub.peer_backlog(self.index);
+        let (max_deliveries, max_bytes) = PEER_BACKLOG_LIMIT;
+        if deliveries <= max_deliveries && bytes <= max_bytes {
+            return;
+        }
+        for delivery in batch.iter() {
+            let Audience::Room { except: sender, .. } = &delivery.to else {
+                continue;
+            };
+            if sender.shard != self.index {
+                continue;
+            }
+            if let Some(conn) = self.conns.get_mut(sender.conn)
+                && !conn.throttled
+            {
+                conn.throttled = true;
+                self.throttled.push(sender.conn);
+                bump(&self.stats.counters.peer_backpressure, 1);
+                self.mark_dirty(sender.conn);
+            }
+        }
+    }
+
+    /// Reads the throttled senders again once every peer holds at most half the limit.
+    pub(super) fn release_throttled(&mut self) {
+        if self.throttled.is_empty() {
+            return;
+        }
+        let (deliveries, bytes) = self.hub.peer_backlog(self.index);
+        let (max_deliveries, max_bytes) = PEER_BACKLOG_LIMIT;
+        if deliveries > max_deliveries / 2 || bytes > max_bytes / 2 {
+            return;
+        }
+        for id in std::mem::take(&mut self.throttled) {
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.throttled = false;
+                self.mark_dirty(id);
+            }
         }
     }
 }

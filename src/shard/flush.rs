@@ -22,7 +22,7 @@ impl<R: Reactor> Shard<R> {
                 continue;
             };
             conn.dirty = false;
-            let pause = conn.awaiting_work || conn.deferred;
+            let pause = conn.awaiting_work || conn.deferred || conn.throttled;
             if pause != conn.reading_paused {
                 conn.reading_paused = pause;
                 if conn.reading_paused {

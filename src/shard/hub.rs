@@ -104,6 +104,17 @@ impl Hub {
         self.peers().next().is_some()
     }
 
+    /// The largest backlog of room deliveries (count, bytes) that a shard other than `from`
+    /// has been handed and not yet delivered.
+    pub fn peer_backlog(&self, from: usize) -> (usize, usize) {
+        self.inboxes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != from)
+            .map(|(_, inbox)| inbox.backlog())
+            .fold((0, 0), |(d, b), (d2, b2)| (d.max(d2), b.max(b2)))
+    }
+
     pub fn roster(&self) -> MutexGuard<'_, Roster<MemberId>> {
         self.roster.lock().unwrap_or_else(|e| e.into_inner())
     }

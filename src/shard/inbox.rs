@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::work::WorkDone;
 use crate::chat::RoomName;
@@ -35,6 +36,17 @@ pub enum InboxMsg {
 pub struct Inbox {
     queue: Mutex<Vec<InboxMsg>>,
     waker: Waker,
+    /// Deliveries handed to the shard (in `Deliver` batches) that it has not yet queued on
+    /// its members' outboxes, and their frames' bytes: what its peers hold back on.
+    backlog: Backlog,
+}
+
+/// Room deliveries waiting for a shard, counted by whoever hands them over and discounted by
+/// the shard as it delivers them.
+#[derive(Debug, Default)]
+struct Backlog {
+    deliveries: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 impl Inbox {
@@ -42,11 +54,31 @@ impl Inbox {
         Inbox {
             queue: Mutex::new(Vec::new()),
             waker,
+            backlog: Backlog::default(),
         }
+    }
+
+    /// Deliveries handed to this shard and not yet delivered by it, and their bytes.
+    pub fn backlog(&self) -> (usize, usize) {
+        (
+            self.backlog.deliveries.load(Relaxed),
+            self.backlog.bytes.load(Relaxed),
+        )
+    }
+
+    /// The shard delivered `deliveries` of the batches it was handed, of `bytes` in all.
+    pub fn delivered(&self, deliveries: usize, bytes: usize) {
+        self.backlog.deliveries.fetch_sub(deliveries, Relaxed);
+        self.backlog.bytes.fetch_sub(bytes, Relaxed);
     }
 
     /// Queues `msg`; wakes the shard if it may be asleep (the inbox was empty).
     pub fn push(&self, msg: InboxMsg) {
+        if let InboxMsg::Deliver(batch) = &msg {
+            let bytes = batch.iter().map(|d| d.frame.len()).sum();
+            self.backlog.deliveries.fetch_add(batch.len(), Relaxed);
+            self.backlog.bytes.fetch_add(bytes, Relaxed);
+        }
         let was_empty = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = queue.is_empty();

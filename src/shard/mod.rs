@@ -108,6 +108,8 @@ struct State {
     /// Peer batches not yet delivered here, oldest first, each with the index of its next
     /// delivery: taken before any new event, so that a reply never overtakes what it answers.
     peer_batches: VecDeque<(Batch, usize)>,
+    /// Connections not read because a peer shard is backlogged (see `throttle_senders`).
+    throttled: Vec<ConnId>,
     /// `fan_out` is running (see there).
     fanning_out: bool,
     /// Decrypted input of one read (TLS), reused.
@@ -170,6 +172,7 @@ impl<R: Reactor> Shard<R> {
                 deferred: Vec::new(),
                 peer_batches: VecDeque::new(),
                 fanning_out: false,
+                throttled: Vec::new(),
                 plaintext: Vec::new(),
                 inbox_batch: Vec::new(),
                 heartbeats: config
@@ -220,6 +223,7 @@ impl<R: Reactor> Shard<R> {
     fn turn(&mut self) -> io::Result<()> {
         let clock = self.state.clock;
         self.state.now = clock();
+        self.state.release_throttled();
         self.state.resume_deferred();
         let timeout = self
             .state

@@ -7,6 +7,7 @@
 use std::cmp::Reverse;
 use std::time::Instant;
 
+use super::fanout::PEER_BACKLOG_RECHECK;
 use super::{Shard, State};
 use crate::io::{ConnId, Reactor};
 use crate::stats::bump;
@@ -71,10 +72,20 @@ impl State {
         let heartbeat = self.heartbeats.as_ref().and_then(|w| w.next_deadline());
         // Work left for the next iteration's budget: come back at once.
         let left = (!self.deferred.is_empty() || !self.peer_batches.is_empty()).then_some(self.now);
-        [timer, paused, heartbeat, self.stop_deadline, left]
-            .into_iter()
-            .flatten()
-            .min()
+        // Throttled senders: look again soon whether the peers caught up (they do not wake
+        // us when they do).
+        let throttled = (!self.throttled.is_empty()).then(|| self.now + PEER_BACKLOG_RECHECK);
+        [
+            timer,
+            paused,
+            heartbeat,
+            self.stop_deadline,
+            left,
+            throttled,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Files an open connection's next heartbeat check: its ping deadline (or, once pinged,

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Harness, config};
 use crate::chat::{Name, RoomName};
@@ -149,4 +150,56 @@ fn a_peer_hears_every_room_change_and_may_answer_who() {
         remote.told(),
         ["leave r", "roster r -", "publish from 0: 1 deliveries"]
     );
+}
+
+/// A loop whose clients send faster than a peer loop delivers stops reading those senders
+/// while the peer holds more than its limit, so the peer's backlog stays bounded; everyone
+/// else on the loop is served meanwhile, and nothing is lost once the peer catches up.
+#[test]
+fn a_backlogged_peer_throttles_the_senders_that_feed_it_and_only_them() {
+    use crate::shard::fanout::PEER_BACKLOG_LIMIT;
+    const MESSAGES: usize = 100;
+    const SIZE: usize = 100 << 10; // 100 messages of 100 KiB: past the 8 MiB limit
+    let (mut a, mut b) = two_shards();
+    let ann = a.join("r", "ann");
+    let bo = b.join("r", "bo");
+    let cy = a.join("s", "cy");
+    let dee = a.join("s", "dee");
+    drive_both(&mut a, &mut b);
+    for c in [ann, cy, dee] {
+        a.frames(c);
+    }
+    b.frames(bo);
+    for i in 0..MESSAGES {
+        a.send_text(ann, &format!("{i:03}{}", "x".repeat(SIZE - 3)));
+    }
+    a.drive(); // b does not run: its backlog grows until ann is throttled
+    assert_eq!(a.counters().peer_backpressure.load(Relaxed), 1);
+    assert!(a.net.borrow_mut().wire(ann).reading_paused);
+    assert!(
+        !a.net.borrow_mut().wire(ann).to_server.is_empty(),
+        "the rest waits in the kernel"
+    );
+    let (_, held) = a.hub.inbox(1).backlog();
+    assert!(held > PEER_BACKLOG_LIMIT.1 && held <= PEER_BACKLOG_LIMIT.1 + 2 * SIZE);
+    // The others on the loop are served meanwhile.
+    a.send_text(cy, "still served");
+    a.drive();
+    assert_eq!(a.texts(dee), ["cy says: still served"]);
+    // The peer catches up; the sender is read again and everything arrives, in order.
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        b.drive();
+        received.extend(b.texts(bo));
+        a.advance(Duration::from_millis(1));
+        if received.len() == MESSAGES {
+            break;
+        }
+    }
+    assert_eq!(received.len(), MESSAGES);
+    for (i, text) in received.iter().enumerate() {
+        assert!(text.starts_with(&format!("ann says: {i:03}")));
+    }
+    assert_eq!(a.hub.inbox(1).backlog(), (0, 0));
+    assert!(!a.net.borrow_mut().wire(ann).reading_paused);
 }
