@@ -201,16 +201,20 @@ wstest!(emfile_pauses_accepting_then_recovers, |s| {
     }
     drop(squatters);
     // Once descriptors are free again, accepting resumes by itself. Squatters still in an
-    // accept queue (reuseport has two) are accepted, seen closed and dropped first; until
-    // then the server may be at --max-conns and answer 503, so look until /stats answers
-    // and shows only our own connections left.
+    // accept queue (reuseport has two, each paused on its own) are accepted, seen closed and
+    // dropped first; until then the server may be at --max-conns and answer 503. Settled
+    // means every connection ever made has been accepted (the squatters, `before`, and each
+    // /stats request so far, this one included) and only ours are left: a loop can answer
+    // /stats while the other's queue still holds squatters that would take every slot.
     let mut settled = None;
-    for _ in 0..200 {
+    for requests in 1..=200 {
         let response = server.get("/stats");
         if response.status == 200 {
             let stats: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+            let totals = &stats["totals"];
+            let all_accepted = totals["accepted"].as_u64() >= Some(1 + 150 + requests);
             // Ours: `before` and this /stats request.
-            if stats["totals"]["active"].as_u64().is_some_and(|a| a <= 2) {
+            if all_accepted && totals["active"].as_u64().is_some_and(|a| a <= 2) {
                 settled = Some(stats);
                 break;
             }
