@@ -8,7 +8,9 @@
 //!   patterns/   one file per pattern: threads, listeners, how sockets and work travel
 //!   shard/      one event loop: reactor events -> ws -> chat -> outboxes -> flush
 //!   cluster/    --cluster: the broker thread (Redis pub/sub link, its own event loop),
-//!               RESP codec and event format (pure); talks to shards only via inboxes
+//!               RESP codec and event format (pure)
+//!   peer.rs     how a loop and whoever shares its rooms reach each other (the other loops,
+//!               the broker): shard/ and cluster/ both use it and never each other
 //!   chat/       rooms, names, notices, commands, fan-out plan (pure)
 //!   ws/         RFC 6455: handshake, frames, masking, UTF-8, close, state machine (pure)
 //!   io/         reactors (epoll, uring), outbox, waker, signals, rlimits: all the unsafe code
@@ -28,6 +30,10 @@
 //!   never a write inside the fan-out loop.
 //! - **A shard never waits for another node**: the Redis link lives on the broker thread;
 //!   shards hand it batches through its inbox and get remote events through theirs.
+//! - **The loop does not know who its peers are**: the other loops and the broker are
+//!   [`peer::Peer`]s; there is no `if cluster` in `shard/`.
+//! - **What a loop hands another is bounded**: a peer holding too many of a loop's room
+//!   deliveries makes it stop reading their senders (`shard/fanout.rs`).
 //! - **Nothing on an input path panics**: bad input becomes an HTTP status or a close code.
 
 #![deny(unsafe_code)]
