@@ -28,7 +28,8 @@ use super::resp::{Bounds, Decoder, Value, command_len, encode_command};
 use super::who::{self, FieldWrite, LocalRoster, Next, Query};
 use super::wire::{self, Kind, NodeId, WhoField};
 use super::{BrokerCounters, BrokerMsg, ClusterConfig, Link, REMOTE};
-use crate::chat::{self, Audience, Delivery, Name, RoomName};
+use crate::chat::nodes::{self, OthersUnknown};
+use crate::chat::{Audience, Delivery, Name, RoomName};
 use crate::io::{ConnId, EpollReactor, Event, Outbox, Reactor, Waker};
 use crate::peer::{Batch, MemberId, Shards};
 use crate::stats::{StatsRegistry, ThreadStats, bump, set};
@@ -56,10 +57,6 @@ const MAX_CMD_BACKLOG: usize = 64 << 20;
 /// and few (one per join, leave, rename, `/who` or heartbeat), so a burst of publishes that
 /// fills the backlog drops messages but neither fails the link nor refuses a `/who`.
 const CONTROL_HEADROOM: usize = 1 << 20;
-
-/// `/who` lists these in place of the other nodes' members when it cannot have them.
-const OTHERS_UNKNOWN_LINK_DOWN: &str = "(other nodes unknown: no link to the broker)";
-const OTHERS_UNKNOWN_BUSY: &str = "(other nodes unknown: the broker is busy)";
 
 /// What a command is for, which decides what a refusal (the backlog over its cap) means.
 /// Every refusal is counted (`commands_refused`).
@@ -363,10 +360,6 @@ fn open(host: &str, port: u16) -> io::Result<TcpStream> {
         }
     }
     Err(last)
-}
-
-fn text(s: &str) -> SharedFrame {
-    server_frame(Opcode::Text, &[s.as_bytes()])
 }
 
 impl State {
@@ -763,12 +756,12 @@ impl State {
     fn who(&mut self, room: RoomName, member: MemberId) {
         let local = self.roster.count(&room);
         if !self.up {
-            self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_LINK_DOWN));
+            self.answer_who(&room, member, &[], Some(OthersUnknown::NoLink));
         } else if local >= who::MAX_NAMES {
             self.answer_who(&room, member, &[], None); // this node alone fills the reply
         } else if self.who_pending >= MAX_WHO_PENDING {
             BrokerCounters::bump(&self.link.counters.who_refused);
-            self.answer_who(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
+            self.answer_who(&room, member, &[], Some(OthersUnknown::Busy));
         } else {
             self.who_pending += 1;
             self.who_scan(Box::new(Query::new(room, member, local)), b"0");
@@ -820,7 +813,7 @@ impl State {
                 if !matches!(value, Value::Error(_)) {
                     self.bad_input("an unexpected reply to MGET");
                 }
-                self.who_done(&room, member, &[], Some(OTHERS_UNKNOWN_BUSY));
+                self.who_done(&room, member, &[], Some(OthersUnknown::Busy));
             }
         }
     }
@@ -828,7 +821,7 @@ impl State {
     /// A query the command backlog refused: answered without the other nodes.
     fn who_refused(&mut self, query: &Query) {
         BrokerCounters::bump(&self.link.counters.who_refused);
-        self.who_done(&query.room, query.member, &[], Some(OTHERS_UNKNOWN_BUSY));
+        self.who_done(&query.room, query.member, &[], Some(OthersUnknown::Busy));
     }
 
     /// Ends a query in flight with its answer.
@@ -837,28 +830,27 @@ impl State {
         room: &RoomName,
         member: MemberId,
         remote: &[Name],
-        unknown: Option<&str>,
+        unknown: Option<OthersUnknown>,
     ) {
         self.who_pending = self.who_pending.saturating_sub(1);
         self.answer_who(room, member, remote, unknown);
     }
 
-    /// Replies to `/who`: this node's members, then the others', or `unknown` in their
-    /// place; at most [`who::MAX_NAMES`] names, worded by chat.
+    /// Replies to `/who`: this node's members, then the others', or why they are unknown;
+    /// at most [`who::MAX_NAMES`] names, worded by chat.
     fn answer_who(
         &mut self,
         room: &RoomName,
         member: MemberId,
         remote: &[Name],
-        unknown: Option<&str>,
+        unknown: Option<OthersUnknown>,
     ) {
         let local = self.roster.names(room).map(Name::as_str);
-        let mut names: Vec<&str> = local
+        let names: Vec<&str> = local
             .chain(remote.iter().map(Name::as_str))
             .take(who::MAX_NAMES)
             .collect();
-        names.extend(unknown);
-        let frame = chat::member_list(room, &names);
+        let frame = nodes::member_list_across_nodes(room, &names, unknown);
         self.shards.deliver(
             member.shard,
             Arc::from(vec![Delivery {
@@ -918,8 +910,7 @@ impl State {
                 self.ready(&room);
             }
             if self.restoring.remove(&room) {
-                let notice = text("* cluster: link to the broker restored");
-                self.notice(&room, &notice);
+                self.notice(&room, &nodes::link_restored());
             }
         }
     }
@@ -964,14 +955,7 @@ impl State {
         };
         let missed = jumped + u64::from(oversize);
         if missed > 0 {
-            self.gap(
-                &room,
-                &format!(
-                    "* cluster: {missed} message(s) from another node did not reach this node \
-                     (published while its broker link was down, lost in transit, or larger than \
-                     this node accepts)"
-                ),
-            );
+            self.gap(&room, &nodes::messages_missed(missed));
         }
         if oversize {
             return;
@@ -990,11 +974,11 @@ impl State {
         });
     }
 
-    /// Counts a gap in `room` and tells its local members.
-    fn gap(&mut self, room: &RoomName, notice: &str) {
+    /// Counts a gap in `room` and tells its local members with `notice`.
+    fn gap(&mut self, room: &RoomName, notice: &SharedFrame) {
         bump(&self.stats.counters.cluster_gaps, 1);
         self.link.count_gap(room);
-        self.notice(room, &text(notice));
+        self.notice(room, notice);
     }
 
     fn notice(&mut self, room: &RoomName, frame: &SharedFrame) {
@@ -1021,12 +1005,7 @@ impl State {
         let owed: Vec<Expect> = self.expect.drain(..).collect();
         for expect in owed {
             if let Expect::WhoScan(query) | Expect::WhoAlive(query) = expect {
-                self.who_done(
-                    &query.room,
-                    query.member,
-                    &[],
-                    Some(OTHERS_UNKNOWN_LINK_DOWN),
-                );
+                self.who_done(&query.room, query.member, &[], Some(OthersUnknown::NoLink));
             }
         }
         self.cmd_out.clear();
@@ -1039,13 +1018,10 @@ impl State {
             self.ready(&room);
         }
         if was_up {
+            let notice = nodes::link_lost();
             let rooms: Vec<RoomName> = self.subscribed.iter().cloned().collect();
             for room in &rooms {
-                self.gap(
-                    room,
-                    "* cluster: lost the link to the broker; messages from other nodes are \
-                     missing until it is back",
-                );
+                self.gap(room, &notice);
             }
         }
         self.subscribed.clear();
@@ -1203,7 +1179,7 @@ mod tests {
     /// A chat line for the room, as a shard plans it.
     fn room_delivery(room: &RoomName) -> Delivery<MemberId> {
         Delivery {
-            frame: text("Ann says: hi").into(),
+            frame: server_frame(Opcode::Text, &[b"Ann says: hi"]).into(),
             to: Audience::Room {
                 room: room.clone(),
                 except: REMOTE,
@@ -1211,15 +1187,23 @@ mod tests {
         }
     }
 
+    /// The payload of an unmasked server frame.
+    fn payload(frame: &[u8]) -> Vec<u8> {
+        let (_, len) = FrameHeader::parse(frame).unwrap().unwrap();
+        frame[len..].to_vec()
+    }
+
+    /// The `/who` reply chat words when the other nodes are unknown.
+    fn unknown(room: &RoomName, why: OthersUnknown) -> String {
+        let frame = nodes::member_list_across_nodes(room, &[], Some(why));
+        String::from_utf8(payload(&frame)).unwrap()
+    }
+
     /// The frames handed to the shards since the last call, as payload bytes.
     fn delivered(state: &mut State) -> Vec<Vec<u8>> {
         std::mem::take(&mut state.remote)
             .iter()
-            .map(|d| {
-                let frame: &[u8] = &d.frame;
-                let (_, len) = FrameHeader::parse(frame).unwrap().unwrap();
-                frame[len..].to_vec()
-            })
+            .map(|d| payload(&d.frame))
             .collect()
     }
 
@@ -1240,7 +1224,7 @@ mod tests {
         state.on_message(channel.as_bytes(), &over);
         let got = delivered(&mut state);
         assert_eq!(got.len(), 1, "the gap notice alone");
-        assert!(String::from_utf8_lossy(&got[0]).contains("1 message(s)"));
+        assert_eq!(got[0], payload(&nodes::messages_missed(1)));
         assert_eq!(state.link.report()["remote_oversize"], 1);
         assert_eq!(state.stats.counters.cluster_bad_input.load(Relaxed), 0);
         assert_eq!(state.stats.counters.cluster_gaps.load(Relaxed), 1);
@@ -1381,7 +1365,7 @@ mod tests {
         assert_eq!(refused(&state), 2);
         let reply = replies(&state);
         assert_eq!(reply.len(), 1);
-        assert!(reply[0].contains(OTHERS_UNKNOWN_BUSY), "{reply:?}");
+        assert_eq!(reply[0], unknown(&r, OthersUnknown::Busy));
         assert!(state.failed.is_none());
 
         // ... and state that Redis must hold fails the link (the reconnect rewrites it).
@@ -1599,14 +1583,17 @@ mod tests {
         let busy = replies(&state);
         assert_eq!(busy.len(), 3);
         assert!(
-            busy.iter().all(|t| t.contains(OTHERS_UNKNOWN_BUSY)),
+            busy.iter().all(|t| *t == unknown(&r, OthersUnknown::Busy)),
             "{busy:?}"
         );
 
         state.link_down("test", Instant::now());
         let down = replies(&state);
         assert_eq!(down.len(), MAX_WHO_PENDING);
-        assert!(down.iter().all(|t| t.contains(OTHERS_UNKNOWN_LINK_DOWN)));
+        assert!(
+            down.iter()
+                .all(|t| *t == unknown(&r, OthersUnknown::NoLink))
+        );
         assert_eq!(state.who_pending, 0);
     }
 
