@@ -7,8 +7,9 @@
 //!   cli.rs      flags and WSCHAT_* variables      config.rs  the validated effective Config
 //!   patterns/   one file per pattern: threads, listeners, how sockets and work travel
 //!   shard/      one event loop: reactor events -> ws -> chat -> outboxes -> flush
-//!   cluster/    --cluster: the broker thread (Redis pub/sub link, its own event loop),
-//!               RESP codec and event format (pure); talks to shards only via inboxes
+//!   cluster/    --cluster: the Redis pub/sub link: RESP codec and event format (pure), the
+//!               session (sans-IO: bytes and time in), the broker thread that drives it;
+//!               talks to shards only via inboxes
 //!   chat/       rooms, names, notices, commands, fan-out plan (pure)
 //!   ws/         RFC 6455: handshake, frames, masking, UTF-8, close, state machine (pure)
 //!   io/         reactors (epoll, uring), outbox, waker, signals, rlimits: all the unsafe code
@@ -17,6 +18,8 @@
 //! ```
 //!
 //! # Architecture invariants
+//! - **Dependencies point down**: every `crate::` path from one layer to another is an arrow
+//!   of the table in `scripts/check-layers.sh` (DESIGN.md's layers), tests included.
 //! - **ws/ and chat/ never do I/O**: no syscalls, no clock, no threads; bytes and time in,
 //!   events and bytes out. `scripts/check-layers.sh` greps for violations.
 //! - **All unsafe is in io/**: the crate denies `unsafe_code`; only `io` allows it, and every
