@@ -1,7 +1,7 @@
 //! A session with no sockets and no clock, for the tests: its one shard is a [`Mailbox`],
 //! its time a base instant plus explicit offsets, Redis's side byte strings of RESP.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::commands::CMD_BOUNDS;
@@ -19,6 +19,16 @@ use crate::ws::frame::{FrameHeader, server_frame};
 pub const MAX_MESSAGE: usize = 1000;
 /// The driver seeds the session at random; the tests with a constant, so runs repeat.
 const SEED: u64 = 42;
+
+/// The link's wake-up, which a session never signals: one eventfd shared by every test
+/// rather than one each, so that the tests that count the process's descriptors (io/) are
+/// not disturbed by these opening and closing theirs meanwhile.
+fn waker() -> Waker {
+    static WAKER: OnceLock<Waker> = OnceLock::new();
+    WAKER
+        .get_or_init(|| Waker::new().expect("an eventfd"))
+        .clone()
+}
 
 /// One shard as the broker sees it: what was handed to it.
 #[derive(Debug, Default)]
@@ -68,7 +78,7 @@ impl Harness {
             node: NodeId(1),
             max_message: MAX_MESSAGE,
         };
-        let link = Arc::new(Link::new(&config, Waker::new().unwrap()));
+        let link = Arc::new(Link::new(&config, waker()));
         let shard = Arc::new(Mailbox::default());
         // The one clock read: the base every instant of the test is an offset from.
         let t0 = Instant::now();
