@@ -327,6 +327,16 @@ impl Config {
     }
 }
 
+/// The configuration `wschat <args>` runs with, for tests elsewhere in the crate (which do
+/// not see the command line's types); panics on arguments a test got wrong.
+#[cfg(test)]
+pub(crate) fn for_test(args: &[&str]) -> Config {
+    use clap::Parser as _;
+    let argv = std::iter::once("wschat").chain(args.iter().copied());
+    let args = Args::try_parse_from(argv).expect("test arguments parse");
+    Config::from_args(args).expect("test configuration is valid")
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;

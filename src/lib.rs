@@ -7,8 +7,8 @@
 //!   cli.rs      flags and WSCHAT_* variables      config.rs  the validated effective Config
 //!   patterns/   one file per pattern: threads, listeners, how sockets and work travel
 //!   shard/      one event loop: reactor events -> ws -> chat -> outboxes -> flush
-//!   cluster/    --cluster: the broker thread (Redis pub/sub link, its own event loop),
-//!               RESP codec and event format (pure)
+//!   cluster/    --cluster: the Redis pub/sub link: RESP codec and event format (pure), the
+//!               session (sans-IO: bytes and time in), the broker thread that drives it
 //!   peer.rs     how a loop and whoever shares its rooms reach each other (the other loops,
 //!               the broker): shard/ and cluster/ both use it and never each other
 //!   chat/       rooms, names, notices, commands, fan-out plan (pure)
@@ -19,6 +19,8 @@
 //! ```
 //!
 //! # Architecture invariants
+//! - **Dependencies point down**: every `crate::` path from one layer to another is an arrow
+//!   of the table in `scripts/check-layers.sh` (DESIGN.md's layers), tests included.
 //! - **ws/ and chat/ never do I/O**: no syscalls, no clock, no threads; bytes and time in,
 //!   events and bytes out. `scripts/check-layers.sh` greps for violations.
 //! - **All unsafe is in io/**: the crate denies `unsafe_code`; only `io` allows it, and every

@@ -12,6 +12,9 @@
 //! - [`Roster`]: every member of the server by room, in join order, for `/who`. Touched by
 //!   joins, leaves and renames only, never by a plain message.
 //!
+//! All the wording members read lives here, including what the cluster broker tells them
+//! about the other nodes ([`nodes`]).
+//!
 //! Costs a hostile member cannot inflate: joining, leaving and renaming are O(log room) (index
 //! maps, never a scan of the room), `/who` answers with one cached frame of at most
 //! [`WHO_REPLY_MAX`] bytes shared by every asker until the room changes, and commands draw on
@@ -20,6 +23,7 @@
 //! Must never: do I/O, read the clock (time is passed in), know about threads or sockets.
 
 pub mod names;
+pub mod nodes;
 pub mod route;
 
 use std::collections::{BTreeMap, HashMap};

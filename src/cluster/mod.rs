@@ -12,7 +12,9 @@
 //! per-node state is capped, and every queue towards Redis has a cap.
 //!
 //! Modules: [`resp`] and [`wire`] are pure codecs, [`who`] the pure part of `/who` (this
-//! node's roster and the bounded reading of a room's hash), [`broker`] the thread.
+//! node's roster and the bounded reading of a room's hash), [`session`] the link's logic
+//! (sans-IO: bytes and time in, bytes, deadlines and deliveries out), [`broker`] the thread
+//! that owns the sockets and drives the session.
 //!
 //! # Where the link runs
 //! The broker is one thread with its own epoll reactor (`io::EpollReactor`, the shards' own
@@ -21,7 +23,10 @@
 //! Redis. One thread rather than a shard's loop: the broker's work (encoding PUBLISH
 //! commands, parsing every remote event) then never delays a shard's clients, and a shard
 //! pattern needs no special case. Only a connection attempt blocks, on the broker thread,
-//! bounded by a 500 ms timeout, while the link is down anyway.
+//! bounded by a 500 ms timeout, while the link is down anyway. The thread only moves bytes
+//! and reads the clock: what the link does is decided by [`session::Session`], which takes
+//! the time as an argument and makes no system call, so its tests give it explicit instants
+//! and RESP byte strings.
 //!
 //! # The hooks in the shard (few and small)
 //! - every room delivery a shard plans (a message, a join, leave or nick notice) goes in its
@@ -71,7 +76,7 @@
 //!   ([`wire::max_event_len`] of `--max-message`) is dropped and counted
 //!   (`remote_oversize` in this section of `/stats`); the decoders refuse, as a protocol
 //!   error that resets the link, a bulk string a few times longer, and any reply longer than
-//!   what we ask for ([`resp::Bounds`], set in [`broker`]); decoding is linear in the bytes
+//!   what we ask for ([`resp::Bounds`], set in [`session`]); decoding is linear in the bytes
 //!   received however they are split;
 //! - what is kept per room (sequence numbers, gap counts, this node's roster) goes when the
 //!   room's last local member leaves, and what is kept per publishing node is capped;
@@ -94,6 +99,7 @@
 
 pub mod broker;
 pub mod resp;
+pub mod session;
 pub mod who;
 pub mod wire;
 

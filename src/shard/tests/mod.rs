@@ -22,10 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser as _;
-
 use super::{Hub, Shard};
-use crate::cli::Args;
 use crate::config::Config;
 use crate::io::{Reactor as _, Waker};
 use crate::stats::{Counters, StatsRegistry, ThreadStats};
@@ -71,9 +68,7 @@ pub struct Harness {
 
 /// The configuration `wschat <args>` would run with.
 pub fn config(args: &[&str]) -> Arc<Config> {
-    let argv = std::iter::once("wschat").chain(args.iter().copied());
-    let args = Args::try_parse_from(argv).expect("test arguments parse");
-    Arc::new(Config::from_args(args).expect("test configuration is valid"))
+    Arc::new(crate::config::for_test(args))
 }
 
 impl Harness {
