@@ -31,8 +31,9 @@ use wschat::ws::deflate::Compressor;
 use wschat::ws::frame::Opcode;
 
 use crate::clock::{DeadlineTimer, now_ns};
+use crate::counters::counter_set;
 use crate::histo::{new_histogram, percentiles, record_ns};
-use crate::net::{ConnectError, WsUrl, connect_finished, source_ip, start_connect};
+use crate::net::{ConnectError, ConnectErrors, WsUrl, connect_finished, source_ip, start_connect};
 use crate::payload::{self, Fill, Stamp};
 use crate::rng::SplitMix64;
 use crate::schedule::Timetable;
@@ -148,33 +149,80 @@ impl Shared {
     }
 }
 
-/// Everything a loader thread counted, handed back when it stops.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub map: BTreeMap<&'static str, u64>,
-    pub close_codes: BTreeMap<u16, u64>,
-}
-
-impl Counters {
-    fn add(&mut self, name: &'static str, n: u64) {
-        *self.map.entry(name).or_default() += n;
+counter_set! {
+    /// What a load run counted. Each loader thread counts its own connections and
+    /// deliveries; the main thread adds the threads' sets and derives the run's totals
+    /// (`conns`, `lost`, `unexpected`, ...), which are zero in a thread's set.
+    pub struct LoadCounters {
+        /// Connections the run asked for (derived).
+        conns,
+        /// Connections that completed their upgrade.
+        opened,
+        /// Connections that failed to open (the kinds are in `connect_errors`).
+        connect_failed,
+        /// 101s that agreed to permessage-deflate.
+        deflate_agreed,
+        /// "<name> just connected" notices received.
+        join_notices,
+        /// Join notices the open members should receive: n(n-1)/2 per room of n (derived).
+        join_notices_expected,
+        /// Messages sent, and of them those due in the measured interval.
+        sent,
+        sent_measured,
+        /// Deliveries the messages sent should make (receivers present when sent).
+        expected,
+        expected_measured,
+        /// Deliveries received once each (duplicates are not), and of them those of
+        /// messages due in the measured interval.
+        received,
+        received_measured,
+        /// expected - received, in all and of the measured messages (derived).
+        lost,
+        lost_measured,
+        /// received - expected, when more arrived than expected (derived).
+        unexpected,
+        /// Sequence numbers skipped by a later arrival and never filled: the lost
+        /// deliveries that left a gap (the rest is a tail that never arrived at all).
+        holes,
+        /// Deliveries that arrived after a later one from the same sender.
+        out_of_order,
+        /// Deliveries that arrived a second time (not counted as received).
+        duplicates,
+        /// Binary messages that are not our payload layout.
+        malformed,
+        /// Payloads from a sender this run does not have (or, on echo, another sender).
+        foreign,
+        /// Connections closed for a frame a client must not accept.
+        protocol_errors,
+        /// Connections whose TLS failed after the upgrade.
+        tls_errors,
+        /// Open connections that closed, whoever closed them.
+        disconnects,
+        /// Payload and frame-payload bytes sent (they differ where compressed), and the
+        /// messages sent compressed.
+        payload_bytes_sent,
+        wire_bytes_sent,
+        compressed_sent,
+        /// The same for what was received.
+        payload_bytes_received,
+        wire_bytes_received,
+        compressed_received,
+        /// Compressed messages actually inflated: each distinct one once per thread.
+        inflations,
     }
-    fn get(&self, name: &str) -> u64 {
-        self.map.get(name).copied().unwrap_or(0)
+    nonzero_only {
+        /// Text messages other than join notices (leave notices, replies): results files
+        /// have only ever listed it when something arrived.
+        other_text,
     }
-    fn merge(&mut self, other: &Counters) {
-        for (k, v) in &other.map {
-            self.add(k, *v);
-        }
-        for (k, v) in &other.close_codes {
-            *self.close_codes.entry(*k).or_default() += v;
-        }
+    nested {
+        connect_errors: ConnectErrors,
     }
 }
 
 /// What a load run measured; `results` turns it into the JSON document.
 pub struct LoadOutcome {
-    pub counters: BTreeMap<String, u64>,
+    pub counters: LoadCounters,
     pub close_codes: BTreeMap<String, u64>,
     pub rates: BTreeMap<String, f64>,
     pub latency: Histogram<u64>,
@@ -185,6 +233,14 @@ pub struct LoadOutcome {
     pub loader_cpu: crate::cpu::CpuTime,
     pub server_cpu: Option<crate::cpu::ProcessCpu>,
     pub correct: bool,
+}
+
+/// What one loader thread hands back when it stops.
+struct LoaderReport {
+    counters: LoadCounters,
+    close_codes: BTreeMap<u16, u64>,
+    connect: Histogram<u64>,
+    send_lag: Histogram<u64>,
 }
 
 enum State {
@@ -238,7 +294,8 @@ struct Loader {
     in_flight: usize,
     max_in_flight: usize,
     rng: SplitMix64,
-    counters: Counters,
+    counters: LoadCounters,
+    close_codes: BTreeMap<u16, u64>,
     interval: Histogram<u64>,
     connect_hist: Histogram<u64>,
     /// Open loop: how late each measured message left relative to its due time. The part
@@ -256,14 +313,9 @@ struct Loader {
     dirty: Vec<usize>,
     ready: Vec<usize>,
     running: bool,
-    // Running totals mirrored into `Progress`.
-    sent: u64,
-    expected: u64,
-    delivered: u64,
+    /// Problems seen (for the progress line only): malformed or foreign payloads, protocol
+    /// errors, connections closed before the end.
     errors: u64,
-    opened: u64,
-    failed: u64,
-    notices: u64,
 }
 
 impl Loader {
@@ -287,8 +339,8 @@ impl Loader {
     }
 
     fn fail(&mut self, idx: usize, why: ConnectError) {
-        self.counters.add(why.counter(), 1);
-        self.failed += 1;
+        self.counters.connect_errors.count(why);
+        self.counters.connect_failed += 1;
         self.in_flight -= 1;
         let conn = &mut self.conns[idx];
         conn.state = State::Closed;
@@ -383,14 +435,14 @@ impl Loader {
                     let leftover = head.split_off(upgraded.head_len);
                     if let Some(terms) = upgraded.deflate {
                         conn.reader.use_deflate(terms);
-                        self.counters.add("deflate_agreed", 1);
+                        self.counters.deflate_agreed += 1;
                     }
                     conn.reader.handle_input(&leftover);
                     conn.state = State::Open;
                     let room = conn.room;
                     record_ns(&mut self.connect_hist, now_ns().saturating_sub(since_ns));
                     self.shared.room_members[room].fetch_add(1, Relaxed);
-                    self.opened += 1;
+                    self.counters.opened += 1;
                     self.in_flight -= 1;
                     // Frames may have arrived with the 101.
                     self.handle_messages(idx, now_ns());
@@ -437,7 +489,7 @@ impl Loader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if is_tls_error(&e) {
-                        self.counters.add("tls_errors", 1);
+                        self.counters.tls_errors += 1;
                     }
                     self.close(idx, Some(1006), false);
                     return;
@@ -460,7 +512,7 @@ impl Loader {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
                 Err(_) => {
-                    self.counters.add("protocol_errors", 1);
+                    self.counters.protocol_errors += 1;
                     self.errors += 1;
                     let key = self.rng.mask_key();
                     self.conns[idx]
@@ -474,12 +526,12 @@ impl Loader {
             match message.opcode {
                 Opcode::Binary => {
                     let Some(stamp) = payload::decode(message.payload) else {
-                        self.counters.add("malformed", 1);
+                        self.counters.malformed += 1;
                         self.errors += 1;
                         continue;
                     };
                     if u64::from(stamp.sender) >= conns_total || (echo && stamp.sender != own_id) {
-                        self.counters.add("foreign", 1);
+                        self.counters.foreign += 1;
                         self.errors += 1;
                         continue;
                     }
@@ -490,25 +542,23 @@ impl Loader {
                         .observe(stamp.seq);
                     match arrival {
                         Arrival::Duplicate => {
-                            self.counters.add("duplicates", 1);
+                            self.counters.duplicates += 1;
                             continue;
                         }
-                        Arrival::Late => self.counters.add("out_of_order", 1),
+                        Arrival::Late => self.counters.out_of_order += 1,
                         Arrival::InOrder | Arrival::AfterGap { .. } => {}
                     }
-                    self.delivered += 1;
-                    self.counters
-                        .add("payload_bytes_received", message.payload.len() as u64);
-                    self.counters
-                        .add("wire_bytes_received", message.wire_len as u64);
+                    self.counters.received += 1;
+                    self.counters.payload_bytes_received += message.payload.len() as u64;
+                    self.counters.wire_bytes_received += message.wire_len as u64;
                     if message.compressed {
-                        self.counters.add("compressed_received", 1);
+                        self.counters.compressed_received += 1;
                     }
                     if matches!(self.cfg.drive, Drive::ClosedLoop { .. }) {
                         self.shared.acked[stamp.sender as usize].fetch_add(1, Relaxed);
                     }
                     if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
-                        self.counters.add("received_measured", 1);
+                        self.counters.received_measured += 1;
                         record_ns(
                             &mut self.interval,
                             arrived_ns.saturating_sub(stamp.stamp_ns),
@@ -517,9 +567,9 @@ impl Loader {
                 }
                 Opcode::Text => {
                     if message.payload.ends_with(b" just connected") {
-                        self.notices += 1;
+                        self.counters.join_notices += 1;
                     } else {
-                        self.counters.add("other_text", 1);
+                        self.counters.other_text += 1;
                     }
                 }
                 Opcode::Ping => {
@@ -558,9 +608,9 @@ impl Loader {
             return;
         }
         if let Some(code) = code {
-            *self.counters.close_codes.entry(code).or_default() += 1;
+            *self.close_codes.entry(code).or_default() += 1;
         }
-        self.counters.add("disconnects", 1);
+        self.counters.disconnects += 1;
         if self.shared.phase.load(Relaxed) < PHASE_STOP {
             self.errors += 1;
         }
@@ -643,21 +693,20 @@ impl Loader {
             key,
             deflate,
         );
-        self.counters
-            .add("payload_bytes_sent", self.payload_buf.len() as u64);
-        self.counters.add("wire_bytes_sent", wire as u64);
+        self.counters.payload_bytes_sent += self.payload_buf.len() as u64;
+        self.counters.wire_bytes_sent += wire as u64;
         if wire != self.payload_buf.len() {
-            self.counters.add("compressed_sent", 1);
+            self.counters.compressed_sent += 1;
         }
         let fanout = self.fanout(self.conns[idx].room);
-        self.sent += 1;
-        self.expected += fanout;
+        self.counters.sent += 1;
+        self.counters.expected += fanout;
         self.conns[idx].expected_deliveries += fanout;
         let measure_ns = self.shared.measure_ns.load(Relaxed);
         let end_ns = self.shared.end_ns.load(Relaxed);
         if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
-            self.counters.add("sent_measured", 1);
-            self.counters.add("expected_measured", fanout);
+            self.counters.sent_measured += 1;
+            self.counters.expected_measured += fanout;
         }
     }
 
@@ -777,16 +826,17 @@ impl Loader {
 
     fn publish(&self) {
         let p = &self.shared.progress[self.thread];
-        p.opened.store(self.opened, Relaxed);
-        p.failed.store(self.failed, Relaxed);
-        p.notices.store(self.notices, Relaxed);
-        p.sent.store(self.sent, Relaxed);
-        p.expected.store(self.expected, Relaxed);
-        p.delivered.store(self.delivered, Relaxed);
+        let c = &self.counters;
+        p.opened.store(c.opened, Relaxed);
+        p.failed.store(c.connect_failed, Relaxed);
+        p.notices.store(c.join_notices, Relaxed);
+        p.sent.store(c.sent, Relaxed);
+        p.expected.store(c.expected, Relaxed);
+        p.delivered.store(c.received, Relaxed);
         p.errors.store(self.errors, Relaxed);
     }
 
-    fn run(mut self) -> io::Result<(Counters, Histogram<u64>, Histogram<u64>)> {
+    fn run(mut self) -> io::Result<LoaderReport> {
         // The default 50 µs timer slack would make every timerfd wake-up, and so every
         // open-loop send, about 50 µs late; 1 ns asks for the deadline as it is. Best
         // effort: a kernel that refuses leaves the lag visible in send_lag_us.
@@ -915,29 +965,19 @@ impl Loader {
             .histogram_tx
             .send(std::mem::replace(&mut self.interval, new_histogram()));
         self.publish();
-        let mut counters = std::mem::take(&mut self.counters);
-        // Holes: sequence numbers skipped by a later arrival and never filled (a subset of
-        // the lost deliveries; the rest is a tail that never arrived at all).
-        let holes: u64 = self
+        self.counters.holes = self
             .conns
             .iter()
             .flat_map(|c| c.trackers.values())
             .map(SeqTracker::missing)
             .sum();
-        counters.add("holes", holes);
-        // Compressed messages actually inflated: each distinct one once per thread.
-        counters.add("inflations", self.inflate_memo.inflations);
-        for (name, value) in [
-            ("sent", self.sent),
-            ("expected", self.expected),
-            ("received", self.delivered),
-            ("opened", self.opened),
-            ("connect_failed", self.failed),
-            ("join_notices", self.notices),
-        ] {
-            counters.add(name, value);
-        }
-        Ok((counters, self.connect_hist, self.send_lag))
+        self.counters.inflations = self.inflate_memo.inflations;
+        Ok(LoaderReport {
+            counters: self.counters,
+            close_codes: self.close_codes,
+            connect: self.connect_hist,
+            send_lag: self.send_lag,
+        })
     }
 }
 
@@ -995,7 +1035,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
             in_flight: 0,
             max_in_flight: (cfg.connect_concurrency / cfg.threads).max(1),
             rng: SplitMix64::new(cfg.seed ^ (thread as u64).wrapping_mul(0x9e37_79b9)),
-            counters: Counters::default(),
+            counters: LoadCounters::default(),
+            close_codes: BTreeMap::new(),
             interval: new_histogram(),
             connect_hist: new_histogram(),
             send_lag: new_histogram(),
@@ -1008,13 +1049,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
             dirty: Vec::new(),
             ready: Vec::new(),
             running: false,
-            sent: 0,
-            expected: 0,
-            delivered: 0,
             errors: 0,
-            opened: 0,
-            failed: 0,
-            notices: 0,
         };
         handles.push(
             std::thread::Builder::new()
@@ -1143,15 +1178,19 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     let drain_end_ns = now_ns();
     stop_threads(&shared);
 
-    let mut total = Counters::default();
+    let mut counters = LoadCounters::default();
+    let mut close_codes: BTreeMap<u16, u64> = BTreeMap::new();
     let mut connect = new_histogram();
     let mut send_lag = new_histogram();
     for h in handles {
         match h.join() {
-            Ok(Ok((counters, connect_hist, lag))) => {
-                total.merge(&counters);
-                let _ = connect.add(&connect_hist);
-                let _ = send_lag.add(&lag);
+            Ok(Ok(report)) => {
+                counters.add(&report.counters);
+                for (code, n) in report.close_codes {
+                    *close_codes.entry(code).or_default() += n;
+                }
+                let _ = connect.add(&report.connect);
+                let _ = send_lag.add(&report.send_lag);
             }
             Ok(Err(e)) => return Err(anyhow::Error::new(e).context("loader thread failed")),
             Err(_) => anyhow::bail!("loader thread panicked"),
@@ -1163,71 +1202,34 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
 
     // Whatever is still missing is lost; a lost delivery's latency is at least the time we
     // waited for it, so it is recorded at that (never left out of the percentiles).
-    let expected = total.get("expected");
-    let received = total.get("received");
-    let lost = expected.saturating_sub(received);
-    let lost_measured = total
-        .get("expected_measured")
-        .saturating_sub(total.get("received_measured"));
-    if lost_measured > 0 {
+    let c = &mut counters;
+    c.conns = conns;
+    c.join_notices_expected = notices_expected;
+    c.lost = c.expected.saturating_sub(c.received);
+    c.lost_measured = c.expected_measured.saturating_sub(c.received_measured);
+    c.unexpected = c.received.saturating_sub(c.expected);
+    if c.lost_measured > 0 {
         let waited_ns = drain_end_ns.saturating_sub(end_ns);
-        latency.saturating_record_n(waited_ns / 1_000, lost_measured);
+        latency.saturating_record_n(waited_ns / 1_000, c.lost_measured);
     }
-    let mut counters: BTreeMap<String, u64> =
-        total.map.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    counters.insert("conns".into(), conns);
-    counters.insert("lost".into(), lost);
-    counters.insert("lost_measured".into(), lost_measured);
-    counters.insert("unexpected".into(), received.saturating_sub(expected));
-    counters.insert("join_notices_expected".into(), notices_expected);
-    crate::net::zero_missing_counters(
-        &mut counters,
-        &[
-            "out_of_order",
-            "duplicates",
-            "malformed",
-            "foreign",
-            "protocol_errors",
-            "tls_errors",
-            "disconnects",
-            "sent_measured",
-            "expected_measured",
-            "received_measured",
-            "deflate_agreed",
-            "inflations",
-            "compressed_sent",
-            "compressed_received",
-            "payload_bytes_sent",
-            "wire_bytes_sent",
-            "payload_bytes_received",
-            "wire_bytes_received",
-        ],
-    );
-    let close_codes = total
-        .close_codes
+    let close_codes = close_codes
         .iter()
         .filter(|(_, n)| **n > 0)
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     let secs = cfg.duration.as_secs_f64().max(1e-9);
     let mut rates = BTreeMap::new();
-    rates.insert(
-        "sent_per_s".into(),
-        total.get("sent_measured") as f64 / secs,
-    );
-    rates.insert(
-        "delivered_per_s".into(),
-        total.get("received_measured") as f64 / secs,
-    );
+    rates.insert("sent_per_s".into(), c.sent_measured as f64 / secs);
+    rates.insert("delivered_per_s".into(), c.received_measured as f64 / secs);
     rates.insert("connect_s".into(), connect_time.as_secs_f64());
     rates.insert("settle_s".into(), settle_time.as_secs_f64());
     rates.insert("drain_s".into(), drain_time.as_secs_f64());
-    let correct = lost == 0
-        && received == expected
-        && counters["out_of_order"] == 0
-        && counters["duplicates"] == 0
-        && counters["malformed"] == 0
-        && counters["foreign"] == 0;
+    let correct = c.lost == 0
+        && c.received == c.expected
+        && c.out_of_order == 0
+        && c.duplicates == 0
+        && c.malformed == 0
+        && c.foreign == 0;
     Ok(LoadOutcome {
         counters,
         close_codes,
