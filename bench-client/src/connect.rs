@@ -17,11 +17,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
 use crate::counters::counter_set;
+use crate::handshake::{ClientHandshake, ResponseState, read_response};
 use crate::histo::{new_histogram, record_ns};
 use crate::net::{ConnectError, ConnectErrors, WsUrl, connect_finished, source_ip, start_connect};
 use crate::rng::SplitMix64;
 use crate::transport::{TlsClient, Transport};
-use crate::wsclient;
 
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
@@ -81,8 +81,7 @@ enum Step {
     Upgrading {
         /// When the upgrade began: TCP connected (ws://) or TLS done (wss://).
         connected_ns: u64,
-        key: String,
-        head: Vec<u8>,
+        handshake: ClientHandshake,
         request: Vec<u8>,
         written: usize,
     },
@@ -194,25 +193,22 @@ impl Storm {
             } else {
                 connected_ns
             };
-            let key = wsclient::new_key(self.rng.bytes16());
-            let request = wsclient::upgrade_request(
+            let (handshake, request) = ClientHandshake::start(
+                self.rng.bytes16(),
                 &self.cfg.url.host,
                 &self.cfg.url.path,
-                &key,
                 self.cfg.deflate,
             );
             attempt.step = Step::Upgrading {
                 connected_ns: upgrade_from,
-                key,
-                head: Vec::new(),
+                handshake,
                 request,
                 written: 0,
             };
         }
         let Step::Upgrading {
             connected_ns,
-            key,
-            head,
+            handshake,
             request,
             written,
         } = &mut attempt.step
@@ -236,36 +232,19 @@ impl Storm {
                 Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
             }
         }
-        loop {
-            match attempt
-                .stream
-                .read_with(&mut self.scratch, |bytes| head.extend_from_slice(bytes))
-            {
-                Ok(0) => return Outcome::Failed(ConnectError::Reset),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
-            }
-            match wsclient::check_response(head, key, self.cfg.deflate) {
-                Ok(None) => {}
-                Ok(Some(upgraded)) => {
-                    if upgraded.deflate.is_some() {
-                        self.counters.deflate_agreed += 1;
-                    }
-                    record_ns(&mut self.upgrade, now_ns() - *connected_ns);
-                    let Some(done) = self.slots[slot].take() else {
-                        return Outcome::Pending;
-                    };
-                    self.free.push(slot);
-                    return Outcome::Open(done.stream);
+        match read_response(&mut attempt.stream, &mut self.scratch, handshake) {
+            ResponseState::Incomplete => Outcome::Pending,
+            ResponseState::Failed(why) => Outcome::Failed(why),
+            ResponseState::Opened(opened) => {
+                if opened.deflate.is_some() {
+                    self.counters.deflate_agreed += 1;
                 }
-                Err(wsclient::HandshakeFailure::Status(_)) => {
-                    return Outcome::Failed(ConnectError::Rejected);
-                }
-                Err(wsclient::HandshakeFailure::BadResponse) => {
-                    return Outcome::Failed(ConnectError::BadResponse);
-                }
+                record_ns(&mut self.upgrade, now_ns() - *connected_ns);
+                let Some(done) = self.slots[slot].take() else {
+                    return Outcome::Pending;
+                };
+                self.free.push(slot);
+                Outcome::Open(done.stream)
             }
         }
     }

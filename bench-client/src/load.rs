@@ -32,6 +32,7 @@ use wschat::ws::frame::Opcode;
 
 use crate::clock::{DeadlineTimer, now_ns};
 use crate::counters::counter_set;
+use crate::handshake::{ClientHandshake, ResponseState, read_response};
 use crate::histo::{new_histogram, percentiles, record_ns};
 use crate::net::{ConnectError, ConnectErrors, WsUrl, connect_finished, source_ip, start_connect};
 use crate::payload::{self, Fill, Stamp};
@@ -251,8 +252,7 @@ enum State {
     },
     Upgrading {
         since_ns: u64,
-        key: String,
-        head: Vec<u8>,
+        handshake: ClientHandshake,
     },
     Open,
     Closed,
@@ -380,11 +380,10 @@ impl Loader {
             match connect_finished(stream.tcp()) {
                 Ok(false) => return,
                 Ok(true) => {
-                    let key = wsclient::new_key(self.rng.bytes16());
-                    let request = wsclient::upgrade_request(
+                    let (handshake, request) = ClientHandshake::start(
+                        self.rng.bytes16(),
                         &self.cfg.url.host,
                         &self.path_for(&self.conns[idx]),
-                        &key,
                         self.cfg.deflate,
                     );
                     // With TLS the request waits inside rustls until the handshake is done,
@@ -394,8 +393,7 @@ impl Loader {
                     conn.out.extend_from_slice(&request);
                     conn.state = State::Upgrading {
                         since_ns,
-                        key,
-                        head: Vec::new(),
+                        handshake,
                     };
                     self.mark_dirty(idx);
                 }
@@ -408,53 +406,36 @@ impl Loader {
     }
 
     fn read_handshake(&mut self, idx: usize) {
-        loop {
-            let conn = &mut self.conns[idx];
-            let (
-                Some(stream),
-                State::Upgrading {
-                    since_ns,
-                    key,
-                    head,
-                },
-            ) = (&mut conn.stream, &mut conn.state)
-            else {
-                return;
-            };
-            match stream.read_with(&mut self.scratch, |bytes| head.extend_from_slice(bytes)) {
-                Ok(0) => return self.fail(idx, ConnectError::Reset),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.fail(idx, ConnectError::from_io(&e)),
-            }
-            match wsclient::check_response(head, key, self.cfg.deflate) {
-                Ok(None) => continue,
-                Ok(Some(upgraded)) => {
-                    let since_ns = *since_ns;
-                    let leftover = head.split_off(upgraded.head_len);
-                    if let Some(terms) = upgraded.deflate {
-                        conn.reader.use_deflate(terms);
-                        self.counters.deflate_agreed += 1;
-                    }
-                    conn.reader.handle_input(&leftover);
-                    conn.state = State::Open;
-                    let room = conn.room;
-                    record_ns(&mut self.connect_hist, now_ns().saturating_sub(since_ns));
-                    self.shared.room_members[room].fetch_add(1, Relaxed);
-                    self.counters.opened += 1;
-                    self.in_flight -= 1;
-                    // Frames may have arrived with the 101.
-                    self.handle_messages(idx, now_ns());
-                    self.read_open(idx);
-                    return;
+        let conn = &mut self.conns[idx];
+        let (
+            Some(stream),
+            State::Upgrading {
+                since_ns,
+                handshake,
+            },
+        ) = (&mut conn.stream, &mut conn.state)
+        else {
+            return;
+        };
+        let since_ns = *since_ns;
+        match read_response(stream, &mut self.scratch, handshake) {
+            ResponseState::Incomplete => {}
+            ResponseState::Failed(why) => self.fail(idx, why),
+            ResponseState::Opened(opened) => {
+                if let Some(terms) = opened.deflate {
+                    conn.reader.use_deflate(terms);
+                    self.counters.deflate_agreed += 1;
                 }
-                Err(wsclient::HandshakeFailure::Status(_)) => {
-                    return self.fail(idx, ConnectError::Rejected);
-                }
-                Err(wsclient::HandshakeFailure::BadResponse) => {
-                    return self.fail(idx, ConnectError::BadResponse);
-                }
+                conn.reader.handle_input(&opened.after_head);
+                conn.state = State::Open;
+                let room = conn.room;
+                record_ns(&mut self.connect_hist, now_ns().saturating_sub(since_ns));
+                self.shared.room_members[room].fetch_add(1, Relaxed);
+                self.counters.opened += 1;
+                self.in_flight -= 1;
+                // Frames may have arrived with the 101.
+                self.handle_messages(idx, now_ns());
+                self.read_open(idx);
             }
         }
     }

@@ -9,7 +9,8 @@
 //!   schedule.rs  open-loop timetables (due times fixed in advance)
 //!   track.rs     per-sender sequence accounting (lost, out of order, duplicate)
 //!   payload.rs   the binary message layout (stamp, sender, sequence)
-//!   wsclient.rs  client side of RFC 6455 on the server's own codec (pure)
+//!   handshake.rs the client's upgrade: request, 101 check (pure), the one read loop
+//!   wsclient.rs  client side of RFC 6455 framing on the server's own codec (pure)
 //!   histo.rs     HdrHistogram configuration, V2/base64, .hgrm
 //!   results.rs   the JSON schema, summary, merge        report.rs  markdown + SVG
 //!   clock.rs     CLOCK_MONOTONIC ns, timerfd deadlines   cpu.rs     rusage, /proc, rlimit
@@ -30,6 +31,7 @@ mod clock;
 mod connect;
 mod counters;
 mod cpu;
+mod handshake;
 mod histo;
 mod load;
 mod net;
