@@ -3,7 +3,8 @@
 //! ```text
 //!   main.rs      flags -> validated configs -> run -> results document -> exit code
 //!   cli.rs       clap flags of every subcommand
-//!   load.rs      chat / saturate / ping: mio loops, phases, accounting, latency
+//!   load/        chat / saturate / ping: the phases (main thread), the loader threads'
+//!                mio loops and their traffic, the outcome and its verdict
 //!   connect.rs   the handshake storm
 //!   counters.rs  typed counter sets (one field list: struct, sum, results names)
 //!   schedule.rs  open-loop timetables (due times fixed in advance)
