@@ -1,7 +1,7 @@
 //! `GET /stats`: the server's counters as the tests read them.
 //!
 //! Owns: fetching and parsing /stats, reading one of its totals, and polling until a total
-//! reaches a value. Must never: poll without a deadline.
+//! reaches a value. Must never: poll without a deadline, or let a deadline pass quietly.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,13 +30,21 @@ impl Server {
             .unwrap_or_else(|| panic!("totals.{counter} missing or not an integer: {stats}"))
     }
 
-    /// Polls /stats (bounded: up to ~IO_TIMEOUT) until `totals.<counter>` >= `min`.
+    /// Polls /stats until `totals.<counter>` >= `min` and returns the value seen; panics,
+    /// naming the counter, the last value and `min`, if that has not happened within
+    /// [`IO_TIMEOUT`] (a liveness bound: a counter that never gets there is a failure, not
+    /// something for the caller to notice or miss).
     pub fn wait_total_at_least(&self, counter: &str, min: u64) -> u64 {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let v = self.total(counter);
-            if v >= min || Instant::now() >= deadline {
+            if v >= min {
                 return v;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "totals.{counter} is {v} after {IO_TIMEOUT:?} of polling; expected at least {min}"
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
