@@ -53,6 +53,28 @@ pub(super) struct LoaderReport {
     pub(super) send_lag: Histogram<u64>,
 }
 
+impl LoaderReport {
+    /// An empty report, for the main thread to add the threads' reports to.
+    pub(super) fn new() -> LoaderReport {
+        LoaderReport {
+            counters: LoadCounters::default(),
+            close_codes: BTreeMap::new(),
+            connect: new_histogram(),
+            send_lag: new_histogram(),
+        }
+    }
+
+    /// Adds another thread's report to this one.
+    pub(super) fn add(&mut self, other: LoaderReport) {
+        self.counters.add(&other.counters);
+        for (code, n) in other.close_codes {
+            *self.close_codes.entry(code).or_default() += n;
+        }
+        let _ = self.connect.add(&other.connect);
+        let _ = self.send_lag.add(&other.send_lag);
+    }
+}
+
 /// Where a connection is in its life.
 pub(super) enum State {
     /// Not started yet (waiting for a connect slot).

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::loader::LoaderReport;
 use crate::counters::counter_set;
 use crate::cpu::{CpuTime, ProcessCpu};
 use crate::net::ConnectErrors;
@@ -103,12 +104,9 @@ pub struct LoadOutcome {
 
 /// Everything the main thread gathered by the end of a run, before it is judged.
 pub(super) struct RunRecord {
-    /// The loader threads' counters, added.
-    pub(super) counters: LoadCounters,
-    pub(super) close_codes: BTreeMap<u16, u64>,
+    /// The loader threads' reports, added.
+    pub(super) threads: LoaderReport,
     pub(super) latency: Histogram<u64>,
-    pub(super) connect: Histogram<u64>,
-    pub(super) send_lag: Histogram<u64>,
     pub(super) conns: u64,
     pub(super) notices_expected: u64,
     /// --duration: what the rates are per.
@@ -128,45 +126,35 @@ impl LoadOutcome {
     /// Derives the run's totals from `record` and judges it.
     pub(super) fn judge(record: RunRecord) -> LoadOutcome {
         let RunRecord {
-            mut counters,
-            close_codes,
+            threads,
             mut latency,
-            connect,
-            send_lag,
-            conns,
-            notices_expected,
-            duration,
-            waited_ns,
-            connect_time,
-            settle_time,
-            drain_time,
-            measured,
-            loader_cpu,
-            server_cpu,
+            ..
         } = record;
+        let mut counters = threads.counters;
         // Whatever is still missing is lost; a lost delivery's latency is at least the time
         // we waited for it, so it is recorded at that (never left out of the percentiles).
         let c = &mut counters;
-        c.conns = conns;
-        c.join_notices_expected = notices_expected;
+        c.conns = record.conns;
+        c.join_notices_expected = record.notices_expected;
         c.lost = c.expected.saturating_sub(c.received);
         c.lost_measured = c.expected_measured.saturating_sub(c.received_measured);
         c.unexpected = c.received.saturating_sub(c.expected);
         if c.lost_measured > 0 {
-            latency.saturating_record_n(waited_ns / 1_000, c.lost_measured);
+            latency.saturating_record_n(record.waited_ns / 1_000, c.lost_measured);
         }
-        let close_codes = close_codes
+        let close_codes = threads
+            .close_codes
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
-        let secs = duration.as_secs_f64().max(1e-9);
+        let secs = record.duration.as_secs_f64().max(1e-9);
         let mut rates = BTreeMap::new();
         rates.insert("sent_per_s".into(), c.sent_measured as f64 / secs);
         rates.insert("delivered_per_s".into(), c.received_measured as f64 / secs);
-        rates.insert("connect_s".into(), connect_time.as_secs_f64());
-        rates.insert("settle_s".into(), settle_time.as_secs_f64());
-        rates.insert("drain_s".into(), drain_time.as_secs_f64());
+        rates.insert("connect_s".into(), record.connect_time.as_secs_f64());
+        rates.insert("settle_s".into(), record.settle_time.as_secs_f64());
+        rates.insert("drain_s".into(), record.drain_time.as_secs_f64());
         let correct = c.lost == 0
             && c.received == c.expected
             && c.out_of_order == 0
@@ -178,11 +166,11 @@ impl LoadOutcome {
             close_codes,
             rates,
             latency,
-            connect,
-            send_lag,
-            measured,
-            loader_cpu,
-            server_cpu,
+            connect: threads.connect,
+            send_lag: threads.send_lag,
+            measured: record.measured,
+            loader_cpu: record.loader_cpu,
+            server_cpu: record.server_cpu,
             correct,
         }
     }

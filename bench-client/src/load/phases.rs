@@ -7,15 +7,14 @@
 //! Must never: wait without a deadline (connect, settle and drain are bounded), or touch a
 //! connection (the loaders own them).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::loader::Loader;
-use super::outcome::{LoadCounters, LoadOutcome, RunRecord};
+use super::loader::{Loader, LoaderReport};
+use super::outcome::{LoadOutcome, RunRecord};
 use super::{
     LoadConfig, PHASE_CONNECT, PHASE_DRAIN, PHASE_RUN, PHASE_SETTLE, PHASE_STOP, Progress, Shared,
     Target,
@@ -180,20 +179,10 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     let drain_end_ns = now_ns();
     stop_threads(&shared);
 
-    let mut counters = LoadCounters::default();
-    let mut close_codes: BTreeMap<u16, u64> = BTreeMap::new();
-    let mut connect = new_histogram();
-    let mut send_lag = new_histogram();
+    let mut threads = LoaderReport::new();
     for h in handles {
         match h.join() {
-            Ok(Ok(report)) => {
-                counters.add(&report.counters);
-                for (code, n) in report.close_codes {
-                    *close_codes.entry(code).or_default() += n;
-                }
-                let _ = connect.add(&report.connect);
-                let _ = send_lag.add(&report.send_lag);
-            }
+            Ok(Ok(report)) => threads.add(report),
             Ok(Err(e)) => return Err(anyhow::Error::new(e).context("loader thread failed")),
             Err(_) => anyhow::bail!("loader thread panicked"),
         }
@@ -203,11 +192,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     }
 
     Ok(LoadOutcome::judge(RunRecord {
-        counters,
-        close_codes,
+        threads,
         latency,
-        connect,
-        send_lag,
         conns,
         notices_expected,
         duration: cfg.duration,
