@@ -8,7 +8,6 @@
 //! data point), or wait without a deadline (each attempt has `--timeout`, the whole run
 //! `--time-limit`).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -17,11 +16,12 @@ use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::now_ns;
+use crate::counters::counter_set;
+use crate::handshake::{ClientHandshake, ResponseState, read_response};
 use crate::histo::{new_histogram, record_ns};
-use crate::net::{ConnectError, WsUrl, connect_finished, source_ip, start_connect};
+use crate::net::{ConnectError, ConnectErrors, WsUrl, connect_finished, source_ip, start_connect};
 use crate::rng::SplitMix64;
 use crate::transport::{TlsClient, Transport};
-use crate::wsclient;
 
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
@@ -42,8 +42,29 @@ pub struct ConnectConfig {
     pub deflate: bool,
 }
 
+counter_set! {
+    /// What a storm counted: attempts and how each ended.
+    pub struct ConnectCounters {
+        /// Connects started (a start that fails at once counts here and as failed).
+        attempted,
+        /// Upgrades that ended in a valid 101.
+        handshakes,
+        /// Attempts that failed, whatever the kind (the kinds are in `errors`).
+        failed,
+        /// --hold: the most connections held open at once, added over threads.
+        held_peak,
+        /// Threads that stopped at --time-limit with attempts still to make or in flight.
+        stopped_by_time_limit,
+        /// 101s that agreed to permessage-deflate.
+        deflate_agreed,
+    }
+    nested {
+        errors: ConnectErrors,
+    }
+}
+
 pub struct ConnectOutcome {
-    pub counters: BTreeMap<String, u64>,
+    pub counters: ConnectCounters,
     pub connect: Histogram<u64>,
     pub upgrade: Histogram<u64>,
     /// `wss://` only (empty otherwise).
@@ -60,8 +81,7 @@ enum Step {
     Upgrading {
         /// When the upgrade began: TCP connected (ws://) or TLS done (wss://).
         connected_ns: u64,
-        key: String,
-        head: Vec<u8>,
+        handshake: ClientHandshake,
         request: Vec<u8>,
         written: usize,
     },
@@ -86,7 +106,7 @@ struct Storm {
     slots: Vec<Option<Attempt>>,
     free: Vec<usize>,
     rng: SplitMix64,
-    counters: BTreeMap<&'static str, u64>,
+    counters: ConnectCounters,
     connect: Histogram<u64>,
     upgrade: Histogram<u64>,
     tls: Histogram<u64>,
@@ -95,21 +115,20 @@ struct Storm {
 }
 
 impl Storm {
-    fn count(&mut self, name: &'static str) {
-        *self.counters.entry(name).or_default() += 1;
+    /// Counts a failed attempt of kind `why`.
+    fn count_failure(&mut self, why: ConnectError) {
+        self.counters.failed += 1;
+        self.counters.errors.count(why);
     }
 
     fn start(&mut self, global_index: usize) {
-        self.count("attempted");
+        self.counters.attempted += 1;
         let source: Option<Ipv4Addr> = source_ip(global_index, self.cfg.source_ips);
         let started = start_connect(self.cfg.url.addr, source)
             .and_then(|tcp| Transport::new(tcp, self.cfg.tls.as_ref()));
         let mut stream = match started {
             Ok(s) => s,
-            Err(e) => {
-                self.count("failed");
-                return self.count(ConnectError::from_io(&e).counter());
-            }
+            Err(e) => return self.count_failure(ConnectError::from_io(&e)),
         };
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
@@ -121,8 +140,7 @@ impl Storm {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.free.push(slot);
-            self.count("failed");
-            return self.count(ConnectError::from_io(&e).counter());
+            return self.count_failure(ConnectError::from_io(&e));
         }
         self.slots[slot] = Some(Attempt {
             stream,
@@ -175,25 +193,22 @@ impl Storm {
             } else {
                 connected_ns
             };
-            let key = wsclient::new_key(self.rng.bytes16());
-            let request = wsclient::upgrade_request(
+            let (handshake, request) = ClientHandshake::start(
+                self.rng.bytes16(),
                 &self.cfg.url.host,
                 &self.cfg.url.path,
-                &key,
                 self.cfg.deflate,
             );
             attempt.step = Step::Upgrading {
                 connected_ns: upgrade_from,
-                key,
-                head: Vec::new(),
+                handshake,
                 request,
                 written: 0,
             };
         }
         let Step::Upgrading {
             connected_ns,
-            key,
-            head,
+            handshake,
             request,
             written,
         } = &mut attempt.step
@@ -217,36 +232,19 @@ impl Storm {
                 Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
             }
         }
-        loop {
-            match attempt
-                .stream
-                .read_with(&mut self.scratch, |bytes| head.extend_from_slice(bytes))
-            {
-                Ok(0) => return Outcome::Failed(ConnectError::Reset),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Outcome::Pending,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Outcome::Failed(ConnectError::from_io(&e)),
-            }
-            match wsclient::check_response(head, key, self.cfg.deflate) {
-                Ok(None) => {}
-                Ok(Some(upgraded)) => {
-                    if upgraded.deflate.is_some() {
-                        *self.counters.entry("deflate_agreed").or_default() += 1;
-                    }
-                    record_ns(&mut self.upgrade, now_ns() - *connected_ns);
-                    let Some(done) = self.slots[slot].take() else {
-                        return Outcome::Pending;
-                    };
-                    self.free.push(slot);
-                    return Outcome::Open(done.stream);
+        match read_response(&mut attempt.stream, &mut self.scratch, handshake) {
+            ResponseState::Incomplete => Outcome::Pending,
+            ResponseState::Failed(why) => Outcome::Failed(why),
+            ResponseState::Opened(opened) => {
+                if opened.deflate.is_some() {
+                    self.counters.deflate_agreed += 1;
                 }
-                Err(wsclient::HandshakeFailure::Status(_)) => {
-                    return Outcome::Failed(ConnectError::Rejected);
-                }
-                Err(wsclient::HandshakeFailure::BadResponse) => {
-                    return Outcome::Failed(ConnectError::BadResponse);
-                }
+                record_ns(&mut self.upgrade, now_ns() - *connected_ns);
+                let Some(done) = self.slots[slot].take() else {
+                    return Outcome::Pending;
+                };
+                self.free.push(slot);
+                Outcome::Open(done.stream)
             }
         }
     }
@@ -255,13 +253,12 @@ impl Storm {
         match outcome {
             Outcome::Pending => {}
             Outcome::Open(mut stream) => {
-                self.count("handshakes");
+                self.counters.handshakes += 1;
                 let _ = self.poll.registry().deregister(stream.tcp_mut());
                 if self.cfg.hold {
                     self.held.push(stream);
                     let held = self.held.len() as u64;
-                    let peak = self.counters.entry("held_peak").or_default();
-                    *peak = (*peak).max(held);
+                    self.counters.held_peak = self.counters.held_peak.max(held);
                 } else {
                     // Dropped here: the client closes first (and keeps the TIME_WAIT); with
                     // TLS after a close_notify, so the server sees a clean close.
@@ -269,8 +266,7 @@ impl Storm {
                 }
             }
             Outcome::Failed(why) => {
-                self.count(why.counter());
-                self.count("failed");
+                self.count_failure(why);
                 if let Some(mut a) = self.slots[slot].take() {
                     let _ = self.poll.registry().deregister(a.stream.tcp_mut());
                     self.free.push(slot);
@@ -293,7 +289,7 @@ impl Storm {
                 break;
             }
             if Instant::now() >= deadline {
-                self.count("stopped_by_time_limit");
+                self.counters.stopped_by_time_limit += 1;
                 break;
             }
             match self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
@@ -335,7 +331,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
             slots: Vec::new(),
             free: Vec::new(),
             rng: SplitMix64::new(cfg.seed ^ thread as u64),
-            counters: BTreeMap::new(),
+            counters: ConnectCounters::default(),
             connect: new_histogram(),
             upgrade: new_histogram(),
             tls: new_histogram(),
@@ -348,7 +344,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
                 .spawn(move || storm.run(quota, concurrency))?,
         );
     }
-    let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counters = ConnectCounters::default();
     let mut connect = new_histogram();
     let mut upgrade = new_histogram();
     let mut tls = new_histogram();
@@ -359,9 +355,7 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
             Ok(Err(e)) => return Err(anyhow::Error::new(e).context("connect thread failed")),
             Err(_) => anyhow::bail!("connect thread panicked"),
         };
-        for (k, v) in &storm.counters {
-            *counters.entry(k.to_string()).or_default() += v;
-        }
+        counters.add(&storm.counters);
         let _ = connect.add(&storm.connect);
         let _ = upgrade.add(&storm.upgrade);
         let _ = tls.add(&storm.tls);
@@ -371,17 +365,6 @@ pub fn run(cfg: ConnectConfig) -> anyhow::Result<ConnectOutcome> {
     // the storm, not the teardown.
     let wall = started.elapsed();
     drop(storms);
-    crate::net::zero_missing_counters(
-        &mut counters,
-        &[
-            "attempted",
-            "handshakes",
-            "failed",
-            "held_peak",
-            "stopped_by_time_limit",
-            "deflate_agreed",
-        ],
-    );
     Ok(ConnectOutcome {
         counters,
         connect,

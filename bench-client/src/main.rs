@@ -3,12 +3,15 @@
 //! ```text
 //!   main.rs      flags -> validated configs -> run -> results document -> exit code
 //!   cli.rs       clap flags of every subcommand
-//!   load.rs      chat / saturate / ping: mio loops, phases, accounting, latency
+//!   load/        chat / saturate / ping: the phases (main thread), the loader threads'
+//!                mio loops and their traffic, the outcome and its verdict
 //!   connect.rs   the handshake storm
+//!   counters.rs  typed counter sets (one field list: struct, sum, results names)
 //!   schedule.rs  open-loop timetables (due times fixed in advance)
 //!   track.rs     per-sender sequence accounting (lost, out of order, duplicate)
 //!   payload.rs   the binary message layout (stamp, sender, sequence)
-//!   wsclient.rs  client side of RFC 6455 on the server's own codec (pure)
+//!   handshake.rs the client's upgrade: request, 101 check (pure), the one read loop
+//!   wsclient.rs  client side of RFC 6455 framing on the server's own codec (pure)
 //!   histo.rs     HdrHistogram configuration, V2/base64, .hgrm
 //!   results.rs   the JSON schema, summary, merge        report.rs  markdown + SVG
 //!   clock.rs     CLOCK_MONOTONIC ns, timerfd deadlines   cpu.rs     rusage, /proc, rlimit
@@ -27,7 +30,9 @@
 mod cli;
 mod clock;
 mod connect;
+mod counters;
 mod cpu;
+mod handshake;
 mod histo;
 mod load;
 mod net;
@@ -159,11 +164,7 @@ fn load_result(
             StoredHistogram::from_histogram(&outcome.send_lag)?,
         );
     }
-    let deliveries = outcome
-        .counters
-        .get("received_measured")
-        .copied()
-        .unwrap_or(0);
+    let deliveries = outcome.counters.received_measured;
     Ok(RunResult {
         schema: SCHEMA.into(),
         kind: kind.into(),
@@ -172,7 +173,7 @@ fn load_result(
         command: std::env::args().collect(),
         config,
         measured_s: outcome.measured.as_secs_f64(),
-        counters: outcome.counters.clone(),
+        counters: outcome.counters.to_map(),
         close_codes: outcome.close_codes.clone(),
         rates: outcome.rates.clone(),
         histograms,
@@ -449,7 +450,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         )),
         _ => None,
     };
-    let handshakes = outcome.counters.get("handshakes").copied().unwrap_or(0);
+    let handshakes = outcome.counters.handshakes;
     let wall_s = outcome.wall.as_secs_f64().max(1e-9);
     let mut rates = BTreeMap::new();
     rates.insert("handshakes_per_s".to_string(), handshakes as f64 / wall_s);
@@ -481,7 +482,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
             "threads": threads, "fd_limit": fd_cap, "tls": tls,
         }),
         measured_s: wall_s,
-        counters: outcome.counters,
+        counters: outcome.counters.to_map(),
         close_codes: BTreeMap::new(),
         rates,
         histograms,

@@ -1,5 +1,5 @@
 //! Client sockets: URL parsing, non-blocking connect from a chosen source address, and the
-//! classification of connect errors.
+//! classification and counting of connect errors.
 //!
 //! Owns: everything between a `ws://` or `wss://` URL and a connecting mio `TcpStream` (TLS
 //! itself is transport.rs).
@@ -11,6 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use anyhow::{Context, bail};
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::counters::counter_set;
 
 /// A parsed `ws://host:port/path` or `wss://host:port/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +98,7 @@ pub fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// The counter a failed connect or upgrade lands in.
+/// Why a connect or upgrade failed: each kind is a counter of [`ConnectErrors`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectError {
     Refused,
@@ -111,18 +113,6 @@ pub enum ConnectError {
     /// wss://: the TLS handshake failed (certificate refused, alert, not TLS at all).
     Tls,
     Other,
-}
-
-/// Gives `counters` an explicit zero for each of `names` and for every connect-error kind
-/// that did not occur, so that every results file has the same counters.
-pub fn zero_missing_counters(
-    counters: &mut std::collections::BTreeMap<String, u64>,
-    names: &[&str],
-) {
-    let errors = ConnectError::ALL.iter().map(|e| e.counter());
-    for name in names.iter().copied().chain(errors) {
-        counters.entry(name.into()).or_insert(0);
-    }
 }
 
 impl ConnectError {
@@ -141,31 +131,38 @@ impl ConnectError {
             _ => ConnectError::Other,
         }
     }
+}
 
-    /// The counter name in the results.
-    pub fn counter(self) -> &'static str {
-        match self {
-            ConnectError::Refused => "connect_refused",
-            ConnectError::Reset => "connect_reset",
-            ConnectError::Timeout => "connect_timeout",
-            ConnectError::NoPort => "connect_no_port",
-            ConnectError::Rejected => "connect_rejected",
-            ConnectError::BadResponse => "connect_bad_response",
-            ConnectError::Tls => "connect_tls_error",
-            ConnectError::Other => "connect_other_error",
-        }
+counter_set! {
+    /// Failed connects and upgrades by kind, in the results of every run that connects
+    /// (each kind listed, zero or not, so that every results file has the same counters).
+    pub struct ConnectErrors {
+        connect_refused,
+        connect_reset,
+        connect_timeout,
+        connect_no_port,
+        connect_rejected,
+        connect_bad_response,
+        connect_tls_error,
+        connect_other_error,
     }
+}
 
-    pub const ALL: [ConnectError; 8] = [
-        ConnectError::Refused,
-        ConnectError::Reset,
-        ConnectError::Timeout,
-        ConnectError::NoPort,
-        ConnectError::Rejected,
-        ConnectError::BadResponse,
-        ConnectError::Tls,
-        ConnectError::Other,
-    ];
+impl ConnectErrors {
+    /// Counts one failure of kind `why`.
+    pub fn count(&mut self, why: ConnectError) {
+        let counter = match why {
+            ConnectError::Refused => &mut self.connect_refused,
+            ConnectError::Reset => &mut self.connect_reset,
+            ConnectError::Timeout => &mut self.connect_timeout,
+            ConnectError::NoPort => &mut self.connect_no_port,
+            ConnectError::Rejected => &mut self.connect_rejected,
+            ConnectError::BadResponse => &mut self.connect_bad_response,
+            ConnectError::Tls => &mut self.connect_tls_error,
+            ConnectError::Other => &mut self.connect_other_error,
+        };
+        *counter += 1;
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::connect::ConnectCounters;
+use crate::load::LoadCounters;
 use crate::results::{RunResult, load};
 
 /// A run and the name its row and plot line carry.
@@ -109,19 +111,20 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
             );
             let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
             for r in rows {
+                let counters = ConnectCounters::from_map(&r.run.counters);
                 let c = r.run.histograms.get("connect_us").map(|h| h.percentiles);
                 let u = r.run.histograms.get("upgrade_us").map(|h| h.percentiles);
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.name,
-                    r.run.counters.get("attempted").copied().unwrap_or(0),
+                    counters.attempted,
                     fmt_rate(r.run.rates.get("handshakes_per_s")),
                     c.map_or(0, |p| p.p50),
                     c.map_or(0, |p| p.p99),
                     u.map_or(0, |p| p.p50),
                     u.map_or(0, |p| p.p99),
-                    r.run.counters.get("failed").copied().unwrap_or(0),
+                    counters.failed,
                     if r.run.loader.loader_bound {
                         "**yes**"
                     } else {
@@ -145,12 +148,12 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                     .get("latency_us")
                     .map(|h| h.percentiles)
                     .unwrap_or_default();
-                let c = |k: &str| r.run.counters.get(k).copied().unwrap_or(0);
+                let c = LoadCounters::from_map(&r.run.counters);
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}{} | {} | {} | {} | {} |",
                     r.name,
-                    c("conns"),
+                    c.conns,
                     fmt_rate(r.run.rates.get("sent_per_s")),
                     fmt_rate(r.run.rates.get("delivered_per_s")),
                     p.p50,
@@ -158,15 +161,15 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                     p.p99,
                     p.p99_9,
                     p.max,
-                    c("received"),
-                    c("expected"),
+                    c.received,
+                    c.expected,
                     if r.run.correct == Some(false) {
                         " ✗"
                     } else {
                         ""
                     },
-                    c("out_of_order"),
-                    c("duplicates"),
+                    c.out_of_order,
+                    c.duplicates,
                     if r.run.loader.loader_bound {
                         "**yes**"
                     } else {

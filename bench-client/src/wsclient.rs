@@ -1,62 +1,19 @@
 //! The client side of RFC 6455, sans-IO, on top of the server's codec (`wschat::ws`).
 //!
-//! Owns: the upgrade request and the check of its 101 response (including the
-//! permessage-deflate terms the server chose), masking and optionally compressing outgoing
-//! messages, and reassembling and inflating incoming (unmasked, possibly fragmented) server
-//! messages.
+//! Owns: masking and optionally compressing outgoing messages, and reassembling and
+//! inflating incoming (unmasked, possibly fragmented) server messages on the terms the
+//! upgrade agreed (the upgrade itself is handshake.rs).
 //! Must never: touch a socket or the clock, or panic on anything the server sends: a
 //! malformed frame is a `ClientError`, which the loop counts and turns into a close.
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use wschat::ws::ProtocolError;
-use wschat::ws::deflate::{
-    Compressor, EXTENSION_NAME, InflateError, Inflater, parse_extensions, window_bits,
-};
+use wschat::ws::deflate::{Compressor, InflateError, Inflater};
 use wschat::ws::frame::{FrameHeader, Opcode, RSV1_BIT, encode_frame};
-use wschat::ws::handshake::{accept_key, find_head_end};
 use wschat::ws::mask::apply_mask;
 
-/// The largest response head we buffer before giving up on the handshake.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-/// Headers parsed in the 101 response.
-const MAX_RESPONSE_HEADERS: usize = 32;
-
-/// Why an upgrade failed, as the connect report counts it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// The server answered with another status (e.g. 503 when over --max-conns).
-    Status(u16),
-    /// 101 without the right Sec-WebSocket-Accept, an unparsable head, or an extension we
-    /// did not offer or whose parameters break RFC 7692.
-    BadResponse,
-}
-
-/// What `--deflate` offers: what Chromium offers (the server picks both windows and whether
-/// it keeps its context; the client's window left to the server).
-pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
-
-/// permessage-deflate as the server's 101 agreed it (RFC 7692 7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeflateTerms {
-    /// The server compresses every message with a fresh context: our inflater is reset
-    /// after each message. Without it the inflater keeps the server's window across messages.
-    pub server_no_context_takeover: bool,
-    /// The window of the server's frames (what our inflater needs).
-    pub server_window_bits: u8,
-    /// The largest window we may compress with. We always compress with a fresh context,
-    /// which every agreement allows.
-    pub client_window_bits: u8,
-}
-
-/// A valid 101: the length of its head (frames may follow it) and what it agreed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Upgraded {
-    pub head_len: usize,
-    pub deflate: Option<DeflateTerms>,
-}
+use crate::handshake::DeflateTerms;
 
 /// What the server sent that a client must not accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,108 +39,6 @@ impl fmt::Display for ClientError {
             ClientError::BadDeflate => f.write_str("invalid compressed message"),
         }
     }
-}
-
-/// A fresh `Sec-WebSocket-Key` from 16 random bytes.
-pub fn new_key(random: [u8; 16]) -> String {
-    BASE64.encode(random)
-}
-
-/// The upgrade request for `path_and_query` on `host` (`host:port`), offering
-/// permessage-deflate ([`DEFLATE_OFFER`]) when `offer_deflate`.
-pub fn upgrade_request(
-    host: &str,
-    path_and_query: &str,
-    key: &str,
-    offer_deflate: bool,
-) -> Vec<u8> {
-    let extensions = if offer_deflate {
-        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
-    } else {
-        String::new()
-    };
-    format!(
-        "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-         {extensions}\r\n"
-    )
-    .into_bytes()
-}
-
-/// Looks for a complete response head in `buf`. `Ok(None)`: not complete yet.
-/// `Ok(Some(upgraded))`: a valid 101 for `key` (and for what we offered: `offered_deflate`).
-pub fn check_response(
-    buf: &[u8],
-    key: &str,
-    offered_deflate: bool,
-) -> Result<Option<Upgraded>, HandshakeFailure> {
-    let Some(head_len) = find_head_end(buf, 0) else {
-        if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(HandshakeFailure::BadResponse);
-        }
-        return Ok(None);
-    };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(&buf[..head_len]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(HandshakeFailure::BadResponse),
-    }
-    let status = response.code.unwrap_or(0);
-    if status != 101 {
-        return Err(HandshakeFailure::Status(status));
-    }
-    let accept = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Accept"))
-        .map(|h| h.value);
-    if accept != Some(accept_key(key).as_bytes()) {
-        return Err(HandshakeFailure::BadResponse);
-    }
-    let extensions: Vec<&[u8]> = response
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
-        .map(|h| h.value)
-        .collect();
-    let deflate =
-        deflate_terms(&extensions, offered_deflate).ok_or(HandshakeFailure::BadResponse)?;
-    Ok(Some(Upgraded { head_len, deflate }))
-}
-
-/// The terms in the response's extension headers: `Some(None)` for no extension,
-/// `None` for a response a client must fail (RFC 6455 4.1, RFC 7692 5 and 7.1): an
-/// extension we did not offer, more than one, or an unknown, repeated or invalid parameter.
-fn deflate_terms(values: &[&[u8]], offered: bool) -> Option<Option<DeflateTerms>> {
-    let accepted = parse_extensions(values).ok()?;
-    let offer = match accepted.as_slice() {
-        [] => return Some(None),
-        [one] if offered && one.name.eq_ignore_ascii_case(EXTENSION_NAME) => one,
-        _ => return None,
-    };
-    let mut terms = DeflateTerms {
-        server_no_context_takeover: false,
-        server_window_bits: 15,
-        client_window_bits: 15,
-    };
-    let mut seen = Vec::new();
-    for (name, value) in &offer.params {
-        let name = name.to_ascii_lowercase();
-        if seen.contains(&name) {
-            return None;
-        }
-        match (name.as_str(), value) {
-            ("server_no_context_takeover", None) => terms.server_no_context_takeover = true,
-            // We compress every message with a fresh context anyway.
-            ("client_no_context_takeover", None) => {}
-            ("server_max_window_bits", Some(v)) => terms.server_window_bits = window_bits(v)?,
-            ("client_max_window_bits", Some(v)) => terms.client_window_bits = window_bits(v)?,
-            _ => return None,
-        }
-        seen.push(name);
-    }
-    Some(Some(terms))
 }
 
 /// Appends one masked client frame carrying `payload` to `out` (no intermediate buffer:
@@ -516,128 +371,6 @@ impl MessageReader {
 mod tests {
     use super::*;
     use wschat::ws::frame::server_frame;
-
-    const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-    #[test]
-    fn accepts_a_correct_101_and_reports_the_head_length() {
-        let mut resp = wschat::ws::handshake::switching_protocols(SAMPLE_KEY, &[]);
-        let head_len = resp.len();
-        resp.extend_from_slice(&server_frame(Opcode::Text, &[b"hi"]));
-        for cut in 0..head_len {
-            assert_eq!(check_response(&resp[..cut], SAMPLE_KEY, false), Ok(None));
-        }
-        assert_eq!(
-            check_response(&resp, SAMPLE_KEY, false),
-            Ok(Some(Upgraded {
-                head_len,
-                deflate: None
-            }))
-        );
-    }
-
-    #[test]
-    fn rejects_wrong_status_and_wrong_accept() {
-        let resp = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(
-            check_response(resp, SAMPLE_KEY, false),
-            Err(HandshakeFailure::Status(503))
-        );
-        let resp = wschat::ws::handshake::switching_protocols("AAAAAAAAAAAAAAAAAAAAAA==", &[]);
-        assert_eq!(
-            check_response(&resp, SAMPLE_KEY, false),
-            Err(HandshakeFailure::BadResponse)
-        );
-        assert_eq!(
-            check_response(&[b'x'; MAX_RESPONSE_HEAD + 1], SAMPLE_KEY, false),
-            Err(HandshakeFailure::BadResponse)
-        );
-    }
-
-    #[test]
-    fn request_is_accepted_by_the_servers_parser() {
-        let req = upgrade_request("127.0.0.1:1", "/chat/room-1?name=b1", SAMPLE_KEY, false);
-        let parsed = wschat::ws::handshake::parse_request(&req).unwrap();
-        assert_eq!(parsed.path, "/chat/room-1");
-        assert_eq!(parsed.upgrade.unwrap().key, SAMPLE_KEY);
-    }
-
-    /// The server's sans-IO connection answers our offer; we read its terms back.
-    #[test]
-    fn the_servers_answer_to_our_offer_is_understood() {
-        for offer in [false, true] {
-            let req = upgrade_request("127.0.0.1:1", "/echo", SAMPLE_KEY, offer);
-            let limits = wschat::ws::Limits {
-                max_message: 1 << 20,
-                handshake_timeout: std::time::Duration::from_secs(5),
-                close_timeout: std::time::Duration::from_secs(5),
-            };
-            let mut server = wschat::ws::Connection::new(limits, std::time::Instant::now());
-            server.handle_input(&req);
-            while server.poll_event().is_some() {}
-            server.accept_with_deflate(&[], true).unwrap();
-            let mut resp = Vec::new();
-            while let Some(frame) = server.poll_output() {
-                resp.extend_from_slice(&frame);
-            }
-            let upgraded = check_response(&resp, SAMPLE_KEY, offer).unwrap().unwrap();
-            assert_eq!(upgraded.head_len, resp.len());
-            let want = offer.then_some(DeflateTerms {
-                server_no_context_takeover: true,
-                server_window_bits: 15,
-                client_window_bits: 15,
-            });
-            assert_eq!(upgraded.deflate, want, "offer {offer}");
-        }
-    }
-
-    fn response_with(extensions: &str) -> Vec<u8> {
-        wschat::ws::handshake::switching_protocols(
-            SAMPLE_KEY,
-            &[("Sec-WebSocket-Extensions", extensions)],
-        )
-    }
-
-    #[test]
-    fn deflate_terms_follow_the_response() {
-        let terms = |ext: &str| {
-            check_response(&response_with(ext), SAMPLE_KEY, true).map(|u| u.unwrap().deflate)
-        };
-        assert_eq!(
-            terms("permessage-deflate; server_max_window_bits=10; client_max_window_bits=9"),
-            Ok(Some(DeflateTerms {
-                server_no_context_takeover: false,
-                server_window_bits: 10,
-                client_window_bits: 9,
-            }))
-        );
-        assert_eq!(
-            terms("Permessage-Deflate;Client_No_Context_Takeover"),
-            Ok(Some(DeflateTerms {
-                server_no_context_takeover: false,
-                server_window_bits: 15,
-                client_window_bits: 15,
-            }))
-        );
-        // A client must fail the connection on anything it did not offer or cannot read.
-        for bad in [
-            "x-webkit-deflate-frame",
-            "permessage-deflate, permessage-deflate",
-            "permessage-deflate; server_max_window_bits=16",
-            "permessage-deflate; server_max_window_bits",
-            "permessage-deflate; server_no_context_takeover=1",
-            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
-            "permessage-deflate; mystery",
-            "permessage-deflate; ;",
-        ] {
-            assert_eq!(terms(bad), Err(HandshakeFailure::BadResponse), "{bad}");
-        }
-        assert_eq!(
-            check_response(&response_with("permessage-deflate"), SAMPLE_KEY, false),
-            Err(HandshakeFailure::BadResponse),
-            "not offered"
-        );
-    }
 
     const NO_TAKEOVER: DeflateTerms = DeflateTerms {
         server_no_context_takeover: true,

@@ -309,7 +309,7 @@ fn redis_restart(setup: Setup) {
     // A message sent meanwhile reaches its own node, and is counted as not propagated.
     send_text(&mut m[0].1, "while down");
     assert_eq!(recv_text(&mut m[2].1), "a says: while down");
-    assert!(n1.wait_total_at_least("cluster_not_propagated", 1) >= 1);
+    n1.wait_total_at_least("cluster_not_propagated", 1);
     // /who while down says that it only knows this node.
     let who = {
         send_text(&mut m[2].1, "/who");
@@ -321,8 +321,8 @@ fn redis_restart(setup: Setup) {
     for (_, ws) in m.iter_mut() {
         recv_text_until(ws, 8, |t| t.contains("link to the broker restored"));
     }
-    assert!(n1.wait_total_at_least("cluster_reconnects", 1) >= 1);
-    assert!(n2.wait_total_at_least("cluster_reconnects", 1) >= 1);
+    n1.wait_total_at_least("cluster_reconnects", 1);
+    n2.wait_total_at_least("cluster_reconnects", 1);
 
     // Resumed: messages cross again; node 2 is told that one of a's messages is missing,
     // and never gets it.
@@ -411,7 +411,7 @@ fn gap_on_output_buffer_limit(setup: Setup) {
     }
     send_text(&mut m[0].1, "again");
     recv_text_until(&mut m[1].1, 8, |t| t == "a says: again");
-    assert!(n2.wait_total_at_least("cluster_gaps", 1) >= 1);
+    n2.wait_total_at_least("cluster_gaps", 1);
 }
 
 /// Redis input is bounded like a client's: an event longer than a client of this node could
@@ -444,7 +444,7 @@ fn remote_event_over_max_message(setup: Setup) {
     recv_text_until(&mut a, 8, |t| t.contains("lost the link to the broker"));
     recv_text_until(&mut a, 8, |t| t.contains("link to the broker restored"));
     assert!(n1.total("cluster_bad_input") >= 1);
-    assert!(n1.wait_total_at_least("cluster_reconnects", 1) >= 1);
+    n1.wait_total_at_least("cluster_reconnects", 1);
 }
 
 #[test]

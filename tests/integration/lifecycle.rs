@@ -30,12 +30,9 @@ wstest!(slow_consumer_is_kicked_sender_unaffected, |s| {
     }
     snd.flush().unwrap();
     if !kicked {
-        kicked = server.wait_total_at_least("slow_consumer_kicks", 1) >= 1;
+        // Fails the test if 4000 x 16 KiB to a non-reading client never got it kicked.
+        server.wait_total_at_least("slow_consumer_kicks", 1);
     }
-    assert!(
-        kicked,
-        "no slow consumer kick after 4000 x 16 KiB to a non-reading client"
-    );
 
     // The sender is told the receiver left, and works normally.
     recv_text_until(&mut snd, 10, |t| t == "rcv disconnected");

@@ -1,0 +1,177 @@
+//! What a load run produced and how it is judged: the counters, the outcome handed to
+//! `results`, and the verdict (lost deliveries, correctness, rates).
+//!
+//! Owns: the load counter set (its field names are the results file's counter names), the
+//! derived counters (`lost`, `unexpected`, ...) and the rule that makes a run correct.
+//! Must never: leave a lost delivery out of the latency percentiles (it is recorded at
+//! the time we waited for it), or call a run correct with a delivery unaccounted for.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::loader::LoaderReport;
+use crate::counters::counter_set;
+use crate::cpu::{CpuTime, ProcessCpu};
+use crate::net::ConnectErrors;
+
+counter_set! {
+    /// What a load run counted. Each loader thread counts its own connections and
+    /// deliveries; the main thread adds the threads' sets and derives the run's totals
+    /// (`conns`, `lost`, `unexpected`, ...), which are zero in a thread's set.
+    pub struct LoadCounters {
+        /// Connections the run asked for (derived).
+        conns,
+        /// Connections that completed their upgrade.
+        opened,
+        /// Connections that failed to open (the kinds are in `connect_errors`).
+        connect_failed,
+        /// 101s that agreed to permessage-deflate.
+        deflate_agreed,
+        /// "<name> just connected" notices received.
+        join_notices,
+        /// Join notices the open members should receive: n(n-1)/2 per room of n (derived).
+        join_notices_expected,
+        /// Messages sent, and of them those due in the measured interval.
+        sent,
+        sent_measured,
+        /// Deliveries the messages sent should make (receivers present when sent).
+        expected,
+        expected_measured,
+        /// Deliveries received once each (duplicates are not), and of them those of
+        /// messages due in the measured interval.
+        received,
+        received_measured,
+        /// expected - received, in all and of the measured messages (derived).
+        lost,
+        lost_measured,
+        /// received - expected, when more arrived than expected (derived).
+        unexpected,
+        /// Sequence numbers skipped by a later arrival and never filled: the lost
+        /// deliveries that left a gap (the rest is a tail that never arrived at all).
+        holes,
+        /// Deliveries that arrived after a later one from the same sender.
+        out_of_order,
+        /// Deliveries that arrived a second time (not counted as received).
+        duplicates,
+        /// Binary messages that are not our payload layout.
+        malformed,
+        /// Payloads from a sender this run does not have (or, on echo, another sender).
+        foreign,
+        /// Connections closed for a frame a client must not accept.
+        protocol_errors,
+        /// Connections whose TLS failed after the upgrade.
+        tls_errors,
+        /// Open connections that closed, whoever closed them.
+        disconnects,
+        /// Payload and frame-payload bytes sent (they differ where compressed), and the
+        /// messages sent compressed.
+        payload_bytes_sent,
+        wire_bytes_sent,
+        compressed_sent,
+        /// The same for what was received.
+        payload_bytes_received,
+        wire_bytes_received,
+        compressed_received,
+        /// Compressed messages actually inflated: each distinct one once per thread.
+        inflations,
+    }
+    nonzero_only {
+        /// Text messages other than join notices (leave notices, replies): results files
+        /// have only ever listed it when something arrived.
+        other_text,
+    }
+    nested {
+        connect_errors: ConnectErrors,
+    }
+}
+
+/// What a load run measured; `results` turns it into the JSON document.
+pub struct LoadOutcome {
+    pub counters: LoadCounters,
+    pub close_codes: BTreeMap<String, u64>,
+    pub rates: BTreeMap<String, f64>,
+    pub latency: Histogram<u64>,
+    pub connect: Histogram<u64>,
+    /// Open loop only (empty for closed loop): actual send time minus due time.
+    pub send_lag: Histogram<u64>,
+    pub measured: Duration,
+    pub loader_cpu: CpuTime,
+    pub server_cpu: Option<ProcessCpu>,
+    pub correct: bool,
+}
+
+/// Everything the main thread gathered by the end of a run, before it is judged.
+pub(super) struct RunRecord {
+    /// The loader threads' reports, added.
+    pub(super) threads: LoaderReport,
+    pub(super) latency: Histogram<u64>,
+    pub(super) conns: u64,
+    pub(super) notices_expected: u64,
+    /// --duration: what the rates are per.
+    pub(super) duration: Duration,
+    /// From the end of the measured interval to the end of the drain: how long a delivery
+    /// still missing was waited for.
+    pub(super) waited_ns: u64,
+    pub(super) connect_time: Duration,
+    pub(super) settle_time: Duration,
+    pub(super) drain_time: Duration,
+    pub(super) measured: Duration,
+    pub(super) loader_cpu: CpuTime,
+    pub(super) server_cpu: Option<ProcessCpu>,
+}
+
+impl LoadOutcome {
+    /// Derives the run's totals from `record` and judges it.
+    pub(super) fn judge(record: RunRecord) -> LoadOutcome {
+        let RunRecord {
+            threads,
+            mut latency,
+            ..
+        } = record;
+        let mut counters = threads.counters;
+        // Whatever is still missing is lost; a lost delivery's latency is at least the time
+        // we waited for it, so it is recorded at that (never left out of the percentiles).
+        let c = &mut counters;
+        c.conns = record.conns;
+        c.join_notices_expected = record.notices_expected;
+        c.lost = c.expected.saturating_sub(c.received);
+        c.lost_measured = c.expected_measured.saturating_sub(c.received_measured);
+        c.unexpected = c.received.saturating_sub(c.expected);
+        if c.lost_measured > 0 {
+            latency.saturating_record_n(record.waited_ns / 1_000, c.lost_measured);
+        }
+        let close_codes = threads
+            .close_codes
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let secs = record.duration.as_secs_f64().max(1e-9);
+        let mut rates = BTreeMap::new();
+        rates.insert("sent_per_s".into(), c.sent_measured as f64 / secs);
+        rates.insert("delivered_per_s".into(), c.received_measured as f64 / secs);
+        rates.insert("connect_s".into(), record.connect_time.as_secs_f64());
+        rates.insert("settle_s".into(), record.settle_time.as_secs_f64());
+        rates.insert("drain_s".into(), record.drain_time.as_secs_f64());
+        let correct = c.lost == 0
+            && c.received == c.expected
+            && c.out_of_order == 0
+            && c.duplicates == 0
+            && c.malformed == 0
+            && c.foreign == 0;
+        LoadOutcome {
+            counters,
+            close_codes,
+            rates,
+            latency,
+            connect: threads.connect,
+            send_lag: threads.send_lag,
+            measured: record.measured,
+            loader_cpu: record.loader_cpu,
+            server_cpu: record.server_cpu,
+            correct,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The traffic of a loader's connections: reading and classifying what arrives, queuing
+//! what is sent (on the open-loop timetable or the closed-loop window), writing it out, and
+//! closing.
+//!
+//! Owns: delivery accounting (every arrival is classified exactly once: a delivery, a
+//! duplicate, malformed, foreign, a notice or other text), latency recording, the
+//! per-event read budget, and the replies a client owes (pong, close). Must never: stamp a
+//! message with anything but its due time (open loop) or its send time (closed loop), count
+//! a duplicate as a delivery, or panic on what the server sends.
+
+use std::cmp::Reverse;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+
+use wschat::ws::frame::Opcode;
+
+use super::loader::{Loader, State};
+use super::{Drive, PHASE_STOP, Target};
+use crate::clock::now_ns;
+use crate::histo::record_ns;
+use crate::payload::{self, Stamp};
+use crate::schedule::Timetable;
+use crate::track::Arrival;
+use crate::transport::is_tls_error;
+use crate::wsclient;
+
+/// Reads per connection per readiness event before moving on to the others (the
+/// connection goes on the loop's ready list and is served again next iteration).
+const READS_PER_EVENT: usize = 16;
+
+impl Loader {
+    /// How many deliveries one message from a member of `room` should make right now.
+    fn fanout(&self, room: usize) -> u64 {
+        match self.cfg.target {
+            Target::Chat { .. } => self.shared.room_members[room]
+                .load(Relaxed)
+                .saturating_sub(1),
+            Target::Echo => 1,
+        }
+    }
+
+    /// Reads an open connection until EAGAIN or the per-event budget.
+    pub(super) fn read_open(&mut self, idx: usize) {
+        self.conns[idx].read_pending = false;
+        for _ in 0..READS_PER_EVENT {
+            let conn = &mut self.conns[idx];
+            let (Some(stream), State::Open) = (&mut conn.stream, &conn.state) else {
+                return;
+            };
+            // The arrival time is taken right after the read that delivered the bytes (with
+            // TLS: once they are decrypted, which is part of what a wss:// client waits for).
+            let mut arrived_ns = 0;
+            let reader = &mut conn.reader;
+            let read = stream.read_with(&mut self.scratch, |bytes| {
+                if arrived_ns == 0 {
+                    arrived_ns = now_ns();
+                }
+                reader.handle_input(bytes);
+            });
+            match read {
+                Ok(0) => {
+                    // EOF without a Close frame: an abnormal closure (1006 by RFC 6455 7.1.5).
+                    self.close(idx, Some(1006), false);
+                    return;
+                }
+                Ok(_) if arrived_ns == 0 => {} // TLS bytes that completed no record
+                Ok(_) => self.handle_messages(idx, arrived_ns),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if is_tls_error(&e) {
+                        self.counters.tls_errors += 1;
+                    }
+                    self.close(idx, Some(1006), false);
+                    return;
+                }
+            }
+        }
+        self.conns[idx].read_pending = true;
+        self.ready.push(idx);
+    }
+
+    pub(super) fn handle_messages(&mut self, idx: usize, arrived_ns: u64) {
+        let measure_ns = self.shared.measure_ns.load(Relaxed);
+        let end_ns = self.shared.end_ns.load(Relaxed);
+        let echo = matches!(self.cfg.target, Target::Echo);
+        let conns_total = self.cfg.conns as u64;
+        loop {
+            let conn = &mut self.conns[idx];
+            let own_id = conn.id;
+            let message = match conn.reader.poll_message(&mut self.inflate_memo) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(_) => {
+                    self.counters.protocol_errors += 1;
+                    self.errors += 1;
+                    let key = self.rng.mask_key();
+                    self.conns[idx]
+                        .out
+                        .extend_from_slice(&wsclient::close_frame(1002, key));
+                    self.mark_dirty(idx);
+                    self.close(idx, None, true);
+                    return;
+                }
+            };
+            match message.opcode {
+                Opcode::Binary => {
+                    let Some(stamp) = payload::decode(message.payload) else {
+                        self.counters.malformed += 1;
+                        self.errors += 1;
+                        continue;
+                    };
+                    if u64::from(stamp.sender) >= conns_total || (echo && stamp.sender != own_id) {
+                        self.counters.foreign += 1;
+                        self.errors += 1;
+                        continue;
+                    }
+                    let arrival = conn
+                        .trackers
+                        .entry(stamp.sender)
+                        .or_default()
+                        .observe(stamp.seq);
+                    match arrival {
+                        Arrival::Duplicate => {
+                            self.counters.duplicates += 1;
+                            continue;
+                        }
+                        Arrival::Late => self.counters.out_of_order += 1,
+                        Arrival::InOrder | Arrival::AfterGap { .. } => {}
+                    }
+                    self.counters.received += 1;
+                    self.counters.payload_bytes_received += message.payload.len() as u64;
+                    self.counters.wire_bytes_received += message.wire_len as u64;
+                    if message.compressed {
+                        self.counters.compressed_received += 1;
+                    }
+                    if matches!(self.cfg.drive, Drive::ClosedLoop { .. }) {
+                        self.shared.acked[stamp.sender as usize].fetch_add(1, Relaxed);
+                    }
+                    if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
+                        self.counters.received_measured += 1;
+                        record_ns(
+                            &mut self.interval,
+                            arrived_ns.saturating_sub(stamp.stamp_ns),
+                        );
+                    }
+                }
+                Opcode::Text => {
+                    if message.payload.ends_with(b" just connected") {
+                        self.counters.join_notices += 1;
+                    } else {
+                        self.counters.other_text += 1;
+                    }
+                }
+                Opcode::Ping => {
+                    let ping = message.payload.to_vec();
+                    let key = self.rng.mask_key();
+                    let conn = &mut self.conns[idx];
+                    wsclient::push_masked_frame(&mut conn.out, Opcode::Pong, &ping, key);
+                    self.mark_dirty(idx);
+                }
+                Opcode::Close => {
+                    let code = wsclient::close_code(message.payload);
+                    let key = self.rng.mask_key();
+                    // Echo the server's code (RFC 6455 5.5.1) unless it is one that must
+                    // never be sent on the wire.
+                    let reply = match code {
+                        1005 | 1006 | 1015 => 1000,
+                        1000..=4999 => code,
+                        _ => 1000,
+                    };
+                    self.conns[idx]
+                        .out
+                        .extend_from_slice(&wsclient::close_frame(reply, key));
+                    self.mark_dirty(idx);
+                    self.close(idx, Some(code), true);
+                    return;
+                }
+                Opcode::Pong | Opcode::Continuation => {}
+            }
+        }
+    }
+
+    /// Marks a connection closed, counting the close code; with `flush_first`, tries one
+    /// last write of what is queued (our Close reply) before dropping the socket.
+    pub(super) fn close(&mut self, idx: usize, code: Option<u16>, flush_first: bool) {
+        if !self.conns[idx].is_open() {
+            return;
+        }
+        if let Some(code) = code {
+            *self.close_codes.entry(code).or_default() += 1;
+        }
+        self.counters.disconnects += 1;
+        if self.shared.phase.load(Relaxed) < PHASE_STOP {
+            self.errors += 1;
+        }
+        let room = self.conns[idx].room;
+        self.shared.room_members[room].fetch_sub(1, Relaxed);
+        if flush_first {
+            self.flush(idx);
+        }
+        let conn = &mut self.conns[idx];
+        conn.state = State::Closed;
+        conn.stream = None;
+        conn.timetable = None;
+    }
+
+    pub(super) fn mark_dirty(&mut self, idx: usize) {
+        self.dirty.push(idx);
+    }
+
+    /// Writes what is queued for one connection until EAGAIN; the rest waits for the next
+    /// WRITABLE edge (the socket is registered for both directions once).
+    pub(super) fn flush(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        let Some(stream) = &mut conn.stream else {
+            conn.out.clear();
+            conn.out_sent = 0;
+            return;
+        };
+        let mut failed = false;
+        while conn.out_sent < conn.out.len() {
+            match stream.write(&conn.out[conn.out_sent..]) {
+                Ok(0) => break,
+                Ok(n) => conn.out_sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        conn.out.clear();
+        conn.out_sent = 0;
+        // TLS: sealed records rustls still holds (nothing for a plain stream). This runs even
+        // when `out` was empty, so the WRITABLE edge that marks a connection dirty also
+        // drains them.
+        if !failed {
+            loop {
+                match stream.flush() {
+                    Ok(()) => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if conn.is_open() {
+            self.close(idx, Some(1006), false);
+        }
+    }
+
+    fn queue_message(&mut self, idx: usize, stamp: Stamp) {
+        self.payload_buf.clear();
+        payload::encode(
+            stamp,
+            self.cfg.payload,
+            self.cfg.fill,
+            &mut self.payload_buf,
+        );
+        let key = self.rng.mask_key();
+        let conn = &mut self.conns[idx];
+        // The window we may compress with, where the server agreed to deflate.
+        let deflate = conn
+            .reader
+            .deflate()
+            .map(|terms| (&mut self.compressor, terms.client_window_bits));
+        let wire = wsclient::push_message(
+            &mut conn.out,
+            Opcode::Binary,
+            &self.payload_buf,
+            key,
+            deflate,
+        );
+        self.counters.payload_bytes_sent += self.payload_buf.len() as u64;
+        self.counters.wire_bytes_sent += wire as u64;
+        if wire != self.payload_buf.len() {
+            self.counters.compressed_sent += 1;
+        }
+        let fanout = self.fanout(self.conns[idx].room);
+        self.counters.sent += 1;
+        self.counters.expected += fanout;
+        self.conns[idx].expected_deliveries += fanout;
+        let measure_ns = self.shared.measure_ns.load(Relaxed);
+        let end_ns = self.shared.end_ns.load(Relaxed);
+        if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
+            self.counters.sent_measured += 1;
+            self.counters.expected_measured += fanout;
+        }
+    }
+
+    /// Called once when the loop first sees the run phase.
+    pub(super) fn start_running(&mut self) {
+        self.running = true;
+        let start_ns = self.shared.start_ns.load(Relaxed);
+        let end_ns = self.shared.end_ns.load(Relaxed);
+        if let Drive::OpenLoop { rate } = self.cfg.drive {
+            for idx in 0..self.conns.len() {
+                if !self.conns[idx].is_open() {
+                    continue;
+                }
+                // Each connection sends rate/C per second (period = C/rate seconds), unless
+                // the sender mix is skewed (--hot-every): see skewed_period_ns.
+                let period_ns = crate::schedule::skewed_period_ns(
+                    rate,
+                    self.cfg.conns,
+                    self.conns[idx].id as usize,
+                    self.cfg.hot_every,
+                    self.cfg.hot_weight,
+                );
+                let phase = self.rng.below(period_ns);
+                let tt = Timetable::new(start_ns, period_ns, phase, end_ns);
+                if let Some(due) = tt.next_due() {
+                    self.send_heap.push(Reverse((due, idx)));
+                }
+                self.conns[idx].timetable = Some(tt);
+            }
+        }
+    }
+
+    /// Open loop: sends everything due by now, each stamped with its due time.
+    pub(super) fn send_due(&mut self) {
+        let now = now_ns();
+        while let Some(&Reverse((due, idx))) = self.send_heap.peek() {
+            if due > now {
+                break;
+            }
+            self.send_heap.pop();
+            let Some(mut tt) = self.conns[idx].timetable.take() else {
+                continue;
+            };
+            let id = self.conns[idx].id;
+            let measure_ns = self.shared.measure_ns.load(Relaxed);
+            while let Some((seq, due_ns)) = tt.take_due(now) {
+                if due_ns >= measure_ns {
+                    record_ns(&mut self.send_lag, now - due_ns);
+                }
+                self.queue_message(
+                    idx,
+                    Stamp {
+                        stamp_ns: due_ns,
+                        sender: id,
+                        seq,
+                    },
+                );
+            }
+            self.mark_dirty(idx);
+            if let Some(next) = tt.next_due() {
+                self.send_heap.push(Reverse((next, idx)));
+            }
+            self.conns[idx].timetable = Some(tt);
+        }
+    }
+
+    /// Closed loop: fills every connection's window, stamping the actual send time.
+    pub(super) fn send_window(&mut self, window: u64) {
+        let end_ns = self.shared.end_ns.load(Relaxed);
+        for idx in 0..self.conns.len() {
+            if !self.conns[idx].is_open() {
+                continue;
+            }
+            let fanout = self.fanout(self.conns[idx].room);
+            if fanout == 0 {
+                continue;
+            }
+            let id = self.conns[idx].id;
+            let mut queued = false;
+            loop {
+                let now = now_ns();
+                let acked = self.shared.acked[id as usize].load(Relaxed);
+                let outstanding = self.conns[idx].expected_deliveries.saturating_sub(acked);
+                if now >= end_ns || outstanding >= window * fanout {
+                    break;
+                }
+                let seq = self.conns[idx].next_seq;
+                self.conns[idx].next_seq += 1;
+                self.queue_message(
+                    idx,
+                    Stamp {
+                        stamp_ns: now,
+                        sender: id,
+                        seq,
+                    },
+                );
+                queued = true;
+            }
+            if queued {
+                self.mark_dirty(idx);
+            }
+        }
+    }
+}
