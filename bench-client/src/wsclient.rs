@@ -46,6 +46,7 @@ impl fmt::Display for ClientError {
 pub fn push_masked_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], key: [u8; 4]) {
     FrameHeader {
         fin: true,
+        rsv1: false,
         opcode,
         mask: Some(key),
         payload_len: payload.len() as u64,
@@ -271,11 +272,12 @@ impl MessageReader {
             let parsed = if self.deflate.is_some() {
                 FrameHeader::parse_with_rsv1(rest)
             } else {
-                FrameHeader::parse(rest).map(|h| h.map(|(header, len)| (header, false, len)))
+                FrameHeader::parse(rest)
             };
-            let Some((header, rsv1, header_len)) = parsed.map_err(ClientError::Header)? else {
+            let Some((header, header_len)) = parsed.map_err(ClientError::Header)? else {
                 return Ok(None);
             };
+            let rsv1 = header.rsv1;
             if header.mask.is_some() {
                 return Err(ClientError::MaskedFrame);
             }
@@ -621,8 +623,8 @@ mod tests {
                 key,
                 Some((&mut compressor, bits)),
             );
-            let (header, rsv1, header_len) = FrameHeader::parse_with_rsv1(&out).unwrap().unwrap();
-            assert_eq!(rsv1, compressed, "bits {bits} len {}", payload.len());
+            let (header, header_len) = FrameHeader::parse_with_rsv1(&out).unwrap().unwrap();
+            assert_eq!(header.rsv1, compressed, "bits {bits} len {}", payload.len());
             assert_eq!(header.payload_len as usize, wire);
             let mut data = out[header_len..].to_vec();
             apply_mask(&mut data, key, 0);

@@ -591,10 +591,10 @@ impl Connection {
                             data = &data[take..];
                             Ok(())
                         }
-                        Ok(Some((header, rsv1, header_len))) => {
+                        Ok(Some((header, header_len))) => {
                             data = &data[header_len - *len..];
                             self.frames_received += 1;
-                            self.on_frame_start(header, rsv1)
+                            self.on_frame_start(header)
                         }
                         Err(e) => Err(e),
                     }
@@ -622,10 +622,10 @@ impl Connection {
         }
     }
 
-    fn on_frame_start(&mut self, header: FrameHeader, rsv1: bool) -> Result<(), ProtocolError> {
+    fn on_frame_start(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
         // RSV1 marks a compressed message: only with deflate agreed, and only on a message's
         // first frame (RFC 7692 6.1): never on a control frame or a continuation.
-        if rsv1
+        if header.rsv1
             && (self.deflate.is_none() || !matches!(header.opcode, Opcode::Text | Opcode::Binary))
         {
             return Err(ProtocolError::ReservedBits);
@@ -660,7 +660,7 @@ impl Connection {
                 kind,
                 data: Vec::new(),
                 utf8: Utf8Validator::default(),
-                inflate: client_window.filter(|_| rsv1).map(|bits| {
+                inflate: client_window.filter(|_| header.rsv1).map(|bits| {
                     Box::new(Inflating {
                         inflater: Inflater::new(bits),
                         wire_len: 0,

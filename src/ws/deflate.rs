@@ -31,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::frame::{FrameHeader, Opcode, RSV1_BIT, SharedFrame, encode_frame};
+use super::frame::{FrameHeader, Opcode, SharedFrame, encode_compressed_frame};
 
 /// The extension's registered name.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
@@ -492,17 +492,14 @@ fn deflated_frame(
         return None;
     }
     let compressed = compressor.compress(payload, window_bits);
-    let mut frame = encode_frame(header.opcode, &[&compressed], None);
-    if frame.len() >= plain.len() {
-        return None;
-    }
-    frame[0] |= RSV1_BIT;
-    Some(frame.into())
+    let frame = encode_compressed_frame(header.opcode, &compressed);
+    (frame.len() < plain.len()).then(|| frame.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ws::frame::{RSV1_BIT, encode_frame};
 
     fn offers(header: &str) -> Vec<ExtensionOffer> {
         parse_extensions(&[header.as_bytes()]).unwrap()

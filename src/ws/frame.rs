@@ -62,6 +62,10 @@ impl Opcode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub fin: bool,
+    /// RSV1, which permessage-deflate (RFC 7692 6) uses to mark the first frame of a
+    /// compressed message. Whether it is allowed on this frame is the connection's call:
+    /// it depends on what was agreed and on where the frame falls in its message.
+    pub rsv1: bool,
     pub opcode: Opcode,
     pub mask: Option<[u8; 4]>,
     pub payload_len: u64,
@@ -80,19 +84,12 @@ impl FrameHeader {
         if buf.first().is_some_and(|b0| b0 & RSV_BITS != 0) {
             return Err(ProtocolError::ReservedBits);
         }
-        match FrameHeader::parse_with_rsv1(buf)? {
-            Some((_, true, _)) => Err(ProtocolError::ReservedBits),
-            Some((header, false, len)) => Ok(Some((header, len))),
-            None => Ok(None),
-        }
+        FrameHeader::parse_with_rsv1(buf)
     }
 
-    /// Like `parse`, but lets RSV1 through and reports it (`true` when set): with
-    /// permessage-deflate agreed, the caller decides where it is allowed. RSV2 and RSV3 are
-    /// still errors.
-    pub fn parse_with_rsv1(
-        buf: &[u8],
-    ) -> Result<Option<(FrameHeader, bool, usize)>, ProtocolError> {
+    /// Like `parse`, but lets RSV1 through (in [`FrameHeader::rsv1`]): with permessage-deflate
+    /// agreed, the caller decides where it is allowed. RSV2 and RSV3 are still errors.
+    pub fn parse_with_rsv1(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         let [b0, b1, rest @ ..] = buf else {
             return Ok(None);
         };
@@ -152,11 +149,11 @@ impl FrameHeader {
         Ok(Some((
             FrameHeader {
                 fin,
+                rsv1,
                 opcode,
                 mask,
                 payload_len,
             },
-            rsv1,
             header_len,
         )))
     }
@@ -164,7 +161,8 @@ impl FrameHeader {
     /// Appends the encoded header to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let fin = if self.fin { FIN_BIT } else { 0 };
-        out.push(fin | self.opcode as u8);
+        let rsv1 = if self.rsv1 { RSV1_BIT } else { 0 };
+        out.push(fin | rsv1 | self.opcode as u8);
         let mask = if self.mask.is_some() { MASK_BIT } else { 0 };
         match self.payload_len {
             len @ 0..=125 => out.push(mask | len as u8),
@@ -197,9 +195,25 @@ impl FrameHeader {
 /// when given (client role). Concatenating here lets a chat message be framed as
 /// `name`, `" says: "`, `text` with one allocation and no intermediate string.
 pub fn encode_frame(opcode: Opcode, parts: &[&[u8]], mask: Option<[u8; 4]>) -> Vec<u8> {
+    encode_whole_frame(false, opcode, parts, mask)
+}
+
+/// Encodes one whole unmasked (server) frame carrying a compressed message: RSV1 set, the
+/// payload as permessage-deflate made it (RFC 7692 7.2.1).
+pub fn encode_compressed_frame(opcode: Opcode, compressed: &[u8]) -> Vec<u8> {
+    encode_whole_frame(true, opcode, &[compressed], None)
+}
+
+fn encode_whole_frame(
+    rsv1: bool,
+    opcode: Opcode,
+    parts: &[&[u8]],
+    mask: Option<[u8; 4]>,
+) -> Vec<u8> {
     let payload_len: usize = parts.iter().map(|p| p.len()).sum();
     let header = FrameHeader {
         fin: true,
+        rsv1,
         opcode,
         mask,
         payload_len: payload_len as u64,
@@ -243,6 +257,7 @@ mod tests {
             h,
             FrameHeader {
                 fin: true,
+                rsv1: false,
                 opcode: Opcode::Text,
                 mask: None,
                 payload_len: 5
@@ -302,6 +317,72 @@ mod tests {
         let mut out = Vec::new();
         h.encode(&mut out);
         assert_eq!(out, h64k);
+    }
+
+    // RFC 7692 7.2.3.1: "Hello" as one compressed message, RSV1 on its only frame.
+    #[test]
+    fn rfc7692_compressed_hello_sets_rsv1_both_ways() {
+        let bytes = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let expected = FrameHeader {
+            fin: true,
+            rsv1: true,
+            opcode: Opcode::Text,
+            mask: None,
+            payload_len: 7,
+        };
+        assert_eq!(
+            FrameHeader::parse_with_rsv1(&bytes),
+            Ok(Some((expected, 2)))
+        );
+        assert_eq!(encode_compressed_frame(Opcode::Text, &bytes[2..]), bytes);
+        // Without an extension RSV1 is an error, found on the first byte.
+        assert_eq!(parse_all(&bytes[..1]), Err(ProtocolError::ReservedBits));
+    }
+
+    // RFC 7692 7.2.3.1: the same message in two fragments; RSV1 only on the first.
+    #[test]
+    fn rfc7692_fragmented_compressed_hello_has_rsv1_on_the_first_frame_only() {
+        let first = [0x41, 0x03, 0xf2, 0x48, 0xcd];
+        let second = [0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00];
+        for (bytes, fin, rsv1, opcode) in [
+            (&first[..], false, true, Opcode::Text),
+            (&second[..], true, false, Opcode::Continuation),
+        ] {
+            let header = FrameHeader {
+                fin,
+                rsv1,
+                opcode,
+                mask: None,
+                payload_len: bytes.len() as u64 - 2,
+            };
+            assert_eq!(FrameHeader::parse_with_rsv1(bytes), Ok(Some((header, 2))));
+            let mut out = Vec::new();
+            header.encode(&mut out);
+            assert_eq!(out, bytes[..2], "{bytes:x?}");
+        }
+    }
+
+    #[test]
+    fn rsv1_on_a_masked_frame_and_rsv2_rsv3_never() {
+        let masked = [0xc2, 0x80 | 126, 0x01, 0x00, 1, 2, 3, 4];
+        let header = FrameHeader {
+            fin: true,
+            rsv1: true,
+            opcode: Opcode::Binary,
+            mask: Some([1, 2, 3, 4]),
+            payload_len: 256,
+        };
+        assert_eq!(FrameHeader::parse_with_rsv1(&masked), Ok(Some((header, 8))));
+        let mut out = Vec::new();
+        header.encode(&mut out);
+        assert_eq!(out, masked);
+        for b0 in [0xa1, 0x91, 0xe1, 0xf1] {
+            assert_eq!(
+                FrameHeader::parse_with_rsv1(&[b0, 0x00]),
+                Err(ProtocolError::ReservedBits),
+                "{b0:#x}"
+            );
+        }
     }
 
     #[test]

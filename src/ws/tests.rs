@@ -489,6 +489,7 @@ mod properties {
     fn client_frame(fin: bool, opcode: Opcode, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
         let header = FrameHeader {
             fin,
+            rsv1: false,
             opcode,
             mask: Some(key),
             payload_len: payload.len() as u64,
@@ -582,6 +583,7 @@ mod properties {
         fn frame_header_encode_parse_round_trip(
             opcode in prop::sample::select(OPCODES.to_vec()),
             fin: bool,
+            rsv1: bool,
             len in payload_len(),
             mask: Option<[u8; 4]>,
         ) {
@@ -591,17 +593,24 @@ mod properties {
             } else {
                 (fin, len)
             };
-            let header = FrameHeader { fin, opcode, mask, payload_len: len };
+            let header = FrameHeader { fin, rsv1, opcode, mask, payload_len: len };
             let mut bytes = Vec::new();
             header.encode(&mut bytes);
             prop_assert_eq!(bytes.len(), FrameHeader::encoded_len(len as usize, mask.is_some()));
-            prop_assert_eq!(FrameHeader::parse(&bytes), Ok(Some((header, bytes.len()))));
+            let whole = Ok(Some((header, bytes.len())));
+            prop_assert_eq!(FrameHeader::parse_with_rsv1(&bytes), whole);
+            // Without an extension, RSV1 is an error from the first byte on.
+            let strict = if rsv1 { Err(ProtocolError::ReservedBits) } else { whole };
+            prop_assert_eq!(FrameHeader::parse(&bytes), strict);
             for cut in 0..bytes.len() {
-                prop_assert_eq!(FrameHeader::parse(&bytes[..cut]), Ok(None), "cut {}", cut);
+                prop_assert_eq!(FrameHeader::parse_with_rsv1(&bytes[..cut]), Ok(None), "cut {}", cut);
             }
             // What follows the header (the payload) is not the parser's business.
             bytes.extend_from_slice(&[0xff; 4]);
-            prop_assert_eq!(FrameHeader::parse(&bytes), Ok(Some((header, bytes.len() - 4))));
+            prop_assert_eq!(
+                FrameHeader::parse_with_rsv1(&bytes),
+                Ok(Some((header, bytes.len() - 4)))
+            );
         }
 
         #[test]
