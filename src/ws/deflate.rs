@@ -26,12 +26,7 @@
 //!
 //! Pure computation: no syscall, no clock, no thread.
 
-use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
-
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
-
-use super::frame::{FrameHeader, Opcode, SharedFrame, encode_compressed_frame};
 
 /// The extension's registered name.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
@@ -42,12 +37,6 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 const MAX_WINDOW_BITS: u8 = 15;
 /// The smallest window zlib can produce for raw deflate (it cannot do 8).
 const SMALL_WINDOW_BITS: u8 = 9;
-/// Payloads shorter than this are sent uncompressed without trying. Measured (zlib-rs, level
-/// 6, 15-bit window): a 12-byte line became 14 bytes, a 51-byte one 53, a 117-byte one 97
-/// (83 %), a 1060-byte log excerpt 115 (11 %); each compression cost 4-10 µs, most of it
-/// resetting the 128 KiB hash table, whatever the length. Below 64 bytes there is nothing to
-/// win for that cost.
-const MIN_COMPRESS_LEN: usize = 64;
 /// zlib's default level 6, what other implementations use.
 const LEVEL: u32 = 6;
 
@@ -382,7 +371,10 @@ impl std::fmt::Debug for Compressor {
     }
 }
 
-fn class(window_bits: u8) -> usize {
+/// Which of the two windows we compress with serves `window_bits`: 0 for 15 bits, 1 for the
+/// 9-bit window that stands in for every smaller one. Indexes the compressor's states and
+/// [`OutMessage`](super::OutMessage)'s compressed variants.
+pub(super) fn window_class(window_bits: u8) -> usize {
     usize::from(window_bits < MAX_WINDOW_BITS)
 }
 
@@ -395,7 +387,7 @@ impl Compressor {
         } else {
             MAX_WINDOW_BITS
         };
-        let state = self.states[class(bits)].get_or_insert_with(|| {
+        let state = self.states[window_class(bits)].get_or_insert_with(|| {
             Box::new(Compress::new_with_window_bits(
                 Compression::new(LEVEL),
                 false,
@@ -425,81 +417,9 @@ impl Compressor {
     }
 }
 
-/// A message frame shared by every receiver and thread: the plain frame, encoded once, and
-/// its compressed variants (one per window size), each computed at most once, by the first
-/// receiver that needs it, on whatever thread that receiver lives.
-#[derive(Debug, Clone)]
-pub struct OutMessage(Arc<Variants>);
-
-#[derive(Debug)]
-struct Variants {
-    plain: SharedFrame,
-    /// `None` once computed means "not worth it": the plain frame is sent instead.
-    deflated: [OnceLock<Option<SharedFrame>>; 2],
-}
-
-impl From<SharedFrame> for OutMessage {
-    fn from(plain: SharedFrame) -> OutMessage {
-        OutMessage(Arc::new(Variants {
-            plain,
-            deflated: [OnceLock::new(), OnceLock::new()],
-        }))
-    }
-}
-
-/// The plain frame's bytes.
-impl Deref for OutMessage {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.0.plain
-    }
-}
-
-impl OutMessage {
-    pub fn plain(&self) -> &SharedFrame {
-        &self.0.plain
-    }
-
-    /// The frame for a receiver that agreed to `deflate` (or to nothing): the compressed
-    /// variant when it is smaller, else the plain frame. Control frames are never compressed.
-    pub fn for_receiver(
-        &self,
-        deflate: Option<Agreed>,
-        compressor: &mut Compressor,
-    ) -> SharedFrame {
-        let Some(agreed) = deflate else {
-            return self.0.plain.clone();
-        };
-        let variant = self.0.deflated[class(agreed.server_window_bits)]
-            .get_or_init(|| deflated_frame(&self.0.plain, agreed.server_window_bits, compressor));
-        variant.as_ref().unwrap_or(&self.0.plain).clone()
-    }
-}
-
-/// The compressed form of an unfragmented plain data frame, if it is smaller.
-fn deflated_frame(
-    plain: &[u8],
-    window_bits: u8,
-    compressor: &mut Compressor,
-) -> Option<SharedFrame> {
-    let (header, header_len) = FrameHeader::parse(plain).ok().flatten()?;
-    if header.opcode.is_control() || header.opcode == Opcode::Continuation || !header.fin {
-        return None;
-    }
-    let payload = plain.get(header_len..)?;
-    if payload.len() < MIN_COMPRESS_LEN {
-        return None;
-    }
-    let compressed = compressor.compress(payload, window_bits);
-    let frame = encode_compressed_frame(header.opcode, &compressed);
-    (frame.len() < plain.len()).then(|| frame.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::frame::{RSV1_BIT, encode_frame};
 
     fn offers(header: &str) -> Vec<ExtensionOffer> {
         parse_extensions(&[header.as_bytes()]).unwrap()
@@ -707,42 +627,5 @@ mod tests {
             );
         }
         assert_eq!(agree("x-webkit-deflate-frame"), None);
-    }
-
-    #[test]
-    fn one_compressed_variant_per_window_shared_by_all() {
-        let plain = encode_frame(Opcode::Text, &[&[b'a'; 300]], None);
-        let message = OutMessage::from(SharedFrame::from(plain));
-        let mut c = Compressor::default();
-        let wide = Some(Agreed {
-            server_window_bits: 15,
-            client_window_bits: 15,
-        });
-        let a = message.for_receiver(wide, &mut c);
-        let b = message.for_receiver(wide, &mut c);
-        assert!(Arc::ptr_eq(&a, &b), "encoded once");
-        assert_eq!(a[0], 0x80 | RSV1_BIT | 0x1);
-        assert!(a.len() < 20);
-        assert!(Arc::ptr_eq(
-            &message.for_receiver(None, &mut c),
-            message.plain()
-        ));
-        // Too short to gain: the plain frame.
-        let short = OutMessage::from(SharedFrame::from(encode_frame(
-            Opcode::Text,
-            &[b"hi"],
-            None,
-        )));
-        assert!(Arc::ptr_eq(
-            &short.for_receiver(wide, &mut c),
-            short.plain()
-        ));
-        // Control frames never.
-        let ping = OutMessage::from(SharedFrame::from(encode_frame(
-            Opcode::Ping,
-            &[&[b'a'; 100]],
-            None,
-        )));
-        assert!(Arc::ptr_eq(&ping.for_receiver(wide, &mut c), ping.plain()));
     }
 }

@@ -16,14 +16,15 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 pub mod mask;
+pub mod out_message;
 pub mod utf8;
 
 pub use close::CloseCode;
 pub use connection::{Connection, Event, Finish, Limits, Message, MessageKind};
-pub use deflate::OutMessage;
 pub use error::{HandshakeError, ProtocolError};
 pub use frame::{Opcode, SharedFrame};
 pub use handshake::{Request, Upgrade};
+pub use out_message::OutMessage;
 
 #[cfg(test)]
 mod tests;
