@@ -11,7 +11,8 @@ pub mod connection;
 pub mod deflate;
 pub mod error;
 pub mod frame;
-/// Property checks for the fuzz targets and tests; not part of the API.
+/// Property checks for the fuzz targets and tests; not part of the API (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
