@@ -112,7 +112,8 @@ def main():
             with urllib.request.urlopen(url.replace("ws://", "http://") + "/stats", timeout=5) as r:
                 stats = json.load(r)
             nodes.append({k: v for k, v in stats["totals"].items()
-                          if k.startswith("cluster_") or k in ("frames_out", "writev")})
+                          # "writev" is the name "sendmsg" had before it was renamed (older servers).
+                          if k.startswith("cluster_") or k in ("frames_out", "sendmsg", "writev")})
         except OSError as e:
             nodes.append({"error": str(e)})
     try:

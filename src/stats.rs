@@ -60,8 +60,9 @@ counters! {
     futile_accepts,
     /// The thread's voluntary context switches (sleeps), read from /proc when reported.
     voluntary_switches,
-    /// Vectored write system calls.
-    writev,
+    /// Vectored sends started (`IoCounters::sendmsg`): sendmsg(2) calls under epoll,
+    /// IORING_OP_SENDMSG submissions under io_uring.
+    sendmsg,
     /// epoll_ctl system calls.
     epoll_ctl,
     /// Receivers disconnected with 1008 for exceeding --max-outbound.
@@ -280,13 +281,13 @@ impl Report {
         let (t, p) = (&self.totals, &previous.totals);
         let mut line = format!(
             "stats t={:.1}s active={} accepted/s={:.0} frames_in/s={:.0} frames_out/s={:.0} \
-             writev/s={:.0} wakeups/s={:.0} kicks={} queue={} |",
+             sendmsg/s={:.0} wakeups/s={:.0} kicks={} queue={} |",
             self.uptime_secs,
             t.active,
             rate(t.accepted, p.accepted),
             rate(t.frames_in, p.frames_in),
             rate(t.frames_out, p.frames_out),
-            rate(t.writev, p.writev),
+            rate(t.sendmsg, p.sendmsg),
             rate(t.wakeups, p.wakeups),
             t.slow_consumer_kicks,
             t.queue_depth,

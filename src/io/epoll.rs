@@ -306,7 +306,7 @@ impl Reactor for EpollReactor {
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = self.iov.as_mut_ptr();
             msg.msg_iovlen = self.iov.len();
-            self.counters.writev += 1;
+            self.counters.sendmsg += 1;
             // sendmsg is writev plus flags: MSG_NOSIGNAL turns a write to a reset connection
             // into EPIPE instead of a process-killing SIGPIPE.
             // SAFETY: every iovec points into a frame owned by `outbox`, which is borrowed

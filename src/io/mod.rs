@@ -105,8 +105,11 @@ pub struct IoCounters {
     /// Listener wake-ups whose first accept found nothing (another waiter took it).
     pub futile_accepts: u64,
     pub reads: u64,
-    /// Vectored writes (one per flushed connection unless its buffer filled).
-    pub writev: u64,
+    /// Vectored sends started: epoll, each sendmsg(2) call, counted whatever it returns
+    /// (EAGAIN and errors included); io_uring, each IORING_OP_SENDMSG submitted (at most one
+    /// in flight per connection; no system call of its own). One per flushed connection per
+    /// loop iteration, plus one per time a full send buffer cut a flush short.
+    pub sendmsg: u64,
     pub epoll_ctl: u64,
 }
 

@@ -23,7 +23,7 @@
 //! `listener_wakeups` accept completions (exclusive: one per connection handed to us) or poll
 //! completions (`AcceptWakeup::All`); `futile_accepts` listener wake-ups whose accept found
 //! nothing (EAGAIN: only possible with `All`, since an exclusive accept waits in the kernel);
-//! `reads` recv completions carrying data; `writev` sendmsg submissions; `epoll_ctl` 0.
+//! `reads` recv completions carrying data; `sendmsg` IORING_OP_SENDMSG submissions; `epoll_ctl` 0.
 //!
 //! Owns: the ring, the op slab ([`ops`]), the provided-buffer ring, the sockets. Must never:
 //! free or reuse memory an op handed to the kernel before that op's final completion, report
@@ -774,7 +774,7 @@ impl Reactor for UringReactor {
             generation: slot.generation,
             stream: slot.stream.clone(),
         };
-        self.counters.writev += 1;
+        self.counters.sendmsg += 1;
         let id = self.start(Op::Send {
             conn: conn_ref,
             buf,

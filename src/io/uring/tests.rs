@@ -197,7 +197,7 @@ fn accept_receive_send_round_trip() {
         h.reactor.close(7);
         h.settle(0);
         assert!(h.reactor.counters().wakeups > 0);
-        assert_eq!(h.reactor.counters().writev, 1);
+        assert_eq!(h.reactor.counters().sendmsg, 1);
     }
 }
 
