@@ -14,7 +14,8 @@
 //!   chat/       rooms, names, notices, commands, fan-out plan (pure)
 //!   ws/         RFC 6455: handshake, frames, masking, UTF-8, close, state machine (pure)
 //!   io/         reactors (epoll, uring), outbox, waker, signals, rlimits: all the unsafe code
-//!   net/        listeners (backlog, SO_REUSEPORT), socket options
+//!   net/        listeners (backlog, SO_REUSEPORT), accept4 and accept-error triage, socket
+//!               options; below io/, which accepts through it
 //!   stats.rs    per-thread counters, /stats JSON, interval lines
 //! ```
 //!

@@ -10,18 +10,16 @@
 //! offer what mio hides (EPOLLEXCLUSIVE for the shared-listener pattern, RDHUP to skip a read).
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use super::accept::{Burst, accept_burst};
 use super::sys::syscall;
 use super::{
     AcceptWakeup, ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker,
 };
 
-/// Accepts per listener per wake-up: enough to empty a burst in one go, small enough that a
-/// connect storm cannot starve the connections already being served.
-const ACCEPTS_PER_WAKEUP: usize = 64;
 /// Bytes read from one connection per wake-up before the others get their turn.
 const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// The per-thread read buffer; one read takes up to this much.
@@ -350,87 +348,4 @@ impl Reactor for EpollReactor {
     fn counters(&self) -> IoCounters {
         self.counters
     }
-}
-
-/// How an accept burst ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Burst {
-    /// EAGAIN: the accept queue is empty.
-    Drained { accepted: usize },
-    /// The budget ran out with connections perhaps still queued: come back without an edge.
-    Budget,
-    /// Out of descriptors or memory: reported as `AcceptFailed`; the listener is paused.
-    Failed,
-}
-
-/// Accepts from `listener` until EAGAIN, a resource error, or `ACCEPTS_PER_WAKEUP`
-/// connections, reporting each as an event (shared by both backends' readiness-style accepts).
-pub(super) fn accept_burst(
-    listener: &TcpListener,
-    id: ListenerId,
-    on_event: &mut dyn FnMut(Event<'_>),
-) -> Burst {
-    for accepted in 0..ACCEPTS_PER_WAKEUP {
-        match accept4(listener) {
-            Ok((stream, peer)) => on_event(Event::Accepted {
-                listener: id,
-                stream,
-                peer,
-            }),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Burst::Drained { accepted },
-            // The connection died in the accept queue, or a signal interrupted us: the next
-            // one may be fine (accept(2), "Error handling").
-            Err(e) if is_transient_accept_error(&e) => {}
-            Err(error) => {
-                on_event(Event::AcceptFailed {
-                    listener: id,
-                    error,
-                });
-                return Burst::Failed;
-            }
-        }
-    }
-    Burst::Budget
-}
-
-/// accept4 with NONBLOCK|CLOEXEC in one call (plain accept would need two more syscalls).
-fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
-    // SAFETY: try_init passes a zeroed sockaddr_storage and its size; accept4 writes at most
-    // that many bytes and updates the length.
-    let (fd, addr) = unsafe {
-        socket2::SockAddr::try_init(|storage, len| {
-            syscall!(accept4(
-                listener.as_raw_fd(),
-                storage.cast(),
-                len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-            ))
-        })
-    }?;
-    // SAFETY: `fd` is a new descriptor returned by accept4 and owned by nobody else.
-    let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let peer = addr
-        .as_socket()
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    Ok((stream, peer))
-}
-
-/// accept(2) errors that concern one dead connection, not the listener: keep accepting.
-pub(super) fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EINTR
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        )
-    )
 }

@@ -14,6 +14,7 @@
 
 #![allow(unsafe_code)]
 
+mod accept;
 pub mod epoll;
 pub mod outbox;
 pub mod signals;
@@ -68,8 +69,9 @@ pub enum Event<'a> {
         stream: TcpStream,
         peer: SocketAddr,
     },
-    /// Accepting failed for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM). The listener
-    /// is paused until [`Reactor::resume_accepting`]; transient errors never get here.
+    /// Accepting failed for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), or the
+    /// listener itself failed (see [`crate::net::AcceptError`]). The listener is paused until
+    /// [`Reactor::resume_accepting`]; transient errors never get here.
     AcceptFailed {
         listener: ListenerId,
         error: io::Error,

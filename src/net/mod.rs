@@ -1,14 +1,21 @@
-//! Sockets before the reactor owns them: listeners with an explicit backlog, and per
-//! connection options.
+//! Sockets before the reactor owns them: listeners with an explicit backlog, accepting one
+//! connection, and per connection options.
 //!
 //! Owns: how a listening socket is made (SO_REUSEADDR, optional SO_REUSEPORT, the backlog
-//! and what the kernel really grants), and TCP_NODELAY on accepted sockets.
-//! Must never: read or write payload bytes, or block.
+//! and what the kernel really grants), how a connection is accepted (accept4 with
+//! NONBLOCK|CLOEXEC) and what an accept error means ([`AcceptError`]), and TCP_NODELAY on
+//! accepted sockets.
+//! Must never: read or write payload bytes, block, use `unsafe` (socket2 wraps the system
+//! calls), or import anything from the rest of the crate: `io/` builds on it.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+mod accept;
+
+pub use accept::{AcceptError, accept_nonblocking};
 
 /// Where Linux caps every listen() backlog.
 const SOMAXCONN_PATH: &str = "/proc/sys/net/core/somaxconn";

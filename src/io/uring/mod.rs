@@ -46,10 +46,11 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use self::bufring::BufRing;
 use self::ops::{CANCEL_USER_DATA, ConnRef, Op, OpId, Ops, RecvMode, SendBuf};
-use super::epoll::{Burst, accept_burst, is_transient_accept_error};
+use super::accept::{Burst, accept_burst};
 use super::{
     AcceptWakeup, ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker,
 };
+use crate::net::AcceptError;
 
 /// Submission queue slots; more SQEs in one iteration wait in `backlog`.
 const SQ_ENTRIES: u32 = 1024;
@@ -498,9 +499,10 @@ impl UringReactor {
             }
         } else {
             let error = io::Error::from_raw_os_error(-res);
-            if res == -libc::EAGAIN {
+            let kind = AcceptError::of(&error);
+            if kind == AcceptError::WouldBlock {
                 self.counters.futile_accepts += 1;
-            } else if res == -libc::ECANCELED || is_transient_accept_error(&error) {
+            } else if res == -libc::ECANCELED || kind == AcceptError::Transient {
                 // Closing, or one dead connection: the next accept may be fine.
             } else if open {
                 if let Some(Some(slot)) = self.listeners.get_mut(index) {
