@@ -2,6 +2,8 @@
 //! thundering herd, work-queue's workers and backpressure.
 
 use std::collections::HashMap;
+use std::fs;
+use std::path::PathBuf;
 
 use crate::common::*;
 
@@ -69,26 +71,126 @@ fn acceptor_readers_least_conns_fills_the_emptier_reader() {
     }
 }
 
+/// A multi-accept server's loop threads as /proc shows them, read without touching the
+/// server (a /stats request would itself be a connection that wakes a loop).
+struct Loops {
+    pid: u32,
+    /// `/proc/<pid>/task/<tid>/status` of each thread named `loop-<i>`.
+    status: Vec<PathBuf>,
+}
+
+/// A moment when every loop sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quiet {
+    /// The loops' voluntary context switches, summed: how often they went to sleep.
+    sleeps: u64,
+    /// Descriptors the process holds: one more per connection it has accepted.
+    fds: usize,
+}
+
+impl Loops {
+    fn of(server: &Server) -> Loops {
+        let pid = server.pid();
+        let status = fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|task| task.unwrap().path())
+            .filter(|task| {
+                fs::read_to_string(task.join("comm")).is_ok_and(|c| c.starts_with("loop-"))
+            })
+            .map(|task| task.join("status"))
+            .collect();
+        Loops { pid, status }
+    }
+
+    /// Now, if every loop is asleep (state S).
+    fn quiet(&self) -> Option<Quiet> {
+        let mut sleeps = 0;
+        for path in &self.status {
+            let status = fs::read_to_string(path).unwrap();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap()
+            };
+            if !field("State:").starts_with('S') {
+                return None;
+            }
+            sleeps += field("voluntary_ctxt_switches:").parse::<u64>().unwrap();
+        }
+        let fds = fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap()
+            .count();
+        Some(Quiet { sleeps, fds })
+    }
+
+    /// Waits until every loop sleeps, with `fds` descriptors open if given, and two readings
+    /// a moment apart agree: a thread that /proc shows as sleeping may still be on its way
+    /// into the scheduler, its switch not yet counted; by the second reading it has been.
+    fn settle(&self, fds: Option<usize>) -> Quiet {
+        let mut last = None;
+        for _ in 0..20_000 {
+            let now = self.quiet().filter(|q| fds.is_none_or(|n| q.fds == n));
+            if let Some(quiet) = now
+                && now == last
+            {
+                return quiet;
+            }
+            last = now;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the loops never settled with {fds:?} descriptors: {last:?}");
+    }
+}
+
 #[test]
 fn multi_accept_all_wakes_every_loop_for_each_connection() {
-    // With --accept-wakeup all, each arrival wakes both loops; the kernel puts the loser
-    // back to sleep inside epoll_wait, so futile accepts barely show it, but the loops'
-    // sleeps (voluntary context switches) do. Compared as counts, never as times.
-    let sleeps_per_100 = |wakeup: &str| {
-        let server = Setup::new("multi-accept", "epoll", &["--threads", "2"])
+    // What the kernel guarantees, when a connection arrives while every loop sleeps in
+    // epoll_wait on the shared listener:
+    // - all (no EPOLLEXCLUSIVE): the listener's wake-up runs every epoll instance's callback,
+    //   and each wakes its sleeping loop, all before any of them can accept. Each then goes
+    //   back to sleep: the winner after accepting, a loser inside epoll_wait (its re-check
+    //   finds the queue empty) or after a futile accept4. So every loop sleeps once more:
+    //   N sleeps per connection, N - 1 of them extra.
+    // - exclusive: the walk of the wait queue stops at the first instance with a waiter, so
+    //   one loop is woken, accepts and sleeps again: 1 sleep, 0 extra.
+    // Each connection is therefore made only once every loop sleeps (and /proc agrees
+    // twice), and measured once they all sleep again with the connection accepted; closing
+    // it, which wakes only its owner, happens outside the measurement. The margins are
+    // half the gap either way (at least (N-1)/2 extra per connection with all, at most 1/2
+    // with exclusive), for a wake-up nobody planned (none are known: the loops have no
+    // timer while idle). Counts of sleeps, never times: a slow or busy machine only makes
+    // the waits longer.
+    const LOOPS: u64 = 4;
+    const CONNECTIONS: u64 = 20;
+    let sleeps_per_connection = |wakeup: &str| {
+        let server = Setup::new("multi-accept", "epoll", &["--threads", "4"])
             .server_with(&["--accept-wakeup", wakeup]);
-        let before = server.total("voluntary_switches");
-        for _ in 0..100 {
-            drop(server.tcp());
-            std::thread::sleep(std::time::Duration::from_millis(2)); // let both loops sleep
+        let loops = Loops::of(&server);
+        assert_eq!(loops.status.len() as u64, LOOPS);
+        let mut sleeps = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let before = loops.settle(None);
+            let client = server.tcp();
+            let after = loops.settle(Some(before.fds + 1));
+            sleeps.push(after.sleeps - before.sleeps);
+            drop(client);
+            loops.settle(Some(before.fds));
         }
-        server.wait_total_at_least("accepted", 101);
-        server.total("voluntary_switches") - before
+        sleeps
     };
-    let (calm, herd) = (sleeps_per_100("exclusive"), sleeps_per_100("all"));
+    let calm = sleeps_per_connection("exclusive");
+    let herd = sleeps_per_connection("all");
+    // Extra sleeps = sleeps - 1 per connection; the bounds, doubled to stay in integers.
+    let extra_doubled = |sleeps: &[u64]| 2 * sleeps.iter().sum::<u64>().saturating_sub(CONNECTIONS);
     assert!(
-        herd > calm,
-        "sleeps per 100 connections: all {herd}, exclusive {calm}"
+        extra_doubled(&herd) >= CONNECTIONS * (LOOPS - 1),
+        "all: sleeps per connection {herd:?}, expected {LOOPS} each"
+    );
+    assert!(
+        extra_doubled(&calm) <= CONNECTIONS,
+        "exclusive: sleeps per connection {calm:?}, expected 1 each"
     );
 }
 
