@@ -188,7 +188,7 @@ pub struct Args {
     #[arg(long, env = "WSCHAT_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// An Origin allowed to open WebSockets (repeatable, e.g. https://chat.example.com);
+    /// An Origin allowed to open WebSockets (repeatable, e.g. `https://chat.example.com`);
     /// others get 403. Default: any origin (see the README's security note).
     #[arg(
         long = "allowed-origin",
@@ -215,7 +215,7 @@ pub struct Args {
     #[arg(long, env = "WSCHAT_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
     /// Scale-out: share rooms with other nodes through Redis pub/sub at this URL
-    /// (redis://HOST[:PORT][/DB]). Off by default: a single node.
+    /// (`redis://HOST[:PORT][/DB]`). Off by default: a single node.
     #[arg(long, env = "WSCHAT_CLUSTER")]
     pub cluster: Option<crate::cluster::RedisUrl>,
 

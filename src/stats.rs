@@ -166,7 +166,7 @@ impl ThreadStats {
 }
 
 /// Voluntary context switches of thread `tid` of this process (`voluntary_ctxt_switches` in
-/// /proc/self/task/<tid>/status): how often it went to sleep, which counts the wake-ups the
+/// `/proc/self/task/<tid>/status`): how often it went to sleep, which counts the wake-ups the
 /// kernel hid from user space (a waiter woken for a listener and put back to sleep inside
 /// epoll_wait). Read by whoever reports, so the thread itself pays nothing.
 fn voluntary_switches_of(tid: u64) -> Option<u64> {

@@ -7,7 +7,7 @@
 //! fuzzer reports. Time is passed in (`now`), as everywhere in `ws/`; nothing here reads the
 //! clock or depends on its value.
 //!
-//! Input layout shared by the checks that split their input (see [`Plan`]):
+//! Input layout shared by the checks that split their input (see [`Plan`](crate::ws::fuzzing::Plan)):
 //! byte 0 holds the number of chunk-size bytes (bits 0-2) and per-check flags (bits 3-7);
 //! then come the chunk sizes; the rest is the subject. Putting the split plan in the input
 //! lets the fuzzer search split points and content together, and makes every finding

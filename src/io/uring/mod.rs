@@ -23,9 +23,10 @@
 //! `listener_wakeups` accept completions (exclusive: one per connection handed to us) or poll
 //! completions (`AcceptWakeup::All`); `futile_accepts` listener wake-ups whose accept found
 //! nothing (EAGAIN: only possible with `All`, since an exclusive accept waits in the kernel);
-//! `reads` recv completions carrying data; `sendmsg` IORING_OP_SENDMSG submissions; `epoll_ctl` 0.
+//! `reads` recv completions carrying data; `sendmsg` IORING_OP_SENDMSG submissions;
+//! `epoll_ctl` 0.
 //!
-//! Owns: the ring, the op slab ([`ops`]), the provided-buffer ring, the sockets. Must never:
+//! Owns: the ring, the op slab (`ops.rs`), the provided-buffer ring, the sockets. Must never:
 //! free or reuse memory an op handed to the kernel before that op's final completion, report
 //! a completion of a closed connection under a key reused since, or block except in `poll`.
 
