@@ -116,6 +116,8 @@ struct State {
     plaintext: Vec<u8>,
     inbox_batch: Vec<InboxMsg>,
     stats: Arc<ThreadStats>,
+    /// This thread's id in `/stats`, as every 101 names it (`THREAD_HEADER`).
+    thread_id: String,
     registry: Arc<StatsRegistry>,
     stopping: bool,
     /// When a stopping shard gives up on unfinished closing handshakes.
@@ -180,6 +182,7 @@ impl<R: Reactor> Shard<R> {
                     .shortest()
                     .map(|interval| HeartbeatWheel::new(interval, now)),
                 config,
+                thread_id: stats.id.to_string(),
                 stats,
                 registry,
                 stopping: false,

@@ -89,11 +89,10 @@ impl State {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let thread = self.stats.id.to_string();
         // A plain request never routes to Echo or Join, so accept cannot fail here.
         let accepted = conn
             .ws
-            .accept_with_deflate(&[(THREAD_HEADER, &thread)], self.config.deflate)
+            .accept_with_deflate(&[(THREAD_HEADER, &self.thread_id)], self.config.deflate)
             .is_ok();
         conn.last_heard = self.now;
         let port = conn.peer.port();
