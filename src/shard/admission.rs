@@ -105,7 +105,7 @@ impl<R: Reactor> Shard<R> {
                 ws: Connection::new(state.config.limits, state.now),
                 outbox: Outbox::default(),
                 tls,
-                peer,
+                peer_port: peer.port(),
                 role: Role::Pending,
                 over_capacity,
                 serial: state.next_serial,

@@ -5,7 +5,6 @@
 //! Must never: decide when to flush, close or time out (flush.rs and timers.rs do), or
 //! touch another connection.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::tls_link::TlsLink;
@@ -32,7 +31,9 @@ pub(super) struct Conn {
     pub(super) outbox: Outbox,
     /// With --tls-*: the session between the socket and `ws`, and the frames it will seal.
     pub(super) tls: Option<Box<TlsLink>>,
-    pub(super) peer: SocketAddr,
+    /// The client's port: a member's default name (`User <port>`). Only the port is kept
+    /// (2 bytes where the address took 32).
+    pub(super) peer_port: u16,
     pub(super) role: Role,
     /// Accepted beyond --max-conns: its request gets 503.
     pub(super) over_capacity: bool,

@@ -95,7 +95,7 @@ impl State {
             .accept_with_deflate(&[(THREAD_HEADER, &self.thread_id)], self.config.deflate)
             .is_ok();
         conn.last_heard = self.now;
-        let port = conn.peer.port();
+        let port = conn.peer_port;
         self.file_heartbeat(id);
         let Some((room, name)) = join else {
             return;
