@@ -23,6 +23,11 @@ bounded in count and time (each read waits at most 1 s; a run gives up after DEA
     nagle-probe.py echo PORT N MODE        MODE: two | two-gap
         /echo, the client sends two frames in two writes (`two-gap`: 300 µs apart) and
         reads both echoes (the old experiment's case, kept for comparison).
+    nagle-probe.py writes STRACE_FILE TEST     TEST: chat | echo
+        reads `strace -f -e trace=recvfrom,sendmsg,... -s 64` output of the server taken
+        during one `chat` or `echo` run and counts, per round trip, how the two frames for
+        one client (R, or the echo client) left: in one sendmsg, or in two, and then whether
+        the server read from that client between the two (the client's data carries an ACK)
 """
 import base64
 import json
@@ -244,6 +249,46 @@ def echo(port, n, mode):
     return {"test": "echo", "mode": mode, **summary(lat), "lost": lost, "latency_ms": [round(x, 4) for x in lat]}
 
 
+def writes(path, test):
+    import gzip
+    import re
+    ev = []  # (kind, fd, text)
+    pat = re.compile(r'^(?:\[pid\s+)?\d*\]?\s*(sendmsg|writev|write|recvfrom|read|readv|recvmsg)\((\d+), (.*) = (-?\d+)')
+    for line in (gzip.open if path.endswith(".gz") else open)(path, "rt", errors="replace"):
+        m = pat.match(line.strip())
+        if m and int(m.group(4)) > 0:
+            ev.append(("w" if m.group(1) in ("sendmsg", "writev", "write") else "r", int(m.group(2)), m.group(3)))
+    first, second = (b"m1", b"m2") if test == "chat" else (b"a", b"b")
+    # the frame's payload follows its length byte, which strace prints as an octal escape
+    # (three digits before a digit 0-7, fewer before 8, 9)
+    tag = "tx says: " if test == "chat" else r"\\[0-7]{1,3}"
+    target = next((fd for k, fd, t in ev if k == "w" and re.search(tag + r"\d+-" + first.decode(), t)), None)
+    rounds = {}
+    for i, (k, fd, t) in enumerate(ev):
+        if fd != target:
+            continue
+        if k == "w":
+            for m in re.finditer(tag + r"(\d+)-(" + first.decode() + "|" + second.decode() + ")", t):
+                rounds.setdefault(int(m.group(1)), {})[m.group(2)] = i
+    one = two_no_read = two_read_between = 0
+    split = []
+    for n, r in sorted(rounds.items()):
+        a, b = r.get(first.decode()), r.get(second.decode())
+        if a is None or b is None:
+            continue
+        if a == b:
+            one += 1
+            continue
+        split.append(n)
+        if any(k == "r" and fd == target for k, fd, _ in ev[a + 1:b]):
+            two_read_between += 1
+        else:
+            two_no_read += 1
+    return {"test": test, "fd": target, "round_trips": one + two_no_read + two_read_between,
+            "one_sendmsg": one, "two_sendmsg_no_read_between": two_no_read,
+            "two_sendmsg_read_between": two_read_between, "two_sendmsg_round_trips": split}
+
+
 def main():
     a = sys.argv[1:]
     if not a or a[0] in ("-h", "--help"):
@@ -256,6 +301,8 @@ def main():
         out = raw(int(a[1]), [int(a[2]), int(a[3])] if len(a) >= 4 else None)
     elif a[0] == "chat":
         out = chat(int(a[1]), int(a[2]), a[3])
+    elif a[0] == "writes":
+        out = writes(a[1], a[2])
     elif a[0] == "echo":
         out = echo(int(a[1]), int(a[2]), a[3])
     else:
