@@ -243,6 +243,28 @@ tk apply --dry-run --state "$state"
 check "apply --dry-run writes nothing and saves nothing" \
     test "$rc:$(tree):$(test -e "$state" && echo saved)" = "0:$before:"
 
+
+# --- show: the SYN retransmission schedule this kernel runs, and the pre-6.5 one ---
+fresh
+echo 1 >"$sys/net/ipv4/tcp_syncookies"
+echo 0 >"$sys/net/ipv4/tcp_abort_on_overflow"
+echo 6 >"$sys/net/ipv4/tcp_syn_retries"
+echo 4 >"$sys/net/ipv4/tcp_syn_linear_timeouts"
+tk show
+# fold may break a line anywhere: compare with the newlines and indents taken out
+flat() { tr -s '\n ' '  ' <"$tmp/out"; }
+check "show, linear timeouts 4: 1 s waits, then doubling; 10 retransmissions; fails at 131 s" \
+    grep -qF "retransmits its SYN 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s after the first one and connect() fails (ETIMEDOUT) at about 131 s" <(flat)
+check "show, linear timeouts 4: says what kernels before 6.5 did" \
+    grep -qF "Kernels before 6.5 (and this one with tcp_syn_linear_timeouts=0) double every wait from 1 s: retransmissions at 1, 3, 7, 15, 31, 63 s, ETIMEDOUT at about 127 s" <(flat)
+echo 0 >"$sys/net/ipv4/tcp_syn_linear_timeouts"
+tk show
+check "show, linear timeouts 0: the doubling schedule, 127 s" \
+    grep -qF "retransmits its SYN 1, 3, 7, 15, 31, 63 s after the first one and connect() fails (ETIMEDOUT) at about 127 s" <(flat)
+rm "$sys/net/ipv4/tcp_syn_linear_timeouts"
+tk show
+check "show, no tcp_syn_linear_timeouts (before 6.5): the doubling schedule, and why" \
+    grep -qF "this kernel has no tcp_syn_linear_timeouts, added in Linux 6.5" <(flat)
 echo
 echo "$passed passed, $failed failed"
 ((failed == 0))

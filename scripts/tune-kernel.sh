@@ -258,13 +258,13 @@ save_state() {
     fi
 }
 
-# syn_schedule RETRIES LINEAR: when a client whose SYNs are dropped retransmits and when it
-# gives up, for the usual 1 s initial timeout (net/ipv4/tcp_timer.c: tcp_retransmit_timer
-# doubles the wait only once more than LINEAR timeouts have passed; tcp_write_timeout gives up
-# after RETRIES + LINEAR retransmissions, or once the time RETRIES doubling waits would take
-# has passed). LINEAR is tcp_syn_linear_timeouts, empty before Linux 6.5.
-syn_schedule() {
-    local retries=$1 linear=${2:-0} rto=1 t=0 sent=0 times=() limit list
+# syn_times RETRIES LINEAR: prints "TIMES|FAIL": the seconds after the first SYN at which a
+# client whose SYNs are all dropped retransmits, and when connect() fails, for the usual 1 s
+# initial timeout (net/ipv4/tcp_timer.c: tcp_retransmit_timer doubles the wait only once more
+# than LINEAR timeouts have passed; tcp_write_timeout gives up after RETRIES + LINEAR
+# retransmissions, or once the time RETRIES doubling waits would take has passed).
+syn_times() {
+    local retries=$1 linear=$2 rto=1 t=0 sent=0 times=() limit list
     limit=$((retries <= 6 ? (2 << retries) - 1 : 127 + (retries - 6) * 120))
     while :; do
         t=$((t + rto))
@@ -274,16 +274,28 @@ syn_schedule() {
         ((sent <= linear)) || rto=$((rto * 2 > 120 ? 120 : rto * 2))
     done
     list=$(printf '%s, ' "${times[@]}")
+    printf '%s|%s\n' "${list%, }" "$t"
+}
+
+# syn_schedule RETRIES LINEAR: the schedule this kernel runs, in words, and the one kernels
+# before 6.5 ran. LINEAR is tcp_syn_linear_timeouts, empty where the kernel has no such
+# sysctl (before Linux 6.5: every wait doubles).
+syn_schedule() {
+    local retries=$1 linear=${2:-0} now old
+    now=$(syn_times "$retries" "$linear") old=$(syn_times "$retries" 0)
     {
-        printf 'The client retransmits it %s s after its first SYN and connect() fails (ETIMEDOUT) at about %s s. ' \
-            "${list%, }" "$t"
+        printf 'On this kernel (%s) a client whose SYNs are dropped retransmits its SYN %s s after the first one and connect() fails (ETIMEDOUT) at about %s s. ' \
+            "$(uname -r)" "${now%|*}" "${now#*|}"
         if ((linear > 0)); then
-            printf 'With tcp_syn_linear_timeouts=%s (Linux 6.5+) the first %s waits are 1 s (%s linear ones, then the doubling starts at 1 s), then 2, 4, 8 s and so on (at most 120 s); the %s linear retransmissions come on top of tcp_syn_retries=%s.\n' \
-                "$linear" "$((linear + 1))" "$linear" "$linear" "$retries"
+            printf 'That is net.ipv4.tcp_syn_linear_timeouts=%s (Linux 6.5+): %s linear timeouts, so the first %s waits are 1 s each, then the wait doubles (2, 4, 8 s, at most 120 s); the %s linear retransmissions come on top of tcp_syn_retries=%s. ' \
+                "$linear" "$linear" "$((linear + 1))" "$linear" "$retries"
+            printf 'Kernels before 6.5 (and this one with tcp_syn_linear_timeouts=0) double every wait from 1 s: retransmissions at %s s, ETIMEDOUT at about %s s.\n' \
+                "${old%|*}" "${old#*|}"
         else
-            local why="tcp_syn_linear_timeouts=0: no linear waits"
-            [[ -n $2 ]] || why="tcp_syn_linear_timeouts, Linux 6.5+, is not on this kernel"
-            printf 'Each wait doubles from 1 s (at most 120 s), tcp_syn_retries=%s times (%s).\n' "$retries" "$why"
+            local why="tcp_syn_linear_timeouts=0 here, so no linear waits"
+            [[ -n $2 ]] || why="this kernel has no tcp_syn_linear_timeouts, added in Linux 6.5"
+            printf 'Each wait doubles from 1 s (at most 120 s), tcp_syn_retries=%s times: the schedule of every kernel before 6.5 (%s). ' "$retries" "$why"
+            printf 'Linux 6.5+ with tcp_syn_linear_timeouts=N (default 4) waits 1 s N+1 times before the doubling starts, and adds N retransmissions to tcp_syn_retries.\n'
         fi
     } | fold -s -w 88 | sed 's/^/    /; s/ *$//'
 }

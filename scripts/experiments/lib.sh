@@ -39,7 +39,8 @@ exp_cleanup() {
 exp_init() {
     EXP=$1
     OUT=$root/results/experiments/$EXP
-    [[ -x $WSCHAT && -x $BENCH ]] || die "build first: cargo build --release --workspace"
+    # EXP_NO_BENCH=1: the experiment does not run bench-client (nagle.sh)
+    [[ -x $WSCHAT && ( -n ${EXP_NO_BENCH:-} || -x $BENCH ) ]] || die "build first: cargo build --release --workspace"
     [[ $(id -u) == 0 ]] || note "not root: no namespace, no sysctl changes; parts that need them are skipped"
     mkdir -p "$OUT/raw"
     rm -f "$OUT"/raw/*
