@@ -225,9 +225,26 @@ pub struct StatsRegistry {
     cluster: std::sync::OnceLock<Arc<dyn Section>>,
 }
 
-/// A part of the server that reports a section of its own in `/stats`.
+/// A part of the server that reports a section of its own in `/stats` and `/metrics`.
 pub trait Section: std::fmt::Debug + Send + Sync {
     fn report(&self) -> serde_json::Value;
+
+    /// The section's numbers for `/metrics`, one series each.
+    fn metrics(&self) -> Vec<SectionMetric>;
+}
+
+/// One number of a [`Section`] for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionMetric {
+    /// As a field of [`Counters`] is named: without the `wschat_` prefix, nor a counter's
+    /// `_total`; never one of [`FIELDS`]' names.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// Its labels. Their values must come from configuration, never from clients: each
+    /// distinct value is a series for Prometheus to keep.
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
 }
 
 /// The JSON document of `GET /stats`.
@@ -241,6 +258,9 @@ pub struct Report {
     /// With --cluster: node id, link state, gaps per room.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+    /// With --cluster: the section's numbers for `/metrics` (the JSON has them above).
+    #[serde(skip)]
+    pub cluster_metrics: Vec<SectionMetric>,
 }
 
 #[derive(Debug, Serialize)]
@@ -299,6 +319,11 @@ impl StatsRegistry {
             totals,
             threads,
             cluster: self.cluster.get().map(|link| link.report()),
+            cluster_metrics: self
+                .cluster
+                .get()
+                .map(|link| link.metrics())
+                .unwrap_or_default(),
         }
     }
 }

@@ -20,8 +20,8 @@ const PREFIX: &str = "wschat_";
 impl Report {
     /// The report as Prometheus text: `wschat_info` and `wschat_uptime_seconds`, then one
     /// family per field of [`FIELDS`] with a series per thread, labelled with the thread's
-    /// id (its index in `/stats`) and role. Counters are named `wschat_<field>_total`,
-    /// gauges `wschat_<field>`.
+    /// id (its index in `/stats`) and role, then the cluster section's numbers (with
+    /// --cluster). Counters are named `wschat_<name>_total`, gauges `wschat_<name>`.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         header(
@@ -58,6 +58,20 @@ impl Report {
                 let value = values.get(column).copied().unwrap_or(0);
                 sample(&mut out, &name, &[("thread", id), ("role", role)], value);
             }
+        }
+        for metric in &self.cluster_metrics {
+            let name = metric_name(&Field {
+                name: metric.name,
+                kind: metric.kind,
+                doc: metric.help,
+            });
+            header(&mut out, &name, metric.help, metric.kind);
+            let labels: Vec<(&str, &str)> = metric
+                .labels
+                .iter()
+                .map(|(label, value)| (*label, value.as_str()))
+                .collect();
+            sample(&mut out, &name, &labels, metric.value);
         }
         out
     }

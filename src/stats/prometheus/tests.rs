@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::*;
-use crate::stats::{CounterValues, ThreadReport};
+use crate::stats::{CounterValues, SectionMetric, ThreadReport};
 
 /// Where the golden text lives; `WSCHAT_BLESS=1 cargo test --lib stats::prometheus` rewrites
 /// it from the current rendering (then review its diff and run the tests again).
@@ -51,6 +51,22 @@ fn report_with(role: &'static str, pattern: &'static str) -> Report {
             },
         ],
         cluster: None,
+        cluster_metrics: vec![
+            SectionMetric {
+                name: "cluster_info",
+                kind: Kind::Gauge,
+                help: "The node's id and its Redis.",
+                labels: vec![("node", "n1".into()), ("redis", "redis://h:6379/0".into())],
+                value: 1,
+            },
+            SectionMetric {
+                name: "cluster_who_refused",
+                kind: Kind::Counter,
+                help: "/who answered from this node alone.",
+                labels: Vec::new(),
+                value: 2,
+            },
+        ],
     }
 }
 
@@ -76,14 +92,19 @@ fn renders_the_golden_text() {
             n + 1
         );
     }
-    assert_eq!(text, GOLDEN, "same lines, different length or line ends");
+    let (got, want) = (text.lines().count(), GOLDEN.lines().count());
+    assert_eq!(
+        got, want,
+        "{got} lines, {GOLDEN_PATH} has {want} (WSCHAT_BLESS=1 rewrites it: review its diff)"
+    );
+    assert_eq!(text, GOLDEN, "the same lines, different line ends");
 }
 
 #[test]
 fn the_rendering_is_valid_exposition_text() {
     let samples = check_exposition(&report().to_prometheus()).unwrap();
-    // info, uptime, then one series per thread for each field.
-    assert_eq!(samples.len(), 2 + 2 * FIELDS.len());
+    // info, uptime, one series per thread for each field, then the cluster section's.
+    assert_eq!(samples.len(), 2 + 2 * FIELDS.len() + 2);
     check_exposition(GOLDEN).unwrap();
 }
 
@@ -111,6 +132,8 @@ fn names_say_the_kind() {
     assert!(text.contains("wschat_info{pattern=\"work-queue\",io=\"uring\"} 1\n"));
     assert!(text.contains("wschat_uptime_seconds 12.5\n"));
     assert!(text.contains("wschat_frames_out_total{thread=\"0\",role=\"loop\"} 10\n"));
+    assert!(text.contains("# TYPE wschat_cluster_who_refused_total counter\n"));
+    assert!(text.contains("wschat_cluster_info{node=\"n1\",redis=\"redis://h:6379/0\"} 1\n"));
     for field in FIELDS {
         let name = metric_name(field);
         assert_eq!(
