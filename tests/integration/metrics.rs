@@ -1,4 +1,7 @@
-//! `GET /metrics`: the /stats counters as Prometheus text, one series per thread.
+//! `GET /metrics`: the /stats counters as Prometheus text, one series per thread; and the
+//! sample Grafana dashboard that reads them.
+
+use crate::common::Setup;
 
 /// The sum over every series of `name` (what Prometheus' `sum(name)` shows), after checking
 /// that each sample line of `text` is `name{labels} number`.
@@ -77,3 +80,45 @@ wstest!(http_metrics_are_prometheus_text_and_move, |s| {
         "accepted did not move: {before} then {after}"
     );
 });
+
+/// The sample dashboard (deploy/grafana/wschat.json) is JSON that Grafana can import with any
+/// Prometheus data source, and names only metrics the server exports: a renamed counter
+/// fails here, not in someone's empty panel.
+#[test]
+fn the_grafana_dashboard_names_only_exported_metrics() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/wschat.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        variables.iter().any(|v| v["type"] == "datasource"
+            && v["name"] == "datasource"
+            && v["query"] == "prometheus"),
+        "no Prometheus data source variable: {variables:?}"
+    );
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(!panels.is_empty());
+    let mut named = Vec::new();
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{panel}");
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            named.extend(
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|word| word.starts_with("wschat_"))
+                    .map(String::from),
+            );
+        }
+    }
+    assert!(!named.is_empty(), "no wschat_ metric in any panel");
+
+    let server = Setup::new("single-thread", "epoll", &[]).server();
+    let scrape = server.get("/metrics").body_text();
+    for name in named {
+        assert!(
+            scrape.contains(&format!("# TYPE {name} ")),
+            "the dashboard names {name}, which /metrics does not export:\n{scrape}"
+        );
+    }
+}
