@@ -16,7 +16,7 @@
 //!   io/         reactors (epoll, uring), outbox, waker, signals, rlimits: all the unsafe code
 //!   net/        listeners (backlog, SO_REUSEPORT), accept4 and accept-error triage, socket
 //!               options; below io/, which accepts through it
-//!   stats.rs    per-thread counters, /stats JSON, interval lines
+//!   stats.rs    per-thread counters, /stats JSON, /metrics text, interval lines
 //! ```
 //!
 //! # Architecture invariants

@@ -1,4 +1,5 @@
-//! Per-thread counters, their totals, and how they are shown (`GET /stats`, interval lines).
+//! Per-thread counters, their totals, and how they are shown (`GET /stats`, interval lines,
+//! and `GET /metrics` in [`prometheus`]).
 //!
 //! Each counter has exactly one writer, the thread it belongs to, which updates it with a
 //! relaxed load and store (no locked read-modify-write on the hot path); readers on other
@@ -11,8 +12,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub mod prometheus;
+
 macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $kind:ident $name:ident,)*) => {
         /// One thread's counters (written only by that thread).
         #[derive(Debug, Default)]
         pub struct Counters {
@@ -25,6 +28,12 @@ macro_rules! counters {
             $($(#[doc = $doc])* pub $name: u64,)*
         }
 
+        /// Every field of [`Counters`], in the order of the list: its name, its kind and its
+        /// doc comment (the help text of `GET /metrics`).
+        pub const FIELDS: &[Field] = &[
+            $(Field { name: stringify!($name), kind: Kind::$kind, doc: concat!($($doc),*) },)*
+        ];
+
         impl Counters {
             pub fn snapshot(&self) -> CounterValues {
                 CounterValues { $($name: self.$name.load(Relaxed),)* }
@@ -35,97 +44,125 @@ macro_rules! counters {
             fn add(&mut self, other: &CounterValues) {
                 $(self.$name += other.$name;)*
             }
+
+            /// The values in the order of [`FIELDS`].
+            pub fn values(&self) -> impl Iterator<Item = u64> {
+                [$(self.$name,)*].into_iter()
+            }
         }
     };
 }
 
+/// What a field of [`Counters`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows (with [`bump`]): a rate is what a reader wants of it.
+    Counter,
+    /// A level now (with [`set`]): it goes up and down, and a sum over threads is the level
+    /// of the whole server.
+    Gauge,
+}
+
+/// A field of [`Counters`], as the list in `counters!` declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The field's doc comment, its lines joined (each starts with a space).
+    pub doc: &'static str,
+}
+
+// The one list of counters: each field's kind (a `Counter` only grows, a `Gauge` is set to a
+// level), name and doc comment, which `/stats`, the interval line and `/metrics` all read.
 counters! {
     /// Connections accepted by this thread.
-    accepted,
+    Counter accepted,
     /// Connections another thread accepted and handed to this one (acceptor-readers).
-    adopted,
+    Counter adopted,
     /// Connections this thread currently owns (handshaking, open or closing).
-    active,
+    Gauge active,
     /// WebSocket frames received.
-    frames_in,
+    Counter frames_in,
     /// Frames (and HTTP responses) written completely.
-    frames_out,
-    bytes_in,
-    bytes_out,
+    Counter frames_out,
+    /// Bytes read from clients (TLS records included).
+    Counter bytes_in,
+    /// Bytes written to clients (TLS records included).
+    Counter bytes_out,
     /// Returns from the reactor's wait.
-    wakeups,
+    Counter wakeups,
     /// Wake-ups that reported a listener readable.
-    listener_wakeups,
+    Counter listener_wakeups,
     /// Listener wake-ups whose first accept returned EAGAIN.
-    futile_accepts,
+    Counter futile_accepts,
     /// The thread's voluntary context switches (sleeps), read from /proc when reported.
-    voluntary_switches,
+    Counter voluntary_switches,
     /// Vectored sends started (`IoCounters::sendmsg`): sendmsg(2) calls under epoll,
     /// IORING_OP_SENDMSG submissions under io_uring.
-    sendmsg,
+    Counter sendmsg,
     /// epoll_ctl system calls.
-    epoll_ctl,
+    Counter epoll_ctl,
     /// Receivers disconnected with 1008 for exceeding --max-outbound.
-    slow_consumer_kicks,
+    Counter slow_consumer_kicks,
     /// Connections closed with 1008 for going over an input budget: control frames per read,
     /// commands per second, inflated bytes per compressed byte.
-    flood_closes,
+    Counter flood_closes,
     /// Times a loop left work for its next iteration because it had planned its fan-out
     /// budget (262,144 receiver deliveries) in this one: a connection's events, or the rest
     /// of a peer's batch.
-    fanout_yields,
+    Counter fanout_yields,
     /// Connections closed with 1008 for keeping a message open (fragments without the last)
     /// for longer than --idle-timeout.
-    message_timeouts,
+    Counter message_timeouts,
     /// Handshakes answered 503 because of --max-conns.
-    rejected_over_capacity,
+    Counter rejected_over_capacity,
     /// Requests answered with a 4xx error.
-    handshake_errors,
+    Counter handshake_errors,
     /// Connections dropped for not finishing the handshake in time.
-    handshake_timeouts,
+    Counter handshake_timeouts,
     /// Times accepting paused because descriptors or memory ran out.
-    accept_pauses,
+    Counter accept_pauses,
     /// Connections whose TLS failed (bad records, a handshake that went wrong).
-    tls_errors,
+    Counter tls_errors,
     /// Heartbeat pings sent to quiet connections.
-    pings_sent,
+    Counter pings_sent,
     /// Connections closed (1001) for sending nothing for --idle-timeout.
-    idle_closes,
+    Counter idle_closes,
     /// Chat members this thread holds now.
-    members,
+    Gauge members,
     /// Accepted connections handed to another thread (acceptor-readers' acceptor).
-    handoffs,
+    Counter handoffs,
     /// Batches of room deliveries sent to other loops (one inbox item per loop per batch).
-    peer_batches_out,
+    Counter peer_batches_out,
     /// Batches of room deliveries received from other loops.
-    peer_batches_in,
+    Counter peer_batches_in,
     /// Connections this loop stopped reading because another loop had more of their room
     /// deliveries waiting than it may hold (see `Hub::peer_backlog`); read again when
     /// that loop has caught up by half.
-    peer_backpressure,
+    Counter peer_backpressure,
     /// Chat messages waiting for a worker now: in the queue, or held by the loop while the
     /// queue is full (work-queue's I/O loop).
-    queue_depth,
+    Gauge queue_depth,
     /// Chat messages interpreted (work-queue's workers).
-    work_items,
+    Counter work_items,
     /// --cluster (the broker thread): events published and confirmed by Redis.
-    cluster_published,
+    Counter cluster_published,
     /// Events delivered locally but not propagated to other nodes: published while the link
     /// was down, or written and unconfirmed when it dropped, or over the command backlog.
-    cluster_not_propagated,
+    Counter cluster_not_propagated,
     /// Events from other nodes handed to this node's shards.
-    cluster_received,
+    Counter cluster_received,
     /// Gaps made visible to a room's members: the link dropped while subscribed, or a
     /// publisher's sequence number jumped.
-    cluster_gaps,
+    Counter cluster_gaps,
     /// Times the link to Redis came back after being down.
-    cluster_reconnects,
+    Counter cluster_reconnects,
     /// 1 while the link to Redis is up.
-    cluster_link_up,
+    Gauge cluster_link_up,
     /// Room channels subscribed.
-    cluster_subscriptions,
+    Gauge cluster_subscriptions,
     /// Malformed or unexpected input from Redis (dropped).
-    cluster_bad_input,
+    Counter cluster_bad_input,
 }
 
 /// Adds `n` to a counter owned by the calling thread.
@@ -188,9 +225,26 @@ pub struct StatsRegistry {
     cluster: std::sync::OnceLock<Arc<dyn Section>>,
 }
 
-/// A part of the server that reports a section of its own in `/stats`.
+/// A part of the server that reports a section of its own in `/stats` and `/metrics`.
 pub trait Section: std::fmt::Debug + Send + Sync {
     fn report(&self) -> serde_json::Value;
+
+    /// The section's numbers for `/metrics`, one series each.
+    fn metrics(&self) -> Vec<SectionMetric>;
+}
+
+/// One number of a [`Section`] for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionMetric {
+    /// As a field of [`Counters`] is named: without the `wschat_` prefix, nor a counter's
+    /// `_total`; never one of [`FIELDS`]' names.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// Its labels. Their values must come from configuration, never from clients: each
+    /// distinct value is a series for Prometheus to keep.
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
 }
 
 /// The JSON document of `GET /stats`.
@@ -204,6 +258,9 @@ pub struct Report {
     /// With --cluster: node id, link state, gaps per room.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+    /// With --cluster: the section's numbers for `/metrics` (the JSON has them above).
+    #[serde(skip)]
+    pub cluster_metrics: Vec<SectionMetric>,
 }
 
 #[derive(Debug, Serialize)]
@@ -262,6 +319,11 @@ impl StatsRegistry {
             totals,
             threads,
             cluster: self.cluster.get().map(|link| link.report()),
+            cluster_metrics: self
+                .cluster
+                .get()
+                .map(|link| link.metrics())
+                .unwrap_or_default(),
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum Route {
     Page,
     /// `GET /stats`: JSON statistics.
     Stats,
+    /// `GET /metrics`: the same counters in the Prometheus text format.
+    Metrics,
     /// Upgrade on `/echo`: every message comes back as it was sent.
     Echo,
     /// Upgrade on `/`, `/chat` (room `lobby`) or `/chat/<room>`; `name` from `?name=`.
@@ -28,6 +30,7 @@ pub fn route(request: &Request, allowed_origins: &[String]) -> Result<Route, Han
         return match path {
             "/" => Ok(Route::Page),
             "/stats" => Ok(Route::Stats),
+            "/metrics" => Ok(Route::Metrics),
             _ => Err(HandshakeError::NotFound(path.to_string())),
         };
     };
@@ -84,6 +87,7 @@ mod tests {
     fn plain_routes() {
         assert_eq!(route(&request("/", false), &[]), Ok(Route::Page));
         assert_eq!(route(&request("/stats", false), &[]), Ok(Route::Stats));
+        assert_eq!(route(&request("/metrics", false), &[]), Ok(Route::Metrics));
         assert_eq!(
             route(&request("/chat", false), &[]).unwrap_err().status(),
             404
@@ -153,6 +157,10 @@ mod tests {
         );
         assert_eq!(
             route(&request("/stats", true), &[]).unwrap_err().status(),
+            404
+        );
+        assert_eq!(
+            route(&request("/metrics", true), &[]).unwrap_err().status(),
             404
         );
     }

@@ -113,6 +113,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::chat::{Name, RoomName};
 use crate::io::Waker;
 use crate::peer::{Batch, MemberId, Peer};
+use crate::stats::{Kind, SectionMetric};
 pub use wire::NodeId;
 
 /// The audience exception of remote deliveries: no local member has this id, so every
@@ -383,6 +384,60 @@ impl crate::stats::Section for Link {
             "who_refused": self.counters.who_refused.load(Ordering::Relaxed),
         })
     }
+
+    /// The section's numbers for `/metrics`, but not `gaps_by_room`: room names come from
+    /// clients, and a series per room would let them grow Prometheus' storage without
+    /// bound; the broker thread's `cluster_gaps` counts every gap. `link_up` is the broker
+    /// thread's `cluster_link_up` gauge already.
+    fn metrics(&self) -> Vec<SectionMetric> {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let rooms = self.shared().rooms.len() as u64;
+        let metric = |name, kind, help, value| SectionMetric {
+            name,
+            kind,
+            help,
+            labels: Vec::new(),
+            value,
+        };
+        vec![
+            SectionMetric {
+                labels: vec![
+                    ("node", self.node.to_string()),
+                    ("redis", self.url.to_string()),
+                ],
+                ..metric(
+                    "cluster_info",
+                    Kind::Gauge,
+                    "--cluster: this node's id and its Redis (always 1).",
+                    1,
+                )
+            },
+            metric(
+                "cluster_rooms_with_local_members",
+                Kind::Gauge,
+                "Rooms with members on this node, whose channels it subscribes.",
+                rooms,
+            ),
+            metric(
+                "cluster_remote_oversize",
+                Kind::Counter,
+                "Events from other nodes longer than this node accepts: dropped, the room told of the gap.",
+                load(&self.counters.remote_oversize),
+            ),
+            metric(
+                "cluster_commands_refused",
+                Kind::Counter,
+                "Commands to Redis not queued because the connection's backlog was over its cap.",
+                load(&self.counters.commands_refused),
+            ),
+            metric(
+                "cluster_who_refused",
+                Kind::Counter,
+                "/who answered without the other nodes' members because the broker was busy.",
+                load(&self.counters.who_refused),
+            ),
+        ]
+    }
 }
 
 /// The shards' hooks ([`crate::peer::Peer`]): each queues for the broker and returns.
@@ -474,6 +529,44 @@ mod tests {
         assert!(url("redis://h:x").is_err());
         assert!(url("redis://u:p@h").is_err());
         assert!(url("redis://h/x").is_err());
+    }
+
+    #[test]
+    fn metrics_are_named_apart_from_the_counters_and_labelled_from_configuration() {
+        use crate::stats::{FIELDS, Section};
+        let link = Link::new(
+            &ClusterConfig {
+                url: "redis://h:7000/2".parse().unwrap(),
+                node: NodeId(3),
+                max_message: 1 << 20,
+            },
+            Waker::new().unwrap(),
+        );
+        assert!(link.join(&RoomName::parse("r").unwrap()));
+        let metrics = link.metrics();
+        let mut names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
+        for name in &names {
+            assert!(
+                FIELDS.iter().all(|f| f.name != *name),
+                "{name} is also a per-thread counter"
+            );
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), metrics.len(), "a name twice: {metrics:?}");
+        let info = metrics.iter().find(|m| m.name == "cluster_info").unwrap();
+        assert_eq!(
+            info.labels,
+            [
+                ("node", NodeId(3).to_string()),
+                ("redis", "redis://h:7000/2".to_string())
+            ]
+        );
+        let rooms = metrics
+            .iter()
+            .find(|m| m.name == "cluster_rooms_with_local_members")
+            .unwrap();
+        assert_eq!(rooms.value, 1);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Answers to request heads: the page, `/stats`, an error status, or an upgrade (echo, or a
+//! Answers to request heads: the page, `/stats`, `/metrics`, an error status, or an upgrade (echo, or a
 //! chat member joining its room, which may wait until every peer is ready for the room).
 //!
 //! Owns: routes to roles, and upgrades parked for their room. Must never: read the socket or
@@ -8,7 +8,7 @@ use super::State;
 use super::conn::Role;
 use crate::chat::{self, Name, RoomName, Route};
 use crate::io::ConnId;
-use crate::stats::bump;
+use crate::stats::{bump, prometheus};
 use crate::ws::handshake::http_response;
 use crate::ws::{HandshakeError, Request};
 
@@ -29,7 +29,8 @@ pub(super) struct Parked {
 }
 
 impl State {
-    /// Answers a request head: a page, stats, an upgrade, or an error status.
+    /// Answers a request head: a page, stats (JSON or Prometheus text), an upgrade, or an
+    /// error status.
     pub(super) fn answer(&mut self, id: ConnId, request: &Request) {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -47,7 +48,7 @@ impl State {
         conn.role = match route {
             Ok(Route::Echo) => Role::Echo,
             Ok(Route::Join { .. }) => Role::Member,
-            Ok(Route::Page | Route::Stats) | Err(_) => Role::Http,
+            Ok(Route::Page | Route::Stats | Route::Metrics) | Err(_) => Role::Http,
         };
         match route {
             Ok(Route::Page) => conn.ws.respond(http_response(
@@ -59,6 +60,13 @@ impl State {
             Ok(Route::Stats) => {
                 let body = self.registry.report(self.now).to_json();
                 let response = http_response(200, &[], "application/json", &body);
+                if let Some(conn) = self.conns.get_mut(id) {
+                    conn.ws.respond(response);
+                }
+            }
+            Ok(Route::Metrics) => {
+                let body = self.registry.report(self.now).to_prometheus();
+                let response = http_response(200, &[], prometheus::CONTENT_TYPE, body.as_bytes());
                 if let Some(conn) = self.conns.get_mut(id) {
                     conn.ws.respond(response);
                 }

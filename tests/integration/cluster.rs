@@ -283,6 +283,29 @@ fn chat_across_nodes(setup: Setup) {
     assert_eq!(n1.total("cluster_bad_input"), 0);
     let stats = n1.stats();
     assert_eq!(stats["cluster"]["link_up"], true, "{stats}");
+
+    // /metrics says the same: the broker thread's gauge, its counters, the section's info.
+    let metrics = n1.get("/metrics").body_text();
+    let broker = stats["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "broker")
+        .unwrap_or_else(|| panic!("no broker thread: {stats}"))["id"]
+        .clone();
+    let link_up = format!("wschat_cluster_link_up{{thread=\"{broker}\",role=\"broker\"}} 1\n");
+    assert!(metrics.contains(&link_up), "no {link_up:?} in:\n{metrics}");
+    assert!(
+        metrics.contains("# TYPE wschat_cluster_published_total counter\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "wschat_cluster_info{{node=\"{}\",",
+            stats["cluster"]["node"].as_str().unwrap()
+        )),
+        "{metrics}"
+    );
 }
 
 fn redis_restart(setup: Setup) {

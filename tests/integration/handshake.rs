@@ -240,7 +240,7 @@ wstest!(handshake_bad_key_400, |s| {
 
 wstest!(handshake_unknown_path_404, |s| {
     let server = s.server();
-    for path in ["/nope", "/chatroom", "/echo/x", "/stats"] {
+    for path in ["/nope", "/chatroom", "/echo/x", "/stats", "/metrics"] {
         assert_eq!(server.connect_status(path), 404, "upgrade on {path}");
     }
     server.assert_still_serving();

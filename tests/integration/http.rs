@@ -19,6 +19,7 @@ wstest!(http_unknown_path_is_404, |s| {
         "/nope",
         "/index.html",
         "/stats/x",
+        "/metrics/x",
         "/chat",
         "/chat/lobby",
         "/echo",

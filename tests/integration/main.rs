@@ -18,6 +18,7 @@ mod hardening;
 mod hostile;
 mod http;
 mod lifecycle;
+mod metrics;
 mod patterns;
 mod proxies;
 mod threads;
