@@ -59,6 +59,9 @@ counter_set! {
         malformed,
         /// Payloads from a sender this run does not have (or, on echo, another sender).
         foreign,
+        /// Deliveries of a message from a member of another room: the server sent it to a
+        /// room its sender is not in (not counted as received).
+        misrouted,
         /// Connections closed for a frame a client must not accept.
         protocol_errors,
         /// Connections whose TLS failed after the upgrade.
@@ -160,7 +163,8 @@ impl LoadOutcome {
             && c.out_of_order == 0
             && c.duplicates == 0
             && c.malformed == 0
-            && c.foreign == 0;
+            && c.foreign == 0
+            && c.misrouted == 0;
         LoadOutcome {
             counters,
             close_codes,

@@ -115,6 +115,19 @@ impl Loader {
                         self.errors += 1;
                         continue;
                     }
+                    // A member of another room sent this: the server delivered it to a
+                    // room its sender is not in. Judged by the rooms (connection i joins
+                    // room i % rooms), not by the sender index alone, which any member of
+                    // any room has.
+                    let sender_room = match self.cfg.target {
+                        Target::Chat { rooms, .. } => stamp.sender as usize % rooms.max(1),
+                        Target::Echo => conn.room,
+                    };
+                    if sender_room != conn.room {
+                        self.counters.misrouted += 1;
+                        self.errors += 1;
+                        continue;
+                    }
                     let arrival = conn
                         .trackers
                         .entry(stamp.sender)

@@ -1,0 +1,141 @@
+//! End-to-end: `bench-client chat` against a fake server that misbehaves in one way per test
+//! (tests/fake_server/), and once honestly. Each test checks that the results document names
+//! the fault: the counter or verdict for it is non-zero and the run is not `correct`. Every
+//! run is short and bounded; no assertion is a timing threshold (the stall is made far longer
+//! than any bound it is checked against).
+
+mod fake_server;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_server::{FakeServer, Fault};
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_bench-client");
+/// No bench-client run in these tests may take longer than this.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// 8 connections in 2 rooms of 4 at 200 msg/s for 1 s: each connection sends exactly 25
+/// messages (period 40 ms), 200 in all, each expected at the 3 other members of its room.
+const MESSAGES: u64 = 200;
+const FANOUT: u64 = 3;
+
+/// Runs one chat run against `server` and returns its results document.
+fn chat_run(server: &FakeServer, name: &str, drain: &str) -> Value {
+    let dir = std::env::temp_dir().join(format!("bench-client-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json: PathBuf = dir.join(format!("{name}.json"));
+    let url = format!("ws://{}", server.addr);
+    let mut child = Command::new(BENCH)
+        .args([
+            "chat",
+            "--url",
+            &url,
+            "--conns",
+            "8",
+            "--rooms",
+            "2",
+            "--rate",
+            "200",
+            "--warmup",
+            "0s",
+            "--duration",
+            "1s",
+            "--drain",
+            drain,
+            "--settle-timeout",
+            "10s",
+            "--seed",
+            "7",
+            "-q",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting bench-client");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for bench-client") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            panic!("bench-client ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "bench-client exited with {status}");
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("results file"))
+        .expect("results JSON")
+}
+
+fn counter(run: &Value, name: &str) -> u64 {
+    run["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {name} missing in {}", run["counters"]))
+}
+
+fn correct(run: &Value) -> bool {
+    run["correct"].as_bool().expect("correct is a bool")
+}
+
+#[test]
+fn honest_server_every_delivery_accounted_for() {
+    let server = FakeServer::start(Fault::Honest);
+    let run = chat_run(&server, "honest", "2s");
+    assert_eq!(counter(&run, "sent"), MESSAGES);
+    assert_eq!(counter(&run, "expected"), MESSAGES * FANOUT);
+    assert_eq!(counter(&run, "received"), MESSAGES * FANOUT);
+    for name in [
+        "lost",
+        "holes",
+        "out_of_order",
+        "duplicates",
+        "malformed",
+        "foreign",
+    ] {
+        assert_eq!(counter(&run, name), 0, "{name}");
+    }
+    assert!(correct(&run));
+}
+
+#[test]
+fn dropped_messages_are_lost_and_leave_holes() {
+    let server = FakeServer::start(Fault::Drop { every: 10 });
+    let run = chat_run(&server, "drop", "1s");
+    assert_eq!(counter(&run, "lost"), MESSAGES / 10 * FANOUT);
+    assert!(counter(&run, "holes") > 0);
+    assert!(!correct(&run));
+}
+
+#[test]
+fn duplicated_messages_are_counted_once_and_named() {
+    let server = FakeServer::start(Fault::Duplicate { every: 10 });
+    let run = chat_run(&server, "duplicate", "2s");
+    assert_eq!(counter(&run, "duplicates"), MESSAGES / 10 * FANOUT);
+    assert_eq!(counter(&run, "received"), MESSAGES * FANOUT);
+    assert!(!correct(&run));
+}
+
+#[test]
+fn reordered_messages_are_out_of_order_not_lost() {
+    let server = FakeServer::start(Fault::Reorder { every: 10 });
+    let run = chat_run(&server, "reorder", "2s");
+    assert!(counter(&run, "out_of_order") > 0);
+    assert_eq!(counter(&run, "received"), counter(&run, "expected"));
+    assert!(!correct(&run));
+}
+
+#[test]
+fn misrouted_messages_are_named_and_not_counted_as_received() {
+    let server = FakeServer::start(Fault::Misroute { every: 10 });
+    let run = chat_run(&server, "misroute", "1s");
+    // Each misrouted message reaches the 4 members of the other room instead of the 3
+    // others of its own.
+    assert_eq!(counter(&run, "misrouted"), MESSAGES / 10 * 4);
+    assert_eq!(counter(&run, "lost"), MESSAGES / 10 * FANOUT);
+    assert!(!correct(&run));
+}
