@@ -183,6 +183,7 @@ fn load_result(
             (Some(pid), Some(cpu)) => Some(ServerCpu::new(pid, cpu, deliveries)),
             _ => None,
         },
+        verdicts: Some(outcome.verdicts.clone()),
         runs: 1,
         merged_from: vec![],
     })
@@ -489,6 +490,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         correct: None,
         loader: LoaderCpu::new(loader_cpu, outcome.wall, threads),
         server,
+        verdicts: None,
         runs: 1,
         merged_from: vec![],
     };

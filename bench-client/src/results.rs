@@ -46,11 +46,61 @@ pub struct RunResult {
     pub correct: Option<bool>,
     pub loader: LoaderCpu,
     pub server: Option<ServerCpu>,
+    /// Whether the server kept up and the loader kept its timetable (chat, saturate, ping;
+    /// absent from connect runs and from files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<Verdicts>,
     /// How many runs this document adds up (1 unless merged).
     pub runs: u32,
     /// The files a merged document came from.
     #[serde(default)]
     pub merged_from: Vec<String>,
+}
+
+/// Verdicts a load run is judged by besides `correct`. The bounds are stored with them so
+/// that a results file says what it was judged against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdicts {
+    /// The last measured delivery arrived at most `kept_up_bound_s` after the end of the
+    /// measured window (or nothing was owed). False: the server fell behind and was still
+    /// delivering the window's messages afterwards.
+    pub kept_up: bool,
+    /// max(0.1 s, 10 % of --duration).
+    pub kept_up_bound_s: f64,
+    /// The last measured arrival minus the end of the window, seconds (negative: before
+    /// it); null when no measured delivery arrived.
+    pub last_arrival_after_end_s: Option<f64>,
+    /// The loader's send lag p99 exceeded `loader_late_p99_us`: it did not keep its own
+    /// timetable, and the latency includes its lateness (`loader_bound` is its CPU only).
+    pub loader_late: bool,
+    pub loader_late_p99_us: u64,
+    /// p99 of send_lag_us; null for closed loop (no timetable).
+    pub send_lag_p99_us: Option<u64>,
+}
+
+impl Verdicts {
+    /// The verdicts of runs made simultaneously: kept up only if every run did, late if any
+    /// loader was, the latest arrival and the worst lag.
+    fn merge(&self, other: &Verdicts) -> Verdicts {
+        let later = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Verdicts {
+            kept_up: self.kept_up && other.kept_up,
+            kept_up_bound_s: self.kept_up_bound_s.max(other.kept_up_bound_s),
+            last_arrival_after_end_s: later(
+                self.last_arrival_after_end_s,
+                other.last_arrival_after_end_s,
+            ),
+            loader_late: self.loader_late || other.loader_late,
+            loader_late_p99_us: self.loader_late_p99_us,
+            send_lag_p99_us: match (self.send_lag_p99_us, other.send_lag_p99_us) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +225,11 @@ pub fn merge(runs: &[RunResult], sources: Vec<String>) -> anyhow::Result<RunResu
         out.loader.threads += run.loader.threads;
         out.loader.user_s += run.loader.user_s;
         out.loader.sys_s += run.loader.sys_s;
+        out.verdicts = match (&out.verdicts, &run.verdicts) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            // A run from before verdicts existed: nothing to say for the sum.
+            _ => None,
+        };
         out.runs += run.runs;
         out.started_unix_s = out.started_unix_s.min(run.started_unix_s);
     }
@@ -232,9 +287,36 @@ pub fn print_summary(run: &RunResult, out: &mut impl Write) -> std::io::Result<(
             if correct {
                 "all accounted for"
             } else {
-                "NOT all accounted for (see lost, out_of_order, duplicates)"
+                "NOT all accounted for (see lost, holes, out_of_order, duplicates, misrouted, \
+                 disconnects_during_run)"
             }
         )?;
+    }
+    if let Some(v) = &run.verdicts {
+        let after = v
+            .last_arrival_after_end_s
+            .map_or("none arrived".into(), |s| {
+                format!("{:.3}s after its end", s)
+            });
+        writeln!(
+            out,
+            "server: {} (last measured delivery {after}; bound {:.3}s)",
+            if v.kept_up {
+                "kept up with the window"
+            } else {
+                "FELL BEHIND the window"
+            },
+            v.kept_up_bound_s
+        )?;
+        if v.loader_late {
+            writeln!(
+                out,
+                "loader: LATE, send lag p99 {} us over {} us: latency includes the loader's own \
+                 lateness",
+                v.send_lag_p99_us.unwrap_or(0),
+                v.loader_late_p99_us
+            )?;
+        }
     }
     let l = &run.loader;
     writeln!(
@@ -309,6 +391,7 @@ pub mod tests {
             correct: Some(true),
             loader: LoaderCpu::new(CpuTime::default(), std::time::Duration::from_secs(1), 1),
             server: None,
+            verdicts: None,
             runs: 1,
             merged_from: vec![],
         }
@@ -349,6 +432,43 @@ pub mod tests {
         assert!(!merged.labels.contains_key("pattern"));
         b.kind = "ping".into();
         assert!(merge(&[a, b], vec![]).is_err());
+    }
+
+    #[test]
+    fn verdicts_round_trip_and_old_files_without_them_still_load_and_merge() {
+        let old = sample_run("a", &[10], 1);
+        let old_text = serde_json::to_string(&old).unwrap();
+        assert!(!old_text.contains("verdicts"));
+        let mut new = sample_run("a", &[20], 1);
+        let verdicts = Verdicts {
+            kept_up: false,
+            kept_up_bound_s: 0.1,
+            last_arrival_after_end_s: Some(0.5),
+            loader_late: false,
+            loader_late_p99_us: 1_000,
+            send_lag_p99_us: Some(80),
+        };
+        new.verdicts = Some(verdicts.clone());
+        let back: RunResult = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back.verdicts, Some(verdicts.clone()));
+        let old_back: RunResult = serde_json::from_str(&old_text).unwrap();
+        assert_eq!(old_back.verdicts, None);
+        assert_eq!(
+            merge(&[new.clone(), old_back], vec![]).unwrap().verdicts,
+            None
+        );
+        let mut kept = new.clone();
+        kept.verdicts = Some(Verdicts {
+            kept_up: true,
+            last_arrival_after_end_s: Some(0.01),
+            loader_late: true,
+            send_lag_p99_us: Some(2_000),
+            ..verdicts
+        });
+        let merged = merge(&[new, kept], vec![]).unwrap().verdicts.unwrap();
+        assert!(!merged.kept_up && merged.loader_late);
+        assert_eq!(merged.last_arrival_after_end_s, Some(0.5));
+        assert_eq!(merged.send_lag_p99_us, Some(2_000));
     }
 
     #[test]

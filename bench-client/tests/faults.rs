@@ -96,10 +96,16 @@ fn honest_server_every_delivery_accounted_for() {
         "duplicates",
         "malformed",
         "foreign",
+        "misrouted",
+        "disconnects_during_run",
     ] {
         assert_eq!(counter(&run, name), 0, "{name}");
     }
     assert!(correct(&run));
+    // Whether it kept up is a matter of timing on a shared machine, so only its presence
+    // and its stated bound are checked here; the stall test checks the verdict itself.
+    assert!(run["verdicts"]["kept_up"].is_boolean());
+    assert_eq!(run["verdicts"]["kept_up_bound_s"].as_f64(), Some(0.1));
 }
 
 #[test]
@@ -137,5 +143,37 @@ fn misrouted_messages_are_named_and_not_counted_as_received() {
     // others of its own.
     assert_eq!(counter(&run, "misrouted"), MESSAGES / 10 * 4);
     assert_eq!(counter(&run, "lost"), MESSAGES / 10 * FANOUT);
+    assert!(!correct(&run));
+}
+
+#[test]
+fn a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost() {
+    // Message 60 is due about 0.3 s into the 1 s window; forwarding then stops for 2 s, so
+    // the last measured delivery arrives more than 1 s after the window's end, ten times
+    // the 0.1 s bound, however slow the machine. The 4 s drain waits for all of it.
+    let server = FakeServer::start(Fault::Stall {
+        after: 60,
+        pause: Duration::from_secs(2),
+    });
+    let run = chat_run(&server, "stall", "4s");
+    let verdicts = &run["verdicts"];
+    assert_eq!(verdicts["kept_up"].as_bool(), Some(false));
+    let after = verdicts["last_arrival_after_end_s"]
+        .as_f64()
+        .expect("a measured delivery arrived");
+    assert!(after > verdicts["kept_up_bound_s"].as_f64().unwrap());
+    // Late is not lost: every delivery is accounted for, so the stall is named by the
+    // verdict, not by `correct`.
+    assert_eq!(counter(&run, "lost"), 0);
+    assert!(correct(&run));
+}
+
+#[test]
+fn a_connection_dropped_during_the_window_makes_the_run_incorrect() {
+    // The dropped member is no longer expected to receive anything, so without this verdict
+    // every remaining count would still add up.
+    let server = FakeServer::start(Fault::Disconnect { after: 60 });
+    let run = chat_run(&server, "disconnect", "1s");
+    assert_eq!(counter(&run, "disconnects_during_run"), 1);
     assert!(!correct(&run));
 }

@@ -51,6 +51,8 @@ pub(super) struct LoaderReport {
     pub(super) close_codes: BTreeMap<u16, u64>,
     pub(super) connect: Histogram<u64>,
     pub(super) send_lag: Histogram<u64>,
+    /// CLOCK_MONOTONIC ns of the latest arrival of a measured delivery (0: none arrived).
+    pub(super) last_arrival_ns: u64,
 }
 
 impl LoaderReport {
@@ -61,6 +63,7 @@ impl LoaderReport {
             close_codes: BTreeMap::new(),
             connect: new_histogram(),
             send_lag: new_histogram(),
+            last_arrival_ns: 0,
         }
     }
 
@@ -72,6 +75,7 @@ impl LoaderReport {
         }
         let _ = self.connect.add(&other.connect);
         let _ = self.send_lag.add(&other.send_lag);
+        self.last_arrival_ns = self.last_arrival_ns.max(other.last_arrival_ns);
     }
 }
 
@@ -149,6 +153,8 @@ pub(super) struct Loader {
     /// Problems seen (for the progress line only): malformed or foreign payloads, protocol
     /// errors, connections closed before the end.
     pub(super) errors: u64,
+    /// CLOCK_MONOTONIC ns of the latest arrival of a measured delivery (0: none yet).
+    pub(super) last_arrival_ns: u64,
 }
 
 impl Loader {
@@ -203,6 +209,7 @@ impl Loader {
             ready: Vec::new(),
             running: false,
             errors: 0,
+            last_arrival_ns: 0,
             cfg,
             shared,
             thread,
@@ -343,6 +350,7 @@ impl Loader {
         p.expected.store(c.expected, Relaxed);
         p.delivered.store(c.received, Relaxed);
         p.errors.store(self.errors, Relaxed);
+        p.last_arrival_ns.store(self.last_arrival_ns, Relaxed);
     }
 
     /// The thread's loop, until the main thread sets STOP.
@@ -487,6 +495,7 @@ impl Loader {
             close_codes: self.close_codes,
             connect: self.connect_hist,
             send_lag: self.send_lag,
+            last_arrival_ns: self.last_arrival_ns,
         })
     }
 }

@@ -101,6 +101,8 @@ struct Progress {
     expected: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the thread's latest arrival of a measured delivery (0: none).
+    last_arrival_ns: AtomicU64,
     done_sending: AtomicBool,
 }
 

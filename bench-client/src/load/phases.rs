@@ -204,6 +204,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         measured,
         loader_cpu,
         server_cpu,
+        end_ns,
     }))
 }
 

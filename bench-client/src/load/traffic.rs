@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use wschat::ws::frame::Opcode;
 
 use super::loader::{Loader, State};
-use super::{Drive, PHASE_STOP, Target};
+use super::{Drive, PHASE_RUN, PHASE_STOP, Target};
 use crate::clock::now_ns;
 use crate::histo::record_ns;
 use crate::payload::{self, Stamp};
@@ -152,6 +152,7 @@ impl Loader {
                     }
                     if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
                         self.counters.received_measured += 1;
+                        self.last_arrival_ns = self.last_arrival_ns.max(arrived_ns);
                         record_ns(
                             &mut self.interval,
                             arrived_ns.saturating_sub(stamp.stamp_ns),
@@ -204,8 +205,15 @@ impl Loader {
             *self.close_codes.entry(code).or_default() += 1;
         }
         self.counters.disconnects += 1;
-        if self.shared.phase.load(Relaxed) < PHASE_STOP {
+        let phase = self.shared.phase.load(Relaxed);
+        if phase < PHASE_STOP {
             self.errors += 1;
+        }
+        // From the first message due to the end of the drain, a connection lost shrinks the
+        // deliveries expected of every later message (the fan-out is the live member
+        // count), so it could hide a server fault: the run is then not correct.
+        if (PHASE_RUN..PHASE_STOP).contains(&phase) {
+            self.counters.disconnects_during_run += 1;
         }
         let room = self.conns[idx].room;
         self.shared.room_members[room].fetch_sub(1, Relaxed);

@@ -37,6 +37,12 @@ pub enum Fault {
     /// Message n with n % every == 0 goes to the members of another room instead of the
     /// sender's own.
     Misroute { every: u64 },
+    /// From message `after` on, nothing is forwarded for `pause`; then everything held is
+    /// forwarded in order and forwarding goes on as normal.
+    Stall { after: u64, pause: Duration },
+    /// At message `after`, the connection of one receiver of it is shut down (no Close
+    /// frame), as a crashed or kicked connection would be.
+    Disconnect { after: u64 },
 }
 
 /// Reorder: the longest a held message waits for its sender's next one.
@@ -306,6 +312,29 @@ impl Hub {
                         match other {
                             Some(room) if nth(every) => self.forward_to_room(from, &room, &payload),
                             _ => self.forward(from, &payload),
+                        }
+                    }
+                    Fault::Disconnect { after } => {
+                        if self.count == after {
+                            let own = self.room_of(from);
+                            if let Some(victim) = self
+                                .members
+                                .iter()
+                                .find(|m| m.id != from && Some(&m.room) == own.as_ref())
+                            {
+                                let _ = victim.writer.shutdown(std::net::Shutdown::Both);
+                            }
+                        }
+                        self.forward(from, &payload);
+                    }
+                    Fault::Stall { after, pause } => {
+                        if self.count == after {
+                            self.stalled_until = Some(Instant::now() + pause);
+                        }
+                        if self.stalled_until.is_some() {
+                            self.stalled.push((from, payload));
+                        } else {
+                            self.forward(from, &payload);
                         }
                     }
                 }
