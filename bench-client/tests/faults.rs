@@ -115,6 +115,13 @@ fn dropped_messages_are_lost_and_leave_holes() {
     assert_eq!(counter(&run, "lost"), MESSAGES / 10 * FANOUT);
     assert!(counter(&run, "holes") > 0);
     assert!(!correct(&run));
+    // Every measured delivery is in the latency histogram, the lost ones too.
+    let latency = &run["histograms"]["latency_us"]["percentiles"];
+    assert_eq!(latency["count"].as_u64(), Some(MESSAGES * FANOUT));
+    // A lost delivery is timed from its due time: the 10th message is among the first 10
+    // due (within 80 ms of the window's start), so it was waited for at least the rest of
+    // the 1 s window plus the 1 s drain; timed from the end of sending it would be 1 s.
+    assert!(latency["max"].as_u64().unwrap() > 1_500_000);
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub(super) struct LoaderReport {
     pub(super) send_lag: Histogram<u64>,
     /// CLOCK_MONOTONIC ns of the latest arrival of a measured delivery (0: none arrived).
     pub(super) last_arrival_ns: u64,
+    /// Open loop: how long each lost measured delivery to a receiver still open at the end
+    /// was waited for, from its due time (see `Loader::lost_waits`).
+    pub(super) lost_wait: Histogram<u64>,
 }
 
 impl LoaderReport {
@@ -64,6 +67,7 @@ impl LoaderReport {
             connect: new_histogram(),
             send_lag: new_histogram(),
             last_arrival_ns: 0,
+            lost_wait: new_histogram(),
         }
     }
 
@@ -76,6 +80,7 @@ impl LoaderReport {
         let _ = self.connect.add(&other.connect);
         let _ = self.send_lag.add(&other.send_lag);
         self.last_arrival_ns = self.last_arrival_ns.max(other.last_arrival_ns);
+        let _ = self.lost_wait.add(&other.lost_wait);
     }
 }
 
@@ -465,6 +470,14 @@ impl Loader {
                 let _ = self.histogram_tx.send(full);
             }
         }
+        // Before the goodbye, while `is_open` still says who stayed to the end. The drain's
+        // end is stored before STOP; if this thread does not see it yet, now is a few ms
+        // later at most.
+        let stop_ns = match self.shared.stop_ns.load(Relaxed) {
+            u64::MAX => now_ns(),
+            ns => ns,
+        };
+        let lost_wait = self.lost_waits(stop_ns);
         // Say goodbye politely so the server does not count resets.
         for idx in 0..self.conns.len() {
             if self.conns[idx].is_open() {
@@ -496,6 +509,7 @@ impl Loader {
             connect: self.connect_hist,
             send_lag: self.send_lag,
             last_arrival_ns: self.last_arrival_ns,
+            lost_wait,
         })
     }
 }

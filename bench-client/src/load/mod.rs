@@ -119,7 +119,21 @@ struct Shared {
     room_members: Vec<AtomicU64>,
     /// Closed loop: deliveries of each sender's messages seen by any receiver.
     acked: Vec<AtomicU64>,
+    /// Open loop, per sender (global connection index): its timetable's first due time
+    /// and period (0: no timetable) and how many messages it has sent, so that a receiver
+    /// can tell when each message it never got was due.
+    senders: Vec<SenderTimes>,
+    /// CLOCK_MONOTONIC ns when the drain ended, stored before the phase becomes STOP.
+    stop_ns: AtomicU64,
     progress: Vec<Progress>,
+}
+
+/// One sender's timetable as the other threads see it (written by its own thread only).
+#[derive(Default)]
+struct SenderTimes {
+    first_ns: AtomicU64,
+    period_ns: AtomicU64,
+    sent: AtomicU64,
 }
 
 impl Shared {

@@ -162,8 +162,17 @@ impl LoadOutcome {
         c.lost = c.expected.saturating_sub(c.received);
         c.lost_measured = c.expected_measured.saturating_sub(c.received_measured);
         c.unexpected = c.received.saturating_sub(c.expected);
-        if c.lost_measured > 0 {
-            latency.saturating_record_n(record.waited_ns / 1_000, c.lost_measured);
+        // Open loop: the receivers still open at the end say which measured deliveries they
+        // never got, each recorded from its due time to the end of the drain; whatever is
+        // left (receivers that closed, closed loop) at the wait from the end of sending, a
+        // lower bound of the same.
+        let timed = threads.lost_wait.len().min(c.lost_measured);
+        if timed > 0 {
+            let _ = latency.add(&threads.lost_wait);
+        }
+        let untimed = c.lost_measured - timed;
+        if untimed > 0 {
+            latency.saturating_record_n(record.waited_ns / 1_000, untimed);
         }
         let close_codes = threads
             .close_codes

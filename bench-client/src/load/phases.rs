@@ -16,8 +16,8 @@ use hdrhistogram::Histogram;
 use super::loader::{Loader, LoaderReport};
 use super::outcome::{LoadOutcome, RunRecord};
 use super::{
-    LoadConfig, PHASE_CONNECT, PHASE_DRAIN, PHASE_RUN, PHASE_SETTLE, PHASE_STOP, Progress, Shared,
-    Target,
+    LoadConfig, PHASE_CONNECT, PHASE_DRAIN, PHASE_RUN, PHASE_SETTLE, PHASE_STOP, Progress,
+    SenderTimes, Shared, Target,
 };
 use crate::clock::now_ns;
 use crate::histo::{new_histogram, percentiles};
@@ -40,6 +40,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         end_ns: AtomicU64::new(u64::MAX),
         room_members: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
         acked: (0..cfg.conns).map(|_| AtomicU64::new(0)).collect(),
+        senders: (0..cfg.conns).map(|_| SenderTimes::default()).collect(),
+        stop_ns: AtomicU64::new(u64::MAX),
         progress: (0..cfg.threads).map(|_| Progress::default()).collect(),
     });
     let (histogram_tx, histogram_rx) = mpsc::channel();
@@ -177,6 +179,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     }
     let drain_time = drain_started.elapsed();
     let drain_end_ns = now_ns();
+    shared.stop_ns.store(drain_end_ns, Relaxed);
     stop_threads(&shared);
 
     let mut threads = LoaderReport::new();

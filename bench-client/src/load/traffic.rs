@@ -12,15 +12,16 @@ use std::cmp::Reverse;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 
+use hdrhistogram::Histogram;
 use wschat::ws::frame::Opcode;
 
 use super::loader::{Loader, State};
 use super::{Drive, PHASE_RUN, PHASE_STOP, Target};
 use crate::clock::now_ns;
-use crate::histo::record_ns;
+use crate::histo::{new_histogram, record_ns};
 use crate::payload::{self, Stamp};
 use crate::schedule::Timetable;
-use crate::track::Arrival;
+use crate::track::{Arrival, SeqTracker};
 use crate::transport::is_tls_error;
 use crate::wsclient;
 
@@ -311,6 +312,56 @@ impl Loader {
         }
     }
 
+    /// Open loop, at the end of the run: each measured delivery a receiver still open never
+    /// got, recorded at the time it was waited for, from its due time to the end of the
+    /// drain (`stop_ns`). Receivers that closed are left out: which messages they were
+    /// expected to get depends on when they left (the caller records what is left of
+    /// `lost_measured` at the shorter wait from the end of sending).
+    pub(super) fn lost_waits(&self, stop_ns: u64) -> Histogram<u64> {
+        let mut waits = new_histogram();
+        if !matches!(self.cfg.drive, Drive::OpenLoop { .. }) {
+            return waits;
+        }
+        let measure_ns = self.shared.measure_ns.load(Relaxed);
+        let end_ns = self.shared.end_ns.load(Relaxed);
+        let (step, echo) = match self.cfg.target {
+            Target::Chat { rooms, .. } => (rooms.max(1), false),
+            Target::Echo => (1, true),
+        };
+        let empty = SeqTracker::default();
+        for conn in self.conns.iter().filter(|c| c.is_open()) {
+            let senders: Box<dyn Iterator<Item = usize>> = if echo {
+                Box::new(std::iter::once(conn.id as usize))
+            } else {
+                Box::new(
+                    (conn.room..self.cfg.conns)
+                        .step_by(step)
+                        .filter(|&s| s != conn.id as usize),
+                )
+            };
+            for sender in senders {
+                let times = &self.shared.senders[sender];
+                let first = times.first_ns.load(Relaxed);
+                let period = times.period_ns.load(Relaxed);
+                let sent = times.sent.load(Relaxed);
+                if period == 0 || sent == 0 {
+                    continue;
+                }
+                // The sequence numbers due inside the measured window.
+                let lo = measure_ns.saturating_sub(first).div_ceil(period);
+                let hi = end_ns.saturating_sub(first).div_ceil(period).min(sent);
+                let tracker = conn.trackers.get(&(sender as u32)).unwrap_or(&empty);
+                for (start, stop) in tracker.unseen(lo, hi) {
+                    for seq in start..stop {
+                        let due = first.saturating_add(seq.saturating_mul(period));
+                        record_ns(&mut waits, stop_ns.saturating_sub(due));
+                    }
+                }
+            }
+        }
+        waits
+    }
+
     /// Called once when the loop first sees the run phase.
     pub(super) fn start_running(&mut self) {
         self.running = true;
@@ -332,6 +383,9 @@ impl Loader {
                 );
                 let phase = self.rng.below(period_ns);
                 let tt = Timetable::new(start_ns, period_ns, phase, end_ns);
+                let times = &self.shared.senders[self.conns[idx].id as usize];
+                times.first_ns.store(tt.first_ns(), Relaxed);
+                times.period_ns.store(tt.period_ns(), Relaxed);
                 if let Some(due) = tt.next_due() {
                     self.send_heap.push(Reverse((due, idx)));
                 }
@@ -367,6 +421,9 @@ impl Loader {
                 );
             }
             self.mark_dirty(idx);
+            self.shared.senders[id as usize]
+                .sent
+                .store(tt.sent(), Relaxed);
             if let Some(next) = tt.next_due() {
                 self.send_heap.push(Reverse((next, idx)));
             }
