@@ -50,11 +50,25 @@ pub struct RunResult {
     /// absent from connect runs and from files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdicts: Option<Verdicts>,
+    /// The interval `delivered_per_s` and the server's CPU are measured over (chat,
+    /// saturate, ping; absent from connect runs and from older files, where both were over
+    /// `measured_s` and deliveries were counted by stamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
     /// How many runs this document adds up (1 unless merged).
     pub runs: u32,
     /// The files a merged document came from.
     #[serde(default)]
     pub merged_from: Vec<String>,
+}
+
+/// The accounting interval of a load run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// `measure_start..last_measured_arrival`: from the start of the measured window to the
+    /// last arrival of a measured delivery (never before the window's end).
+    pub name: String,
+    pub seconds: f64,
 }
 
 /// Verdicts a load run is judged by besides `correct`. The bounds are stored with them so
@@ -132,17 +146,23 @@ impl LoaderCpu {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerCpu {
     pub pid: u32,
+    /// The interval this CPU was measured over: the accounting interval's name; absent in
+    /// older files (the measured window) and for connect (the storm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
     pub user_s: f64,
     pub sys_s: f64,
-    /// Server CPU (user+sys) per delivery over the measured interval, µs.
+    /// Server CPU (user+sys) per delivery, µs: over `interval` for chat, saturate and ping
+    /// (measured deliveries, all of which arrived inside it).
     pub cpu_us_per_delivery: Option<f64>,
     pub threads: Vec<ThreadCpu>,
 }
 
 impl ServerCpu {
-    pub fn new(pid: u32, cpu: &ProcessCpu, deliveries: u64) -> ServerCpu {
+    pub fn new(pid: u32, interval: Option<&str>, cpu: &ProcessCpu, deliveries: u64) -> ServerCpu {
         ServerCpu {
             pid,
+            interval: interval.map(str::to_string),
             user_s: cpu.total.user_us as f64 / 1e6,
             sys_s: cpu.total.sys_us as f64 / 1e6,
             cpu_us_per_delivery: (deliveries > 0)
@@ -230,6 +250,13 @@ pub fn merge(runs: &[RunResult], sources: Vec<String>) -> anyhow::Result<RunResu
             // A run from before verdicts existed: nothing to say for the sum.
             _ => None,
         };
+        out.interval = match (&out.interval, &run.interval) {
+            (Some(a), Some(b)) if a.name == b.name => Some(Interval {
+                name: a.name.clone(),
+                seconds: a.seconds.max(b.seconds),
+            }),
+            _ => None,
+        };
         out.runs += run.runs;
         out.started_unix_s = out.started_unix_s.min(run.started_unix_s);
     }
@@ -252,6 +279,13 @@ pub fn merge(runs: &[RunResult], sources: Vec<String>) -> anyhow::Result<RunResu
 /// The end-of-run summary on stdout: percentile table, counters, rates, honesty notes.
 pub fn print_summary(run: &RunResult, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{} run, {:.3}s measured", run.kind, run.measured_s)?;
+    if let Some(i) = &run.interval {
+        writeln!(
+            out,
+            "rates and server CPU over {:.3}s ({})",
+            i.seconds, i.name
+        )?;
+    }
     for (name, h) in &run.histograms {
         let p = &h.percentiles;
         writeln!(out, "\n{name} ({} samples)", p.count)?;
@@ -392,6 +426,7 @@ pub mod tests {
             loader: LoaderCpu::new(CpuTime::default(), std::time::Duration::from_secs(1), 1),
             server: None,
             verdicts: None,
+            interval: None,
             runs: 1,
             merged_from: vec![],
         }

@@ -27,6 +27,8 @@ fn chat_run(server: &FakeServer, name: &str, drain: &str) -> Value {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json: PathBuf = dir.join(format!("{name}.json"));
     let url = format!("ws://{}", server.addr);
+    // The fake server is this test process.
+    let pid = std::process::id().to_string();
     let mut child = Command::new(BENCH)
         .args([
             "chat",
@@ -49,6 +51,8 @@ fn chat_run(server: &FakeServer, name: &str, drain: &str) -> Value {
             "--seed",
             "7",
             "-q",
+            "--server-pid",
+            &pid,
             "--json",
         ])
         .arg(&json)
@@ -106,6 +110,12 @@ fn honest_server_every_delivery_accounted_for() {
     // and its stated bound are checked here; the stall test checks the verdict itself.
     assert!(run["verdicts"]["kept_up"].is_boolean());
     assert_eq!(run["verdicts"]["kept_up_bound_s"].as_f64(), Some(0.1));
+    // Rates and the server's CPU name the interval they are over.
+    let interval = "measure_start..last_measured_arrival";
+    assert_eq!(run["interval"]["name"].as_str(), Some(interval));
+    assert!(run["interval"]["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(run["server"]["interval"].as_str(), Some(interval));
+    assert!(run["server"]["cpu_us_per_delivery"].is_number());
 }
 
 #[test]
@@ -173,6 +183,13 @@ fn a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost() {
     // verdict, not by `correct`.
     assert_eq!(counter(&run, "lost"), 0);
     assert!(correct(&run));
+    // The accounting interval runs to the last arrival, over a second past the 1 s window,
+    // so deliveries per second by arrival fall below the rate by stamp, which stays at
+    // the offered 600/s.
+    assert!(run["interval"]["seconds"].as_f64().unwrap() > 1.0 + after);
+    let rates = &run["rates"];
+    assert_eq!(rates["delivered_per_s_stamped"].as_f64(), Some(600.0));
+    assert!(rates["delivered_per_s"].as_f64().unwrap() < 600.0 / 2.0);
 }
 
 #[test]

@@ -10,9 +10,11 @@
 //!           CPU snapshots at measure      receive, track (sender, seq), record latency
 //!           start and end
 //!  DRAIN    wait: delivered == expected receive only
-//!           or --drain elapsed
-//!  STOP     join threads, judge the run  close, hand back counters and histograms
-//!           (outcome.rs)
+//!           or --drain elapsed;
+//!           server CPU again after each
+//!           new measured arrival
+//!  STOP     join threads, judge the run  list what never arrived (lost, by due time),
+//!           (outcome.rs)                 close, hand back counters and histograms
 //! ```
 //! This file owns what the main thread and the loaders share: the run's configuration, the
 //! phase, and the per-thread progress the main thread reads. Must never (the whole engine):
@@ -31,7 +33,7 @@ use crate::net::WsUrl;
 use crate::payload::Fill;
 use crate::transport::TlsClient;
 
-pub use outcome::{LoadCounters, LoadOutcome};
+pub use outcome::{INTERVAL_NAME, LoadCounters, LoadOutcome};
 pub use phases::run;
 
 /// Where the connections go and who receives what.
@@ -139,5 +141,13 @@ struct SenderTimes {
 impl Shared {
     fn sum(&self, field: impl Fn(&Progress) -> &AtomicU64) -> u64 {
         self.progress.iter().map(|p| field(p).load(Relaxed)).sum()
+    }
+
+    fn max(&self, field: impl Fn(&Progress) -> &AtomicU64) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| field(p).load(Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 }

@@ -19,6 +19,11 @@ use crate::histo::percentiles;
 use crate::net::ConnectErrors;
 use crate::results::Verdicts;
 
+/// The accounting interval, as the results name it: from the start of the measured window
+/// to the last arrival of a measured delivery (never before the window's end). Server CPU,
+/// `cpu_us_per_delivery` and `delivered_per_s` are all over it.
+pub const INTERVAL_NAME: &str = "measure_start..last_measured_arrival";
+
 /// `kept_up`: the last measured delivery must arrive within this long after the end of the
 /// measured window, or within `KEPT_UP_SHARE` of the window's length if that is longer. A
 /// server that keeps up delivers the last messages of the window about one latency after
@@ -118,7 +123,10 @@ pub struct LoadOutcome {
     pub send_lag: Histogram<u64>,
     pub measured: Duration,
     pub loader_cpu: CpuTime,
+    /// Server CPU over `interval`, not over `measured`.
     pub server_cpu: Option<ProcessCpu>,
+    /// The accounting interval (`INTERVAL_NAME`).
+    pub interval: Duration,
     pub correct: bool,
     pub verdicts: Verdicts,
 }
@@ -140,7 +148,10 @@ pub(super) struct RunRecord {
     pub(super) drain_time: Duration,
     pub(super) measured: Duration,
     pub(super) loader_cpu: CpuTime,
+    /// Over `interval`.
     pub(super) server_cpu: Option<ProcessCpu>,
+    /// The accounting interval (`INTERVAL_NAME`).
+    pub(super) interval: Duration,
     /// CLOCK_MONOTONIC ns: the end of the measured window (nothing measured is due after it).
     pub(super) end_ns: u64,
 }
@@ -183,7 +194,19 @@ impl LoadOutcome {
         let secs = record.duration.as_secs_f64().max(1e-9);
         let mut rates = BTreeMap::new();
         rates.insert("sent_per_s".into(), c.sent_measured as f64 / secs);
-        rates.insert("delivered_per_s".into(), c.received_measured as f64 / secs);
+        // Deliveries by arrival: every measured delivery arrived inside the accounting
+        // interval, so a server that lags delivers fewer per second, as it does. The
+        // stamped rate (per --duration, whenever they arrived) is kept beside it: it stays
+        // at the offered rate however far behind the server is.
+        let interval_s = record.interval.as_secs_f64().max(1e-9);
+        rates.insert(
+            "delivered_per_s".into(),
+            c.received_measured as f64 / interval_s,
+        );
+        rates.insert(
+            "delivered_per_s_stamped".into(),
+            c.received_measured as f64 / secs,
+        );
         rates.insert("connect_s".into(), record.connect_time.as_secs_f64());
         rates.insert("settle_s".into(), record.settle_time.as_secs_f64());
         rates.insert("drain_s".into(), record.drain_time.as_secs_f64());
@@ -213,6 +236,7 @@ impl LoadOutcome {
             measured: record.measured,
             loader_cpu: record.loader_cpu,
             server_cpu: record.server_cpu,
+            interval: record.interval,
             correct,
             verdicts,
         }
