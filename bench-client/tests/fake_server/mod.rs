@@ -286,9 +286,9 @@ impl Hub {
                         }
                     }
                     Fault::Duplicate { every } => {
-                        self.forward(from, &payload);
-                        if nth(every) {
-                            self.forward(from, &payload);
+                        let copies = if nth(every) { 2 } else { 1 };
+                        if let Some(room) = self.room_of(from) {
+                            self.forward_copies(from, &room, &payload, copies);
                         }
                     }
                     Fault::Reorder { every } => {
@@ -350,7 +350,14 @@ impl Hub {
     }
 
     fn forward_to_room(&mut self, from: usize, room: &str, payload: &[u8]) {
-        let frame = encode_frame(Opcode::Binary, &[payload], None);
+        self.forward_copies(from, room, payload, 1);
+    }
+
+    /// Sends `copies` frames of `payload` in one write, so that a receiver gets them
+    /// together: the test's drain may end as soon as the first one is counted, and a second
+    /// copy of the run's last message must not be left behind in the socket.
+    fn forward_copies(&mut self, from: usize, room: &str, payload: &[u8], copies: usize) {
+        let frame = encode_frame(Opcode::Binary, &[payload], None).repeat(copies);
         for m in self
             .members
             .iter_mut()
