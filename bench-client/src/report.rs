@@ -394,6 +394,25 @@ mod tests {
     }
 
     #[test]
+    fn kept_up_column_is_blank_for_old_files_and_flags_a_lagging_server() {
+        let mut rows = rows();
+        let md = markdown(&rows, None);
+        assert!(md.contains("| kept up |"));
+        // Files from before the verdicts: neither yes nor no.
+        assert_eq!(md.matches("| no | - |").count(), 2);
+        rows[0].run.verdicts = Some(crate::results::Verdicts {
+            kept_up: false,
+            kept_up_bound_s: 0.1,
+            last_arrival_after_end_s: Some(2.0),
+            loader_late: true,
+            loader_late_p99_us: 1_000,
+            send_lag_p99_us: Some(5_000),
+        });
+        let md = markdown(&rows, None);
+        assert!(md.contains("| **late** | **no** |"));
+    }
+
+    #[test]
     fn svgs_are_well_formed_enough() {
         let svg = latency_svg(&rows()).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
