@@ -327,11 +327,11 @@ pub fn print_summary(run: &RunResult, out: &mut impl Write) -> std::io::Result<(
         )?;
     }
     if let Some(v) = &run.verdicts {
-        let after = v
-            .last_arrival_after_end_s
-            .map_or("none arrived".into(), |s| {
-                format!("{:.3}s after its end", s)
-            });
+        let after = match v.last_arrival_after_end_s {
+            None => "none arrived".to_string(),
+            Some(s) if s < 0.0 => format!("{:.3}s before the window's end", -s),
+            Some(s) => format!("{s:.3}s after the window's end"),
+        };
         writeln!(
             out,
             "server: {} (last measured delivery {after}; bound {:.3}s)",
