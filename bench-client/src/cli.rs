@@ -58,7 +58,11 @@ pub struct OutputArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Also measure this process's CPU (the server's) over the measured interval.
+    /// Also measure this process's CPU (the server's). chat/saturate/ping: over the
+    /// accounting interval, from the start of the measured window to the last arrival of a
+    /// measured delivery (never before the window's end), the same interval delivered_per_s
+    /// counts arrivals over, so cpu_us_per_delivery covers the work the deliveries cost
+    /// even when the server falls behind; connect: over the whole storm.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// Loader threads (event loops); connections are spread across them.

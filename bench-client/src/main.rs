@@ -180,9 +180,19 @@ fn load_result(
         correct: Some(outcome.correct),
         loader: LoaderCpu::new(outcome.loader_cpu, outcome.measured, threads),
         server: match (output.server_pid, &outcome.server_cpu) {
-            (Some(pid), Some(cpu)) => Some(ServerCpu::new(pid, cpu, deliveries)),
+            (Some(pid), Some(cpu)) => Some(ServerCpu::new(
+                pid,
+                Some(load::INTERVAL_NAME),
+                cpu,
+                deliveries,
+            )),
             _ => None,
         },
+        verdicts: Some(outcome.verdicts.clone()),
+        interval: Some(results::Interval {
+            name: load::INTERVAL_NAME.into(),
+            seconds: outcome.interval.as_secs_f64(),
+        }),
         runs: 1,
         merged_from: vec![],
     })
@@ -445,6 +455,7 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
     ) {
         (Some(pid), Some(before), Some(after)) => Some(ServerCpu::new(
             pid,
+            None,
             &cpu::process_cpu_delta(&before, &after),
             0,
         )),
@@ -489,6 +500,8 @@ fn run_connect(a: cli::ConnectArgs) -> anyhow::Result<ExitCode> {
         correct: None,
         loader: LoaderCpu::new(loader_cpu, outcome.wall, threads),
         server,
+        verdicts: None,
+        interval: None,
         runs: 1,
         merged_from: vec![],
     };

@@ -135,11 +135,11 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
         } else {
             let _ = writeln!(
                 out,
-                "| run | conns | sent/s | delivered/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | delivered/expected | out of order | dup | loader-bound | server µs/delivery |"
+                "| run | conns | sent/s | delivered/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | delivered/expected | out of order | dup | loader-bound | kept up | server µs/delivery |"
             );
             let _ = writeln!(
                 out,
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
             );
             for r in rows {
                 let p = r
@@ -151,7 +151,7 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                 let c = LoadCounters::from_map(&r.run.counters);
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}{} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}{} | {} | {} | {} | {} | {} |",
                     r.name,
                     c.conns,
                     fmt_rate(r.run.rates.get("sent_per_s")),
@@ -170,10 +170,16 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                     },
                     c.out_of_order,
                     c.duplicates,
-                    if r.run.loader.loader_bound {
-                        "**yes**"
-                    } else {
-                        "no"
+                    match (r.run.loader.loader_bound, &r.run.verdicts) {
+                        (true, _) => "**yes**",
+                        (false, Some(v)) if v.loader_late => "**late**",
+                        _ => "no",
+                    },
+                    // Files from before the verdict existed say nothing either way.
+                    match &r.run.verdicts {
+                        Some(v) if v.kept_up => "yes",
+                        Some(_) => "**no**",
+                        None => "-",
                     },
                     r.run
                         .server
@@ -385,6 +391,25 @@ mod tests {
         assert!(md.contains("delivered/expected"));
         assert!(md.contains("loader-bound"));
         assert_eq!(md.matches("| pattern=").count(), 2);
+    }
+
+    #[test]
+    fn kept_up_column_is_blank_for_old_files_and_flags_a_lagging_server() {
+        let mut rows = rows();
+        let md = markdown(&rows, None);
+        assert!(md.contains("| kept up |"));
+        // Files from before the verdicts: neither yes nor no.
+        assert_eq!(md.matches("| no | - |").count(), 2);
+        rows[0].run.verdicts = Some(crate::results::Verdicts {
+            kept_up: false,
+            kept_up_bound_s: 0.1,
+            last_arrival_after_end_s: Some(2.0),
+            loader_late: true,
+            loader_late_p99_us: 1_000,
+            send_lag_p99_us: Some(5_000),
+        });
+        let md = markdown(&rows, None);
+        assert!(md.contains("| **late** | **no** |"));
     }
 
     #[test]

@@ -46,11 +46,75 @@ pub struct RunResult {
     pub correct: Option<bool>,
     pub loader: LoaderCpu,
     pub server: Option<ServerCpu>,
+    /// Whether the server kept up and the loader kept its timetable (chat, saturate, ping;
+    /// absent from connect runs and from files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<Verdicts>,
+    /// The interval `delivered_per_s` and the server's CPU are measured over (chat,
+    /// saturate, ping; absent from connect runs and from older files, where both were over
+    /// `measured_s` and deliveries were counted by stamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
     /// How many runs this document adds up (1 unless merged).
     pub runs: u32,
     /// The files a merged document came from.
     #[serde(default)]
     pub merged_from: Vec<String>,
+}
+
+/// The accounting interval of a load run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// `measure_start..last_measured_arrival`: from the start of the measured window to the
+    /// last arrival of a measured delivery (never before the window's end).
+    pub name: String,
+    pub seconds: f64,
+}
+
+/// Verdicts a load run is judged by besides `correct`. The bounds are stored with them so
+/// that a results file says what it was judged against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdicts {
+    /// The last measured delivery arrived at most `kept_up_bound_s` after the end of the
+    /// measured window (or nothing was owed). False: the server fell behind and was still
+    /// delivering the window's messages afterwards.
+    pub kept_up: bool,
+    /// max(0.1 s, 10 % of --duration).
+    pub kept_up_bound_s: f64,
+    /// The last measured arrival minus the end of the window, seconds (negative: before
+    /// it); null when no measured delivery arrived.
+    pub last_arrival_after_end_s: Option<f64>,
+    /// The loader's send lag p99 exceeded `loader_late_p99_us`: it did not keep its own
+    /// timetable, and the latency includes its lateness (`loader_bound` is its CPU only).
+    pub loader_late: bool,
+    pub loader_late_p99_us: u64,
+    /// p99 of send_lag_us; null for closed loop (no timetable).
+    pub send_lag_p99_us: Option<u64>,
+}
+
+impl Verdicts {
+    /// The verdicts of runs made simultaneously: kept up only if every run did, late if any
+    /// loader was, the latest arrival and the worst lag.
+    fn merge(&self, other: &Verdicts) -> Verdicts {
+        let later = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Verdicts {
+            kept_up: self.kept_up && other.kept_up,
+            kept_up_bound_s: self.kept_up_bound_s.max(other.kept_up_bound_s),
+            last_arrival_after_end_s: later(
+                self.last_arrival_after_end_s,
+                other.last_arrival_after_end_s,
+            ),
+            loader_late: self.loader_late || other.loader_late,
+            loader_late_p99_us: self.loader_late_p99_us,
+            send_lag_p99_us: match (self.send_lag_p99_us, other.send_lag_p99_us) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,17 +146,23 @@ impl LoaderCpu {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerCpu {
     pub pid: u32,
+    /// The interval this CPU was measured over: the accounting interval's name; absent in
+    /// older files (the measured window) and for connect (the storm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
     pub user_s: f64,
     pub sys_s: f64,
-    /// Server CPU (user+sys) per delivery over the measured interval, µs.
+    /// Server CPU (user+sys) per delivery, µs: over `interval` for chat, saturate and ping
+    /// (measured deliveries, all of which arrived inside it).
     pub cpu_us_per_delivery: Option<f64>,
     pub threads: Vec<ThreadCpu>,
 }
 
 impl ServerCpu {
-    pub fn new(pid: u32, cpu: &ProcessCpu, deliveries: u64) -> ServerCpu {
+    pub fn new(pid: u32, interval: Option<&str>, cpu: &ProcessCpu, deliveries: u64) -> ServerCpu {
         ServerCpu {
             pid,
+            interval: interval.map(str::to_string),
             user_s: cpu.total.user_us as f64 / 1e6,
             sys_s: cpu.total.sys_us as f64 / 1e6,
             cpu_us_per_delivery: (deliveries > 0)
@@ -175,6 +245,18 @@ pub fn merge(runs: &[RunResult], sources: Vec<String>) -> anyhow::Result<RunResu
         out.loader.threads += run.loader.threads;
         out.loader.user_s += run.loader.user_s;
         out.loader.sys_s += run.loader.sys_s;
+        out.verdicts = match (&out.verdicts, &run.verdicts) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            // A run from before verdicts existed: nothing to say for the sum.
+            _ => None,
+        };
+        out.interval = match (&out.interval, &run.interval) {
+            (Some(a), Some(b)) if a.name == b.name => Some(Interval {
+                name: a.name.clone(),
+                seconds: a.seconds.max(b.seconds),
+            }),
+            _ => None,
+        };
         out.runs += run.runs;
         out.started_unix_s = out.started_unix_s.min(run.started_unix_s);
     }
@@ -197,6 +279,13 @@ pub fn merge(runs: &[RunResult], sources: Vec<String>) -> anyhow::Result<RunResu
 /// The end-of-run summary on stdout: percentile table, counters, rates, honesty notes.
 pub fn print_summary(run: &RunResult, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{} run, {:.3}s measured", run.kind, run.measured_s)?;
+    if let Some(i) = &run.interval {
+        writeln!(
+            out,
+            "rates and server CPU over {:.3}s ({})",
+            i.seconds, i.name
+        )?;
+    }
     for (name, h) in &run.histograms {
         let p = &h.percentiles;
         writeln!(out, "\n{name} ({} samples)", p.count)?;
@@ -232,9 +321,36 @@ pub fn print_summary(run: &RunResult, out: &mut impl Write) -> std::io::Result<(
             if correct {
                 "all accounted for"
             } else {
-                "NOT all accounted for (see lost, out_of_order, duplicates)"
+                "NOT all accounted for (see lost, holes, out_of_order, duplicates, misrouted, \
+                 disconnects_during_run)"
             }
         )?;
+    }
+    if let Some(v) = &run.verdicts {
+        let after = match v.last_arrival_after_end_s {
+            None => "none arrived".to_string(),
+            Some(s) if s < 0.0 => format!("{:.3}s before the window's end", -s),
+            Some(s) => format!("{s:.3}s after the window's end"),
+        };
+        writeln!(
+            out,
+            "server: {} (last measured delivery {after}; bound {:.3}s)",
+            if v.kept_up {
+                "kept up with the window"
+            } else {
+                "FELL BEHIND the window"
+            },
+            v.kept_up_bound_s
+        )?;
+        if v.loader_late {
+            writeln!(
+                out,
+                "loader: LATE, send lag p99 {} us over {} us: latency includes the loader's own \
+                 lateness",
+                v.send_lag_p99_us.unwrap_or(0),
+                v.loader_late_p99_us
+            )?;
+        }
     }
     let l = &run.loader;
     writeln!(
@@ -309,6 +425,8 @@ pub mod tests {
             correct: Some(true),
             loader: LoaderCpu::new(CpuTime::default(), std::time::Duration::from_secs(1), 1),
             server: None,
+            verdicts: None,
+            interval: None,
             runs: 1,
             merged_from: vec![],
         }
@@ -349,6 +467,43 @@ pub mod tests {
         assert!(!merged.labels.contains_key("pattern"));
         b.kind = "ping".into();
         assert!(merge(&[a, b], vec![]).is_err());
+    }
+
+    #[test]
+    fn verdicts_round_trip_and_old_files_without_them_still_load_and_merge() {
+        let old = sample_run("a", &[10], 1);
+        let old_text = serde_json::to_string(&old).unwrap();
+        assert!(!old_text.contains("verdicts"));
+        let mut new = sample_run("a", &[20], 1);
+        let verdicts = Verdicts {
+            kept_up: false,
+            kept_up_bound_s: 0.1,
+            last_arrival_after_end_s: Some(0.5),
+            loader_late: false,
+            loader_late_p99_us: 1_000,
+            send_lag_p99_us: Some(80),
+        };
+        new.verdicts = Some(verdicts.clone());
+        let back: RunResult = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back.verdicts, Some(verdicts.clone()));
+        let old_back: RunResult = serde_json::from_str(&old_text).unwrap();
+        assert_eq!(old_back.verdicts, None);
+        assert_eq!(
+            merge(&[new.clone(), old_back], vec![]).unwrap().verdicts,
+            None
+        );
+        let mut kept = new.clone();
+        kept.verdicts = Some(Verdicts {
+            kept_up: true,
+            last_arrival_after_end_s: Some(0.01),
+            loader_late: true,
+            send_lag_p99_us: Some(2_000),
+            ..verdicts
+        });
+        let merged = merge(&[new, kept], vec![]).unwrap().verdicts.unwrap();
+        assert!(!merged.kept_up && merged.loader_late);
+        assert_eq!(merged.last_arrival_after_end_s, Some(0.5));
+        assert_eq!(merged.send_lag_p99_us, Some(2_000));
     }
 
     #[test]

@@ -30,6 +30,15 @@ impl Timetable {
         }
     }
 
+    /// When message 0 is due (start plus phase).
+    pub fn first_ns(&self) -> u64 {
+        self.first_ns
+    }
+
+    pub fn period_ns(&self) -> u64 {
+        self.period_ns
+    }
+
     /// The due time of message `seq`.
     pub fn due_at(&self, seq: u64) -> u64 {
         self.first_ns
@@ -54,7 +63,7 @@ impl Timetable {
         Some((seq, due))
     }
 
-    #[cfg(test)]
+    /// How many messages have been taken: sequence numbers `0..sent()`.
     pub fn sent(&self) -> u64 {
         self.next_seq
     }

@@ -65,6 +65,22 @@ impl SeqTracker {
         Arrival::Late
     }
 
+    /// The sequence numbers in `lo..hi` this receiver never got, as ranges (end exclusive):
+    /// the holes, and the tail from the highest number seen on.
+    pub fn unseen(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = self
+            .missing
+            .iter()
+            .map(|(&s, &e)| (s.max(lo), e.min(hi)))
+            .filter(|(s, e)| s < e)
+            .collect();
+        let tail = self.next.max(lo);
+        if tail < hi {
+            out.push((tail, hi));
+        }
+        out
+    }
+
     /// Sequence numbers skipped and not (yet) delivered late.
     pub fn missing(&self) -> u64 {
         self.missing.iter().map(|(s, e)| e - s).sum()
@@ -119,6 +135,18 @@ mod tests {
         assert_eq!(t.observe(4), Arrival::Duplicate);
         assert_eq!(t.observe(2), Arrival::Late);
         assert_eq!(t.missing(), 0);
+    }
+
+    #[test]
+    fn unseen_is_holes_and_tail_within_the_range() {
+        let mut t = SeqTracker::default();
+        for seq in [0, 1, 4, 5, 8] {
+            t.observe(seq);
+        }
+        assert_eq!(t.unseen(0, 12), vec![(2, 4), (6, 8), (9, 12)]);
+        assert_eq!(t.unseen(3, 7), vec![(3, 4), (6, 7)]);
+        assert_eq!(t.unseen(0, 2), vec![]);
+        assert_eq!(SeqTracker::default().unseen(5, 7), vec![(5, 7)]);
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub(super) struct LoaderReport {
     pub(super) close_codes: BTreeMap<u16, u64>,
     pub(super) connect: Histogram<u64>,
     pub(super) send_lag: Histogram<u64>,
+    /// CLOCK_MONOTONIC ns of the latest arrival of a measured delivery (0: none arrived).
+    pub(super) last_arrival_ns: u64,
+    /// Open loop: how long each lost measured delivery to a receiver still open at the end
+    /// was waited for, from its due time (see `Loader::lost_waits`).
+    pub(super) lost_wait: Histogram<u64>,
 }
 
 impl LoaderReport {
@@ -61,6 +66,8 @@ impl LoaderReport {
             close_codes: BTreeMap::new(),
             connect: new_histogram(),
             send_lag: new_histogram(),
+            last_arrival_ns: 0,
+            lost_wait: new_histogram(),
         }
     }
 
@@ -72,6 +79,8 @@ impl LoaderReport {
         }
         let _ = self.connect.add(&other.connect);
         let _ = self.send_lag.add(&other.send_lag);
+        self.last_arrival_ns = self.last_arrival_ns.max(other.last_arrival_ns);
+        let _ = self.lost_wait.add(&other.lost_wait);
     }
 }
 
@@ -149,6 +158,8 @@ pub(super) struct Loader {
     /// Problems seen (for the progress line only): malformed or foreign payloads, protocol
     /// errors, connections closed before the end.
     pub(super) errors: u64,
+    /// CLOCK_MONOTONIC ns of the latest arrival of a measured delivery (0: none yet).
+    pub(super) last_arrival_ns: u64,
 }
 
 impl Loader {
@@ -203,6 +214,7 @@ impl Loader {
             ready: Vec::new(),
             running: false,
             errors: 0,
+            last_arrival_ns: 0,
             cfg,
             shared,
             thread,
@@ -343,6 +355,7 @@ impl Loader {
         p.expected.store(c.expected, Relaxed);
         p.delivered.store(c.received, Relaxed);
         p.errors.store(self.errors, Relaxed);
+        p.last_arrival_ns.store(self.last_arrival_ns, Relaxed);
     }
 
     /// The thread's loop, until the main thread sets STOP.
@@ -457,6 +470,14 @@ impl Loader {
                 let _ = self.histogram_tx.send(full);
             }
         }
+        // Before the goodbye, while `is_open` still says who stayed to the end. The drain's
+        // end is stored before STOP; if this thread does not see it yet, now is a few ms
+        // later at most.
+        let stop_ns = match self.shared.stop_ns.load(Relaxed) {
+            u64::MAX => now_ns(),
+            ns => ns,
+        };
+        let lost_wait = self.lost_waits(stop_ns);
         // Say goodbye politely so the server does not count resets.
         for idx in 0..self.conns.len() {
             if self.conns[idx].is_open() {
@@ -487,6 +508,8 @@ impl Loader {
             close_codes: self.close_codes,
             connect: self.connect_hist,
             send_lag: self.send_lag,
+            last_arrival_ns: self.last_arrival_ns,
+            lost_wait,
         })
     }
 }

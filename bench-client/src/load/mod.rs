@@ -10,9 +10,11 @@
 //!           CPU snapshots at measure      receive, track (sender, seq), record latency
 //!           start and end
 //!  DRAIN    wait: delivered == expected receive only
-//!           or --drain elapsed
-//!  STOP     join threads, judge the run  close, hand back counters and histograms
-//!           (outcome.rs)
+//!           or --drain elapsed;
+//!           server CPU again after each
+//!           new measured arrival
+//!  STOP     join threads, judge the run  list what never arrived (lost, by due time),
+//!           (outcome.rs)                 close, hand back counters and histograms
 //! ```
 //! This file owns what the main thread and the loaders share: the run's configuration, the
 //! phase, and the per-thread progress the main thread reads. Must never (the whole engine):
@@ -31,7 +33,7 @@ use crate::net::WsUrl;
 use crate::payload::Fill;
 use crate::transport::TlsClient;
 
-pub use outcome::{LoadCounters, LoadOutcome};
+pub use outcome::{INTERVAL_NAME, LoadCounters, LoadOutcome};
 pub use phases::run;
 
 /// Where the connections go and who receives what.
@@ -101,6 +103,8 @@ struct Progress {
     expected: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the thread's latest arrival of a measured delivery (0: none).
+    last_arrival_ns: AtomicU64,
     done_sending: AtomicBool,
 }
 
@@ -117,11 +121,33 @@ struct Shared {
     room_members: Vec<AtomicU64>,
     /// Closed loop: deliveries of each sender's messages seen by any receiver.
     acked: Vec<AtomicU64>,
+    /// Open loop, per sender (global connection index): its timetable's first due time
+    /// and period (0: no timetable) and how many messages it has sent, so that a receiver
+    /// can tell when each message it never got was due.
+    senders: Vec<SenderTimes>,
+    /// CLOCK_MONOTONIC ns when the drain ended, stored before the phase becomes STOP.
+    stop_ns: AtomicU64,
     progress: Vec<Progress>,
+}
+
+/// One sender's timetable as the other threads see it (written by its own thread only).
+#[derive(Default)]
+struct SenderTimes {
+    first_ns: AtomicU64,
+    period_ns: AtomicU64,
+    sent: AtomicU64,
 }
 
 impl Shared {
     fn sum(&self, field: impl Fn(&Progress) -> &AtomicU64) -> u64 {
         self.progress.iter().map(|p| field(p).load(Relaxed)).sum()
+    }
+
+    fn max(&self, field: impl Fn(&Progress) -> &AtomicU64) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| field(p).load(Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 }

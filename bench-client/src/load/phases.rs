@@ -3,7 +3,8 @@
 //! the progress line, and gathers what the threads hand back for judging.
 //!
 //! Owns: the phase changes and their deadlines, the run's timetable (start, measure and end
-//! times), the CPU snapshots around the measured interval, and the stderr progress.
+//! times), the CPU snapshots (the loader's around the measured window; the server's around
+//! the accounting interval, see `INTERVAL_NAME`), and the stderr progress.
 //! Must never: wait without a deadline (connect, settle and drain are bounded), or touch a
 //! connection (the loaders own them).
 
@@ -16,8 +17,8 @@ use hdrhistogram::Histogram;
 use super::loader::{Loader, LoaderReport};
 use super::outcome::{LoadOutcome, RunRecord};
 use super::{
-    LoadConfig, PHASE_CONNECT, PHASE_DRAIN, PHASE_RUN, PHASE_SETTLE, PHASE_STOP, Progress, Shared,
-    Target,
+    LoadConfig, PHASE_CONNECT, PHASE_DRAIN, PHASE_RUN, PHASE_SETTLE, PHASE_STOP, Progress,
+    SenderTimes, Shared, Target,
 };
 use crate::clock::now_ns;
 use crate::histo::{new_histogram, percentiles};
@@ -40,6 +41,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         end_ns: AtomicU64::new(u64::MAX),
         room_members: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
         acked: (0..cfg.conns).map(|_| AtomicU64::new(0)).collect(),
+        senders: (0..cfg.conns).map(|_| SenderTimes::default()).collect(),
+        stop_ns: AtomicU64::new(u64::MAX),
         progress: (0..cfg.threads).map(|_| Progress::default()).collect(),
     });
     let (histogram_tx, histogram_rx) = mpsc::channel();
@@ -143,19 +146,29 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
             std::thread::sleep(Duration::from_nanos((deadline_ns - now).min(5_000_000)));
         }
     };
+    // The accounting interval (INTERVAL_NAME) starts with the measured window and ends at
+    // the last arrival of a measured delivery, or the window's end if that is later: the
+    // server's CPU is sampled at both ends, so that its cost covers the same work as the
+    // deliveries it is divided by, including those it was still catching up on after the
+    // window. A server that falls behind would otherwise look cheaper than it is.
+    let server_sample = || cfg.server_pid.and_then(crate::cpu::process_cpu);
     sleep_until(measure_ns, &shared, &mut latency, &mut progress);
     let cpu_before = crate::cpu::self_cpu();
-    let server_before = cfg.server_pid.and_then(crate::cpu::process_cpu);
+    let server_before = server_sample();
+    let interval_start_ns = now_ns();
     let measure_started = Instant::now();
     sleep_until(end_ns, &shared, &mut latency, &mut progress);
     let loader_cpu = crate::cpu::self_cpu().since(cpu_before);
     let measured = measure_started.elapsed();
-    let server_cpu = match (
-        server_before,
-        cfg.server_pid.and_then(crate::cpu::process_cpu),
-    ) {
-        (Some(before), Some(after)) => Some(crate::cpu::process_cpu_delta(&before, &after)),
-        _ => None,
+    let mut server_after = server_sample();
+    let mut interval_end_ns = now_ns();
+    // Sampled again whenever a measured delivery arrived since the last sample: the end is
+    // then the first check after the last arrival (the drain polls every millisecond).
+    let mut extend_interval = |shared: &Shared| {
+        if shared.max(|p| &p.last_arrival_ns) > interval_end_ns {
+            server_after = server_sample();
+            interval_end_ns = now_ns();
+        }
     };
 
     // DRAIN: stop sending, wait for the stragglers.
@@ -163,6 +176,7 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
     let drain_started = Instant::now();
     loop {
         let done = shared.progress.iter().all(|p| p.done_sending.load(Relaxed));
+        extend_interval(&shared);
         if done && shared.sum(|p| &p.delivered) >= shared.sum(|p| &p.expected) {
             break;
         }
@@ -175,8 +189,15 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         progress.maybe_print(&shared, &latency);
         std::thread::sleep(Duration::from_millis(1));
     }
+    extend_interval(&shared);
+    let server_cpu = match (server_before, server_after) {
+        (Some(before), Some(after)) => Some(crate::cpu::process_cpu_delta(&before, &after)),
+        _ => None,
+    };
+    let interval = Duration::from_nanos(interval_end_ns.saturating_sub(interval_start_ns));
     let drain_time = drain_started.elapsed();
     let drain_end_ns = now_ns();
+    shared.stop_ns.store(drain_end_ns, Relaxed);
     stop_threads(&shared);
 
     let mut threads = LoaderReport::new();
@@ -204,6 +225,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         measured,
         loader_cpu,
         server_cpu,
+        interval,
+        end_ns,
     }))
 }
 

@@ -12,15 +12,16 @@ use std::cmp::Reverse;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 
+use hdrhistogram::Histogram;
 use wschat::ws::frame::Opcode;
 
 use super::loader::{Loader, State};
-use super::{Drive, PHASE_STOP, Target};
+use super::{Drive, PHASE_RUN, PHASE_STOP, Target};
 use crate::clock::now_ns;
-use crate::histo::record_ns;
+use crate::histo::{new_histogram, record_ns};
 use crate::payload::{self, Stamp};
 use crate::schedule::Timetable;
-use crate::track::Arrival;
+use crate::track::{Arrival, SeqTracker};
 use crate::transport::is_tls_error;
 use crate::wsclient;
 
@@ -115,6 +116,19 @@ impl Loader {
                         self.errors += 1;
                         continue;
                     }
+                    // A member of another room sent this: the server delivered it to a
+                    // room its sender is not in. Judged by the rooms (connection i joins
+                    // room i % rooms), not by the sender index alone, which any member of
+                    // any room has.
+                    let sender_room = match self.cfg.target {
+                        Target::Chat { rooms, .. } => stamp.sender as usize % rooms.max(1),
+                        Target::Echo => conn.room,
+                    };
+                    if sender_room != conn.room {
+                        self.counters.misrouted += 1;
+                        self.errors += 1;
+                        continue;
+                    }
                     let arrival = conn
                         .trackers
                         .entry(stamp.sender)
@@ -139,6 +153,7 @@ impl Loader {
                     }
                     if stamp.stamp_ns >= measure_ns && stamp.stamp_ns < end_ns {
                         self.counters.received_measured += 1;
+                        self.last_arrival_ns = self.last_arrival_ns.max(arrived_ns);
                         record_ns(
                             &mut self.interval,
                             arrived_ns.saturating_sub(stamp.stamp_ns),
@@ -191,8 +206,15 @@ impl Loader {
             *self.close_codes.entry(code).or_default() += 1;
         }
         self.counters.disconnects += 1;
-        if self.shared.phase.load(Relaxed) < PHASE_STOP {
+        let phase = self.shared.phase.load(Relaxed);
+        if phase < PHASE_STOP {
             self.errors += 1;
+        }
+        // From the first message due to the end of the drain, a connection lost shrinks the
+        // deliveries expected of every later message (the fan-out is the live member
+        // count), so it could hide a server fault: the run is then not correct.
+        if (PHASE_RUN..PHASE_STOP).contains(&phase) {
+            self.counters.disconnects_during_run += 1;
         }
         let room = self.conns[idx].room;
         self.shared.room_members[room].fetch_sub(1, Relaxed);
@@ -290,6 +312,56 @@ impl Loader {
         }
     }
 
+    /// Open loop, at the end of the run: each measured delivery a receiver still open never
+    /// got, recorded at the time it was waited for, from its due time to the end of the
+    /// drain (`stop_ns`). Receivers that closed are left out: which messages they were
+    /// expected to get depends on when they left (the caller records what is left of
+    /// `lost_measured` at the shorter wait from the end of sending).
+    pub(super) fn lost_waits(&self, stop_ns: u64) -> Histogram<u64> {
+        let mut waits = new_histogram();
+        if !matches!(self.cfg.drive, Drive::OpenLoop { .. }) {
+            return waits;
+        }
+        let measure_ns = self.shared.measure_ns.load(Relaxed);
+        let end_ns = self.shared.end_ns.load(Relaxed);
+        let (step, echo) = match self.cfg.target {
+            Target::Chat { rooms, .. } => (rooms.max(1), false),
+            Target::Echo => (1, true),
+        };
+        let empty = SeqTracker::default();
+        for conn in self.conns.iter().filter(|c| c.is_open()) {
+            let senders: Box<dyn Iterator<Item = usize>> = if echo {
+                Box::new(std::iter::once(conn.id as usize))
+            } else {
+                Box::new(
+                    (conn.room..self.cfg.conns)
+                        .step_by(step)
+                        .filter(|&s| s != conn.id as usize),
+                )
+            };
+            for sender in senders {
+                let times = &self.shared.senders[sender];
+                let first = times.first_ns.load(Relaxed);
+                let period = times.period_ns.load(Relaxed);
+                let sent = times.sent.load(Relaxed);
+                if period == 0 || sent == 0 {
+                    continue;
+                }
+                // The sequence numbers due inside the measured window.
+                let lo = measure_ns.saturating_sub(first).div_ceil(period);
+                let hi = end_ns.saturating_sub(first).div_ceil(period).min(sent);
+                let tracker = conn.trackers.get(&(sender as u32)).unwrap_or(&empty);
+                for (start, stop) in tracker.unseen(lo, hi) {
+                    for seq in start..stop {
+                        let due = first.saturating_add(seq.saturating_mul(period));
+                        record_ns(&mut waits, stop_ns.saturating_sub(due));
+                    }
+                }
+            }
+        }
+        waits
+    }
+
     /// Called once when the loop first sees the run phase.
     pub(super) fn start_running(&mut self) {
         self.running = true;
@@ -311,6 +383,9 @@ impl Loader {
                 );
                 let phase = self.rng.below(period_ns);
                 let tt = Timetable::new(start_ns, period_ns, phase, end_ns);
+                let times = &self.shared.senders[self.conns[idx].id as usize];
+                times.first_ns.store(tt.first_ns(), Relaxed);
+                times.period_ns.store(tt.period_ns(), Relaxed);
                 if let Some(due) = tt.next_due() {
                     self.send_heap.push(Reverse((due, idx)));
                 }
@@ -346,6 +421,9 @@ impl Loader {
                 );
             }
             self.mark_dirty(idx);
+            self.shared.senders[id as usize]
+                .sent
+                .store(tt.sent(), Relaxed);
             if let Some(next) = tt.next_due() {
                 self.send_heap.push(Reverse((next, idx)));
             }
