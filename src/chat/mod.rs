@@ -288,6 +288,12 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         out: &mut Vec<Delivery<M>>,
     ) {
         self.leave(roster, member, out);
+        // Every member of a room here shares one copy of its name (each request parsed its
+        // own: 32 bytes per idle member, results/memory/2026-12-06).
+        let room = match self.rooms.get_key_value(&room) {
+            Some((shared, _)) => shared.clone(),
+            None => room,
+        };
         out.push(Delivery {
             frame: text_frame(&[name.as_str(), " just connected"]).into(),
             to: Audience::Room {
