@@ -253,8 +253,9 @@ struct MemberState {
     room: RoomName,
     /// Where the member stands in its room's list here (`Chat::rooms`).
     slot: usize,
-    /// What its commands may still cost; made by its first command.
-    commands: Option<CommandBudget>,
+    /// What its commands may still cost; made by its first command, and boxed: most members
+    /// never send one, and every member's entry would carry its 24 bytes.
+    commands: Option<Box<CommandBudget>>,
 }
 
 /// The chat state of the members one owner (a shard) holds, keyed by a member handle `M`
@@ -420,7 +421,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
         self.members.get_mut(&member).is_none_or(|state| {
             state
                 .commands
-                .get_or_insert_with(|| CommandBudget::new(now))
+                .get_or_insert_with(|| Box::new(CommandBudget::new(now)))
                 .take(now)
         })
     }
