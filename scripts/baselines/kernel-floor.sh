@@ -8,8 +8,9 @@
 # receiver's side of each send in the sender's context, so this is the syscall-bound cost
 # every server in scripts/bench.sh pays per delivery, and the floor under its "server
 # µs/delivery" column (1 frame per call is a server that writes per message; 16, one that
-# corks well). Where the kernel accounts IRQ time apart (CONFIG_IRQ_TIME_ACCOUNTING), the
-# softirq part of loopback delivery is not in the sender's getrusage time: see softirq_pct.
+# corks well). The sender's time includes the softirq it runs (the loopback receive path)
+# under tick accounting, not with CONFIG_IRQ_TIME_ACCOUNTING: the JSON says which (and the
+# softirq share, softirq_pct).
 #
 #   scripts/baselines/kernel-floor.sh [--frames "1 4 16"] [--bytes 80] [--conns 19]
 #                                     [--seconds 3] [--out FILE]
@@ -76,13 +77,14 @@ for k in sys.argv[7:]:
     m = re.search(r": ([0-9.]+) ns sender CPU per delivered frame, ([0-9.]+) frames/s", line)
     if not m:
         sys.exit(f"kernel-floor.sh: could not parse the probe's output: {line!r}")
-    # Other load: the machine's task CPU time minus the probe's own (sender and reader).
-    # Softirq time is apart: with IRQ time accounting (CONFIG_IRQ_TIME_ACCOUNTING) the
-    # loopback receive path the sender runs in softirq is not in its getrusage time.
+    # Other load: the machine's CPU time minus the probe's own (sender and reader). Under tick
+    # accounting a tick in softirq is shown as softirq in /proc/stat and still charged to the
+    # interrupted task (the sender runs the loopback receive path), so softirq counts on the
+    # machine's side; with CONFIG_IRQ_TIME_ACCOUNTING it is charged to no task (see the note).
     other = softirq = None
     if t1 > t0:
         wall = (t1 - t0) / hz
-        other = max(0.0, 100.0 * ((b1 - b0) / hz - (c1 - c0)) / wall)
+        other = max(0.0, 100.0 * ((b1 - b0 + q1 - q0) / hz - (c1 - c0)) / wall)
         softirq = 100.0 * (q1 - q0) / hz / wall
     runs.append({
         "frames_per_call": int(k),
@@ -94,6 +96,16 @@ for k in sys.argv[7:]:
         "softirq_pct": None if softirq is None else round(softirq, 1),
     })
 
+def irq_time_accounting():
+    import gzip
+    for path in ("/proc/config.gz", f"/boot/config-{platform.release()}"):
+        try:
+            text = (gzip.open if path.endswith(".gz") else open)(path, "rt").read()
+        except OSError:
+            continue
+        return "CONFIG_IRQ_TIME_ACCOUNTING=y" in text
+    return None
+
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 print(json.dumps({
     "probe": "sendcost (scripts/baselines/sendcost.c): sender CPU per delivered frame on loopback TCP",
@@ -101,11 +113,12 @@ print(json.dumps({
     "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "machine": {"cpu": model, "cpus": ncpu, "kernel": platform.release()},
     "connections": conns, "frame_bytes": nbytes, "seconds_per_run": secs,
-    "note": "other_load_pct: the machine's task CPU share (user+nice+system, of all CPUs) not "
-            "used by the probe's threads; above a few % the numbers are disturbed. softirq_pct: "
-            "the machine's softirq share, mostly the probe's loopback receive path; where the "
-            "kernel accounts IRQ time apart it is NOT in sender_ns_per_frame, which then "
-            "understates the full cost (the same holds for a server's CPU from /proc/PID/stat)",
+    "irq_time_accounting": irq_time_accounting(),
+    "note": "other_load_pct: CPU time (user+nice+system+softirq, in % of one CPU) not used by the "
+            "probe's threads; above a few % the numbers are disturbed. softirq_pct: softirq time "
+            "(% of one CPU), mostly the loopback receive path the sender runs; with tick accounting "
+            "(irq_time_accounting false) it is charged to the sender and included in "
+            "sender_ns_per_frame; with CONFIG_IRQ_TIME_ACCOUNTING it would not be",
     "runs": runs,
 }, indent=2))
 PY
