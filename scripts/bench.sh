@@ -25,6 +25,10 @@
 #   --runs N             runs per cell, back to back (default full: 3)
 #   --duration SECS      measured seconds per run (default full: 5)
 #   --no-node            skip the Node baseline
+#   --baselines "B ..."  other servers beside wschat, opt-in (default: none): uws-js (uWebSockets.js,
+#                        scripts/baselines/uws-js), fastwebsockets (tokio current-thread runtime) and
+#                        fastwebsockets-mt (multi-thread runtime, 2 workers), both from
+#                        scripts/baselines/fastwebsockets. Not in --smoke unless given.
 #   --no-syscalls, --syscalls   skip / do the syscall-count runs (default: full mode only)
 #   --no-build           use the existing release binaries (in $CARGO_TARGET_DIR, else target/)
 #   --quiet-wait SECS    before each run, wait at most SECS for the machine to be < 10 % busy
@@ -65,6 +69,11 @@
 #
 # The Node baseline (scripts/baselines/node-ws, label pattern=node-ws io=libuv) needs node and
 # npm; its node_modules is installed with `npm ci` from the committed package-lock.json.
+# --baselines adds others (each README.md says what differs from wschat's protocol): uws-js
+# (label io=uws; needs node and npm, `npm ci` as node-ws; fails if the native uWS addon does
+# not load) and fastwebsockets / fastwebsockets-mt (label io=tokio; built with cargo from their
+# own Cargo.lock unless --no-build). They run the chat, cpu, saturate, connect and ping
+# scenarios; none of them has TLS, and only node-ws has deflate, so they skip tls and deflate.
 #
 # Every run is bounded (bench-client durations and timeouts, plus `timeout`); every server is
 # stopped with SIGTERM and waited for (SIGKILL after 10 s). Exits non-zero if a step failed;
@@ -87,7 +96,7 @@ patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
 ios="epoll"
 layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_rate=
 deflate_rates=
-node=true syscalls= build=true quiet_max=
+node=true syscalls= build=true quiet_max= baselines=
 while (($#)); do
     case $1 in
         --cluster) shift; exec "$root/deploy/bench-cluster.sh" "$@" ;;
@@ -108,6 +117,7 @@ while (($#)); do
         --runs) runs=${2:?}; shift ;;
         --duration) duration=${2:?}; shift ;;
         --no-node) node=false ;;
+        --baselines) baselines=${2?}; shift ;;
         --no-syscalls) syscalls=false ;;
         --syscalls) syscalls=true ;;
         --no-build) build=false ;;
@@ -155,6 +165,10 @@ for p in $patterns; do
     case $p in single-thread | acceptor-readers | work-queue | multi-accept | reuseport) ;;
         *) die "unknown pattern: $p" ;; esac
 done
+for b in $baselines; do
+    case $b in uws-js | fastwebsockets | fastwebsockets-mt) ;;
+        *) die "unknown baseline: $b (uws-js, fastwebsockets, fastwebsockets-mt)" ;; esac
+done
 if [[ " $layouts " == *" split "* ]] && (($(nproc) < 2)); then
     die "the split layout needs 2 CPUs (this process may use $(nproc)); use --layouts shared"
 fi
@@ -198,6 +212,29 @@ if $node; then
     fi
 fi
 
+# ---- the opt-in baselines (--baselines) --------------------------------------------------------
+# Asked for by name, so a missing tool or a failed install is an error, not a skip.
+uwsdir=scripts/baselines/uws-js
+fwsdir=scripts/baselines/fastwebsockets
+fws=${CARGO_TARGET_DIR:-$fwsdir/target}/release/wschat-baseline-fastwebsockets
+if [[ " $baselines " == *" uws-js "* ]]; then
+    command -v node >/dev/null || die "--baselines uws-js needs node and npm (apt-get install nodejs npm)"
+    if [[ ! -d $uwsdir/node_modules/@trufflesuite/uws-js-unofficial ]]; then
+        note "installing the uws-js baseline (npm ci in $uwsdir)"
+        (cd "$uwsdir" && npm ci --no-audit --no-fund --loglevel=error >&2) || die "npm ci failed in $uwsdir"
+    fi
+fi
+if [[ " $baselines " == *" fastwebsockets"* ]]; then
+    if $build; then
+        note "building the fastwebsockets baseline (cargo build --release in $fwsdir)"
+        cargo build --release --quiet --locked --manifest-path "$fwsdir/Cargo.toml"
+    fi
+    [[ -x $fws ]] || die "missing $fws (cargo build --release --manifest-path $fwsdir/Cargo.toml)"
+fi
+
+# is_baseline NAME: true for a server that is not wschat.
+is_baseline() { [[ $1 == node-ws || $1 == uws-js || $1 == fastwebsockets || $1 == fastwebsockets-mt ]]; }
+
 # ---- machine record -----------------------------------------------------------------------
 git_head=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 git_dirty=$(git status --porcelain -- src bench-client Cargo.toml Cargo.lock 2>/dev/null | wc -l)
@@ -207,7 +244,7 @@ python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
     "patterns=$patterns" "ios=$ios" "layouts=$layouts" "scenarios=$scenarios" \
     "shared_scenarios=$shared_scenarios" "rates=$rates" "shared_rates=$shared_rates" "tls_rate=$tls_rate" \
     "deflate_rates=$deflate_rates" \
-    "runs=$runs" "duration_s=$duration" "node=$node"
+    "runs=$runs" "duration_s=$duration" "node=$node" "baselines=$baselines"
 note "results in $dir (machine $machine, mode $mode)"
 
 # ---- servers --------------------------------------------------------------------------------
@@ -234,7 +271,7 @@ stop_server() {
 trap 'stop_server || true' EXIT
 trap 'exit 130' INT TERM
 
-# start_server NAME LAYOUT IO WORK_US LOG [VARIANT]: starts wschat (or node-ws) on a free
+# start_server NAME LAYOUT IO WORK_US LOG [VARIANT]: starts wschat (or a baseline) on a free
 # loopback port; VARIANT tls=on adds --tls-self-signed, deflate=on adds --deflate. Sets
 # server_pid and server_addr. Returns 3 if the server refused to start (e.g. an io backend
 # this binary does not have), 1 on other failures.
@@ -244,6 +281,12 @@ start_server() {
     if [[ $name == node-ws ]]; then
         cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0 --work-us "$work")
         [[ $variant == deflate=on ]] && cmd+=(--deflate)
+    elif [[ $name == uws-js ]]; then
+        cmd=(node "$uwsdir/server.js" --addr 127.0.0.1:0 --work-us "$work")
+    elif [[ $name == fastwebsockets ]]; then
+        cmd=("$fws" --addr 127.0.0.1:0 --work-us "$work" --runtime current-thread)
+    elif [[ $name == fastwebsockets-mt ]]; then
+        cmd=("$fws" --addr 127.0.0.1:0 --work-us "$work" --runtime multi-thread --threads 2)
     else
         cmd=("$wschat" --pattern "$name" --io "$io" --addr 127.0.0.1:0 --work-us "$work")
         case $name in
@@ -291,7 +334,7 @@ run_cell() {
     [[ $scenario == cpu ]] && work=50
     [[ $layout == split ]] && loader=(taskset -c 1)
     local threads=1
-    case $name in acceptor-readers | multi-accept | reuseport | work-queue) threads=2 ;; esac
+    case $name in acceptor-readers | multi-accept | reuseport | work-queue | fastwebsockets-mt) threads=2 ;; esac
     local common=(--duration "${duration}s" --json "$json" -q --server-pid)
     local labels=(--label "pattern=$name" --label "io=$io" --label "layout=$layout"
         --label "scenario=$scenario" --label "rate=${rate:-na}" --label "run=$k"
@@ -430,6 +473,12 @@ for io in $ios; do
     for p in $patterns; do servers+=("$p:$io"); done
 done
 $node && servers+=("node-ws:libuv")
+for b in $baselines; do
+    case $b in
+        uws-js) servers+=("uws-js:uws") ;;
+        fastwebsockets | fastwebsockets-mt) servers+=("$b:tokio") ;;
+    esac
+done
 
 declare -A skipped_io=()
 for entry in "${servers[@]}"; do
@@ -446,8 +495,8 @@ for entry in "${servers[@]}"; do
             esac
             status=0
             if [[ $scenario == tls ]]; then
-                # node-ws has no TLS; the same server and loader with and without it.
-                [[ $name == node-ws ]] && continue
+                # No baseline has TLS; the same server and loader with and without it.
+                is_baseline "$name" && continue
                 for t in off on; do
                     cell "$name" "$io" "$layout" tls-chat "$tls_rate" "tls=$t" || status=$?
                     ((status == 3)) && break
@@ -455,6 +504,8 @@ for entry in "${servers[@]}"; do
                     ((status == 3)) && break
                 done
             elif [[ $scenario == deflate ]]; then
+                # Of the baselines only node-ws has --deflate.
+                is_baseline "$name" && [[ $name != node-ws ]] && continue
                 # Off and on side by side at each rate (back to back, so that they compare).
                 for rate in $deflate_rates; do
                     for t in off on; do

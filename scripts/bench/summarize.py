@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import sys
 
-PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws"]
+PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws",
+                 "uws-js", "fastwebsockets", "fastwebsockets-mt"]
 SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect", "tls-chat", "tls-connect", "deflate-chat"]
 # Labels of the scenarios that run each cell twice (off and on): shown beside the io.
 VARIANT_LABELS = ["tls", "deflate"]
