@@ -67,6 +67,12 @@ const BUFFER_GROUP: u16 = 0;
 const OWNED_RECV_BYTES: usize = 16 * 1024;
 /// Slices per sendmsg; Linux's IOV_MAX.
 const IOV_MAX: usize = 1024;
+/// Finished sends' buffers kept for reuse, at most: enough for every send in flight in a
+/// busy iteration of a loop with a thousand receivers, a few hundred KiB at most.
+const SPARE_SEND_BUFS: usize = 1024;
+/// A finished send's buffer is kept only if it has room for this many iovecs or fewer: a
+/// burst's large buffer is freed rather than held.
+const SPARE_SEND_IOVECS: usize = 16;
 /// Completions handled per batch, and batches per `poll` before the others get their turn.
 const CQES_PER_BATCH: usize = 1024;
 const BATCHES_PER_POLL: usize = 8;
@@ -148,6 +154,8 @@ pub struct UringReactor {
     next_generation: u64,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
+    /// Buffers of finished sends, refilled by the next ones (see `SendBuf`).
+    spare_send_bufs: Vec<SendBuf>,
     cqes: Vec<(u64, i32, u32)>,
     waker: Waker,
     counters: IoCounters,
@@ -190,6 +198,7 @@ impl UringReactor {
             next_generation: 0,
             ready: Vec::new(),
             spare_recv_bufs: Vec::new(),
+            spare_send_bufs: Vec::new(),
             cqes: Vec::with_capacity(CQES_PER_BATCH),
             waker,
             counters: IoCounters::default(),
@@ -595,10 +604,16 @@ impl UringReactor {
         if more {
             return; // sendmsg completes once; nothing to release before the final one
         }
-        let Some(Op::Send { conn, .. }) = self.ops.finish(id) else {
+        let Some(Op::Send { conn, mut buf }) = self.ops.finish(id) else {
             return;
         };
-        // The frames the op held are released here, after the kernel is done with them.
+        // The frames the op held are released here, after the kernel is done with them; the
+        // buffer is kept for a later send unless it grew large (one burst to a slow reader
+        // must not pin IOV_MAX iovecs for good) or enough are kept already.
+        buf.recycle();
+        if buf.capacity() <= SPARE_SEND_IOVECS && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
+            self.spare_send_bufs.push(buf);
+        }
         let Some(slot) = self.conn_slot(conn.id, conn.generation) else {
             return;
         };
@@ -767,8 +782,10 @@ impl Reactor for UringReactor {
         if outbox.is_empty() {
             return Ok(outcome);
         }
-        let (buf, len) = SendBuf::new(outbox.pending().take(IOV_MAX));
+        let mut buf = self.spare_send_bufs.pop().unwrap_or_else(SendBuf::empty);
+        let len = buf.fill(outbox.pending().take(IOV_MAX));
         if len == 0 {
+            self.spare_send_bufs.push(buf);
             return Ok(outcome);
         }
         outbox.set_in_flight(len);
