@@ -6,19 +6,22 @@
 # `sendmsg` counts sendmsg(2) calls (epoll) or SENDMSG submissions (io_uring), `frames_out`
 # the frames they carried.
 #
-#   scripts/bench/sends-per-delivery.sh OUT_DIR [--rates "1000 2000"] [--runs 3]
+#   scripts/bench/sends-per-delivery.sh OUT_DIR [--rates "1000 2000"] [--runs 3] [-- SERVER_ARGS...]
 #
+# SERVER_ARGS go to both servers (e.g. `-- --pattern reuseport --threads 2`: both loops then
+# share core 0).
 # Writes OUT_DIR/<io>-r<rate>-<run>.json (bench-client) and .stats.json (/stats), and prints a
 # table. Loopback only; each run is bounded by bench-client's duration and drain.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=${1:?usage: sends-per-delivery.sh OUT_DIR [--rates LIST] [--runs N]}
 shift
-rates="1000 2000" runs=3
+rates="1000 2000" runs=3 server_args=()
 while (($#)); do
     case $1 in
         --rates) rates=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
+        --) shift; server_args=("$@"); break ;;
         *) echo "sends-per-delivery.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -27,7 +30,7 @@ for rate in $rates; do
     for run in $(seq 1 "$runs"); do
         for io in epoll uring; do
             port=$((19000 + RANDOM % 1000))
-            taskset -c 0 target/release/wschat --addr "127.0.0.1:$port" --io "$io" >/dev/null 2>&1 &
+            taskset -c 0 target/release/wschat --addr "127.0.0.1:$port" --io "$io" "${server_args[@]}" >/dev/null 2>&1 &
             pid=$!
             for _ in $(seq 1 50); do
                 (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
