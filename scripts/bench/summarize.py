@@ -494,7 +494,10 @@ def readme(root):
             sections.append(f"## {mach}: {shown}\n\n"
                             + summary(run_dir, link_prefix=f"{mach}/{shown}/", only=keys, groups=groups))
         for r, b in info:
-            index.append(f"| [{mach}/{r}]({mach}/{r}/summary.md) | {b.get('mode', '?')} | "
+            # A run without a summary (an experiment's directory) is linked as a directory.
+            has_summary = os.path.exists(os.path.join(root, mach, r, "summary.md"))
+            target = f"{mach}/{r}/summary.md" if has_summary else f"{mach}/{r}/"
+            index.append(f"| [{mach}/{r}]({target}) | {b.get('mode', '?')} | "
                          f"`{b.get('command', '?')}` | `{b.get('git_head', '?')[:12]}` |")
     if index:
         sections.append("## Every run\n\n| run | mode | command | commit |\n|---|---|---|---|\n" + "\n".join(index))
