@@ -510,6 +510,16 @@ pub use broker::start;
 mod tests {
     use super::*;
 
+    /// A link to `url` for node `node`, with nothing behind it.
+    fn link(url: &str, node: u64) -> Link {
+        let config = ClusterConfig {
+            url: url.parse().unwrap(),
+            node: NodeId(node),
+            max_message: 1 << 20,
+        };
+        Link::new(&config, Waker::new().unwrap())
+    }
+
     #[test]
     fn redis_urls() {
         let url = |s: &str| s.parse::<RedisUrl>();
@@ -534,14 +544,7 @@ mod tests {
     #[test]
     fn metrics_are_named_apart_from_the_counters_and_labelled_from_configuration() {
         use crate::stats::{FIELDS, Section};
-        let link = Link::new(
-            &ClusterConfig {
-                url: "redis://h:7000/2".parse().unwrap(),
-                node: NodeId(3),
-                max_message: 1 << 20,
-            },
-            Waker::new().unwrap(),
-        );
+        let link = link("redis://h:7000/2", 3);
         assert!(link.join(&RoomName::parse("r").unwrap()));
         let metrics = link.metrics();
         let mut names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
@@ -571,14 +574,7 @@ mod tests {
 
     #[test]
     fn joins_wait_for_the_first_subscription_and_the_last_leave_unsubscribes() {
-        let link = Link::new(
-            &ClusterConfig {
-                url: "redis://h".parse().unwrap(),
-                node: NodeId(1),
-                max_message: 1 << 20,
-            },
-            Waker::new().unwrap(),
-        );
+        let link = link("redis://h", 1);
         let room = RoomName::parse("r").unwrap();
         // Link down: local only at once.
         assert!(link.join(&room));

@@ -111,10 +111,12 @@ impl State {
             return;
         }
         self.fanning_out = true;
+        // Peers are fixed once the shards run: asked once, not per delivery.
+        let has_peers = self.hub.has_peers();
         while !self.deliveries.is_empty() {
             for delivery in std::mem::take(&mut self.deliveries) {
                 self.deliver_here(&delivery);
-                if matches!(delivery.to, Audience::Room { .. }) && self.hub.has_peers() {
+                if has_peers && matches!(delivery.to, Audience::Room { .. }) {
                     self.to_peers.push(delivery);
                 }
             }
