@@ -57,7 +57,7 @@ impl Frames {
         front
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Arc<[u8]>> {
+    fn iter(&self) -> impl Iterator<Item = &Arc<[u8]>> + Clone {
         self.first.iter().chain(self.rest.iter())
     }
 
@@ -114,7 +114,7 @@ impl Outbox {
     }
 
     /// The unsent frames, oldest first, each with the offset its unsent bytes start at.
-    pub fn pending(&self) -> impl Iterator<Item = (&Arc<[u8]>, usize)> {
+    pub fn pending(&self) -> impl Iterator<Item = (&Arc<[u8]>, usize)> + Clone {
         self.frames
             .iter()
             .enumerate()

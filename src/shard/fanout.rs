@@ -61,10 +61,15 @@ pub(super) fn queue_frame(
 }
 
 impl State {
-    /// Starts an iteration's fan-out budget with the work the last one left: the rest of
-    /// the peer batches, then the deferred connections' events, oldest first.
+    /// Whether the fan-out budget left work: deferred connections or peer batches.
+    pub(super) fn has_deferred_work(&self) -> bool {
+        !self.deferred.is_empty() || !self.peer_batches.is_empty()
+    }
+
+    /// Spends what is left of the iteration's fan-out budget on the work the last one
+    /// left: the rest of the peer batches, then the deferred connections' events, oldest
+    /// first.
     pub(super) fn resume_deferred(&mut self) {
-        self.fanout = 0;
         self.deliver_peer_batches();
         for id in std::mem::take(&mut self.deferred) {
             if let Some(conn) = self.conns.get_mut(id) {

@@ -12,8 +12,9 @@
 //! dirty connection is flushed once at the end (DESIGN.md, "The hot path"). What is queued
 //! before that flush is bounded: past `FANOUT_PER_ITERATION` receiver deliveries the loop
 //! takes no more events (the connections that have some are deferred and not read) and
-//! delivers peer batches in slices; the next iteration starts with what was left, oldest
-//! first, before anything new.
+//! delivers peer batches in slices; the next iteration goes on with what was left, oldest
+//! first, after its flush (so that an outbox never holds two slices, even while a
+//! completion-based reactor still has the last one in flight) and flushes again.
 //!
 //! Owns: connections (ws state, outbox, role), the chat state of its members, deadlines,
 //! and this thread's counters. Must never: block other than in `poll`, or make a syscall
@@ -227,7 +228,7 @@ impl<R: Reactor> Shard<R> {
         let clock = self.state.clock;
         self.state.now = clock();
         self.state.release_throttled();
-        self.state.resume_deferred();
+        self.state.fanout = 0;
         let timeout = self
             .state
             .next_deadline()
@@ -256,13 +257,27 @@ impl<R: Reactor> Shard<R> {
         }
         self.register_accepted();
         self.fire_deadlines();
-        // Peers get this iteration's room deliveries before any client sees its output
-        // (the flush), and again after it for what ending connections planned.
+        self.flush();
+        // What the last iteration's fan-out budget left is planned only now, after the
+        // flush, with what is left of this iteration's budget, and flushed at once. Before
+        // the flush, an io_uring loop would queue it on outboxes that still held the last
+        // slice, in flight and not yet settled (its completions are reaped in `poll` and
+        // settled in the flush), so the outboxes held two slices at a time
+        // (results/hostile/fanout).
+        if self.state.has_deferred_work() {
+            self.state.resume_deferred();
+            self.flush();
+        }
+        self.state.publish_counters(self.io.counters());
+        Ok(())
+    }
+
+    /// Peers get the room deliveries planned so far before any client sees its output
+    /// (the flush), and again after it for what ending connections planned.
+    fn flush(&mut self) {
         self.state.send_to_peers();
         self.settle();
         self.state.send_to_peers();
-        self.state.publish_counters(self.io.counters());
-        Ok(())
     }
 }
 

@@ -71,7 +71,7 @@ impl State {
         let paused = self.paused_listeners.iter().map(|(at, _)| *at).min();
         let heartbeat = self.heartbeats.as_ref().and_then(|w| w.next_deadline());
         // Work left for the next iteration's budget: come back at once.
-        let left = (!self.deferred.is_empty() || !self.peer_batches.is_empty()).then_some(self.now);
+        let left = self.has_deferred_work().then_some(self.now);
         // Throttled senders: look again soon whether the peers caught up (they do not wake
         // us when they do).
         let throttled = (!self.throttled.is_empty()).then(|| self.now + PEER_BACKLOG_RECHECK);

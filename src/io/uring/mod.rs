@@ -68,11 +68,9 @@ const OWNED_RECV_BYTES: usize = 16 * 1024;
 /// Slices per sendmsg; Linux's IOV_MAX.
 const IOV_MAX: usize = 1024;
 /// Finished sends' buffers kept for reuse, at most: enough for every send in flight in a
-/// busy iteration of a loop with a thousand receivers, a few hundred KiB at most.
+/// busy iteration of a loop with a thousand receivers, about 1.5 MiB at most
+/// (`SendBuf::worth_keeping`).
 const SPARE_SEND_BUFS: usize = 1024;
-/// A finished send's buffer is kept only if it has room for this many iovecs or fewer: a
-/// burst's large buffer is freed rather than held.
-const SPARE_SEND_IOVECS: usize = 16;
 /// Completions handled per batch, and batches per `poll` before the others get their turn.
 const CQES_PER_BATCH: usize = 1024;
 const BATCHES_PER_POLL: usize = 8;
@@ -611,7 +609,7 @@ impl UringReactor {
         // buffer is kept for a later send unless it grew large (one burst to a slow reader
         // must not pin IOV_MAX iovecs for good) or enough are kept already.
         buf.recycle();
-        if buf.capacity() <= SPARE_SEND_IOVECS && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
+        if buf.worth_keeping() && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
             self.spare_send_bufs.push(buf);
         }
         let Some(slot) = self.conn_slot(conn.id, conn.generation) else {

@@ -70,6 +70,10 @@ pub struct Wire {
     writable_due: bool,
     /// A send found the window too small (so the next growth is an edge).
     blocked: bool,
+    /// Completion-based sends ([`Net::completions`]): the bytes of the send in flight, and
+    /// those of one completed but not yet settled by the next `send`.
+    in_flight: Option<usize>,
+    completed: Option<usize>,
     pub reading_paused: bool,
     pub server_fin: bool,
     pub closed: bool,
@@ -91,6 +95,12 @@ pub struct Net {
     listeners_closed: bool,
     /// The last `poll` found nothing to report.
     pub idle: bool,
+    /// Sends complete as io_uring's do: a send hands the outbox's bytes over and marks them
+    /// in flight, the next `poll` reports its completion (`Writable`), and the next `send`
+    /// settles it in the outbox. Otherwise a send writes at once, as epoll's writev does.
+    pub completions: bool,
+    /// The most frames an outbox held when the shard called `send`, in flight or not.
+    pub outbox_frames_max: usize,
     counters: IoCounters,
 }
 
@@ -293,6 +303,12 @@ impl Reactor for FakeReactor {
                 });
                 continue;
             }
+            // A send that found no room waits, as in the kernel, until the window opens.
+            if let Some(sent) = wire.in_flight.filter(|&n| n > 0 || !wire.blocked) {
+                wire.in_flight = None;
+                wire.completed = Some(sent);
+                wire.writable_due = true;
+            }
             if wire.writable_due {
                 wire.writable_due = false;
                 drop(net);
@@ -331,11 +347,23 @@ impl Reactor for FakeReactor {
             .keys
             .get(&conn)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        net.outbox_frames_max = net.outbox_frames_max.max(outbox.pending().count());
+        let completions = net.completions;
         let wire = net.wire(client);
         if wire.reset {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let mut outcome = SendOutcome::default();
+        if completions {
+            if wire.in_flight.is_some() {
+                return Ok(outcome); // its completion reports Writable
+            }
+            let (bytes, frames) = outbox.complete_in_flight(wire.completed.take().unwrap_or(0));
+            outcome = SendOutcome { bytes, frames };
+            if outbox.is_empty() {
+                return Ok(outcome);
+            }
+        }
         let room = wire.window.unwrap_or(usize::MAX);
         let mut taken = 0;
         for slice in outbox.slices() {
@@ -351,6 +379,12 @@ impl Reactor for FakeReactor {
         }
         if taken < outbox.queued_bytes() {
             wire.blocked = true;
+        }
+        if completions {
+            // The bytes left the outbox's hands now; the shard learns it only later.
+            outbox.set_in_flight(outbox.queued_bytes());
+            wire.in_flight = Some(taken);
+            return Ok(outcome);
         }
         outcome.bytes = taken;
         outcome.frames = outbox.advance(taken);

@@ -1,6 +1,7 @@
 //! Fan-out: who receives a message, in what order, and the per-iteration budget.
 
 use super::Harness;
+use crate::shard::fanout::FANOUT_PER_ITERATION;
 
 #[test]
 fn a_message_reaches_every_other_member_in_the_order_sent() {
@@ -48,11 +49,26 @@ fn joins_and_leaves_are_told_to_the_others() {
 /// in order, to everyone.
 #[test]
 fn past_the_fanout_budget_the_rest_waits_for_the_next_iteration_and_nothing_is_lost() {
+    fan_out_past_the_budget(false);
+}
+
+/// The same with sends that complete later, as io_uring's do: a slice is planned only once
+/// the last one's sends were settled, so no outbox ever holds more than one slice. (When
+/// the rest was planned before the flush, each outbox held the slice in flight beside the
+/// new one, and a loop's memory in the tiny-messages attack was twice epoll's.)
+#[test]
+fn with_completion_based_sends_an_outbox_holds_one_slice_at_a_time() {
+    fan_out_past_the_budget(true);
+}
+
+fn fan_out_past_the_budget(completions: bool) {
     use std::sync::atomic::Ordering::Relaxed;
     const MEMBERS: usize = 600;
     const MESSAGES: usize = 500; // 599 x 500 receiver deliveries > FANOUT_PER_ITERATION
-    const { assert!((MEMBERS - 1) * MESSAGES > super::super::fanout::FANOUT_PER_ITERATION) };
+    const SLICE: usize = FANOUT_PER_ITERATION.div_ceil(MEMBERS - 1); // messages
+    const { assert!((MEMBERS - 1) * MESSAGES > FANOUT_PER_ITERATION) };
     let mut h = Harness::new(&[]);
+    h.net.borrow_mut().completions = completions;
     let members: Vec<_> = (0..MEMBERS)
         .map(|i| {
             let client = h.connect();
@@ -74,6 +90,7 @@ fn past_the_fanout_budget_the_rest_waits_for_the_next_iteration_and_nothing_is_l
     for i in 0..MESSAGES {
         h.send_text(sender, &i.to_string());
     }
+    h.net.borrow_mut().outbox_frames_max = 0;
     h.drive();
     assert!(
         h.counters().fanout_yields.load(Relaxed) >= 1,
@@ -83,4 +100,9 @@ fn past_the_fanout_budget_the_rest_waits_for_the_next_iteration_and_nothing_is_l
     for &m in &members[1..] {
         assert_eq!(h.texts(m), expected);
     }
+    let most = h.net.borrow().outbox_frames_max;
+    assert!(
+        most <= SLICE,
+        "an outbox held {most} frames at a flush; a slice is {SLICE}"
+    );
 }
