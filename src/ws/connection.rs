@@ -191,14 +191,18 @@ struct Inflating {
 pub struct Connection {
     phase: Phase,
     reader: Reader,
-    message: Option<PartialMessage>,
+    /// Boxed: an idle connection has none, and its 56 bytes were an eighth of one.
+    message: Option<Box<PartialMessage>>,
     /// Payload of the control frame being read (at most 125 bytes).
     control: Vec<u8>,
     /// Events and output frames in the order they were produced.
     queue: VecDeque<Item>,
     /// Application frames may be queued: the upgrade is done and our Close not yet taken.
     accepts_messages: bool,
-    limits: Limits,
+    /// From the `Limits` (the handshake timeout is used at once): the two kept, not a copy
+    /// of all three, since every connection holds them.
+    max_message: usize,
+    close_timeout: Duration,
     frames_received: u64,
     /// permessage-deflate, when agreed at the upgrade.
     deflate: Option<Agreed>,
@@ -251,7 +255,8 @@ impl Connection {
             control: Vec::new(),
             queue: VecDeque::new(),
             accepts_messages: false,
-            limits,
+            max_message: limits.max_message,
+            close_timeout: limits.close_timeout,
             frames_received: 0,
             deflate: None,
             control_frames_in_input: 0,
@@ -517,7 +522,7 @@ impl Connection {
                     by_peer: false,
                 });
                 self.phase = Phase::Closing {
-                    deadline: now + self.limits.close_timeout,
+                    deadline: now + self.close_timeout,
                 };
                 if eof {
                     self.handle_eof();
@@ -683,21 +688,23 @@ impl Connection {
                 _ => MessageKind::Binary,
             };
             let client_window = self.deflate.map(|a| a.client_window_bits);
-            let message = self.message.get_or_insert_with(|| PartialMessage {
+            let message = self.message.get_or_insert_with(|| {
+                Box::new(PartialMessage {
                 kind,
                 data: Vec::new(),
                 utf8: Utf8Validator::default(),
-                inflate: client_window.filter(|_| header.rsv1).map(|bits| {
-                    Box::new(Inflating {
-                        inflater: Inflater::new(bits),
-                        wire_len: 0,
-                        scratch: Vec::new(),
-                    })
-                }),
+                    inflate: client_window.filter(|_| header.rsv1).map(|bits| {
+                        Box::new(Inflating {
+                            inflater: Inflater::new(bits),
+                            wire_len: 0,
+                            scratch: Vec::new(),
+                        })
+                    }),
+                })
             });
-            let limit = self.limits.max_message as u64;
+            let limit = self.max_message as u64;
             let too_big = ProtocolError::MessageTooBig {
-                limit: self.limits.max_message,
+                limit: self.max_message,
             };
             match &mut message.inflate {
                 Some(inflating) => {
@@ -732,7 +739,7 @@ impl Connection {
         chunk: &[u8],
     ) -> Result<(), ProtocolError> {
         let key = header.mask.unwrap_or_default();
-        let limit = self.limits.max_message;
+        let limit = self.max_message;
         let (target, start) = if header.opcode.is_control() {
             let start = self.control.len();
             (&mut self.control, start)
@@ -789,7 +796,7 @@ impl Connection {
                     && let Some(mut message) = self.message.take()
                 {
                     if let Some(mut inflating) = message.inflate.take() {
-                        let limit = self.limits.max_message;
+                        let limit = self.max_message;
                         let start = message.data.len();
                         let credit = &mut self.inflate_credit;
                         inflate_within(credit, limit, &mut message.data, |out, cap| {
