@@ -113,7 +113,7 @@ impl<R: Reactor> Shard<R> {
                 deferred: false,
                 throttled: false,
                 reading_paused: false,
-                last_heard: state.now,
+                last_heard: state.epoch.stamp(state.now),
                 message_since: None,
                 pinged: false,
                 dirty: false,

@@ -5,8 +5,7 @@
 //! Must never: decide when to flush, close or time out (flush.rs and timers.rs do), or
 //! touch another connection.
 
-use std::time::Instant;
-
+use super::timers::Stamp;
 use super::tls_link::TlsLink;
 use crate::io::Outbox;
 use crate::ws::{Connection, SharedFrame};
@@ -52,10 +51,10 @@ pub(super) struct Conn {
     pub(super) reading_paused: bool,
     /// When the last complete message or control frame (a pong included) arrived, or the
     /// upgrade was done.
-    pub(super) last_heard: Instant,
+    pub(super) last_heard: Stamp,
     /// Since when part of a message has been in and its last frame not (see
     /// `fire_heartbeats`: a message may stay open for at most --idle-timeout).
-    pub(super) message_since: Option<Instant>,
+    pub(super) message_since: Option<Stamp>,
     /// A heartbeat ping went out since `last_heard`.
     pub(super) pinged: bool,
     /// On the `dirty` list already.
@@ -65,9 +64,9 @@ pub(super) struct Conn {
     /// We sent FIN.
     pub(super) write_shut: bool,
     /// When the transport is dropped at the latest once the session has finished.
-    pub(super) linger_deadline: Option<Instant>,
+    pub(super) linger_deadline: Option<Stamp>,
     /// The deadline this connection has in the timer heap (older entries are stale).
-    pub(super) armed: Option<Instant>,
+    pub(super) armed: Option<Stamp>,
 }
 
 impl Conn {
@@ -92,7 +91,7 @@ impl Conn {
     }
 
     /// Since when a message has been open, at `now`, after input was fed.
-    pub(super) fn note_message_progress(&mut self, now: Instant) {
+    pub(super) fn note_message_progress(&mut self, now: Stamp) {
         self.message_since = if self.ws.message_in_progress() {
             Some(self.message_since.unwrap_or(now))
         } else {

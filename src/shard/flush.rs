@@ -85,7 +85,9 @@ impl<R: Reactor> Shard<R> {
                 None => false,
                 Some(Finish::Now) => true,
                 Some(Finish::AfterFlush) => {
-                    let deadline = *conn.linger_deadline.get_or_insert(now + close_timeout);
+                    let deadline = *conn
+                        .linger_deadline
+                        .get_or_insert(self.state.epoch.stamp(now + close_timeout));
                     let flushed = conn.outbox.is_empty()
                         && conn.tls.as_ref().is_none_or(|tls| !tls.has_output());
                     if flushed && conn.peer_done {
@@ -105,7 +107,7 @@ impl<R: Reactor> Shard<R> {
                             self.io.shutdown_write(id);
                             conn.write_shut = true;
                         }
-                        deadline <= now
+                        self.state.epoch.instant(deadline) <= now
                     }
                 }
             };

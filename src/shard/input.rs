@@ -23,7 +23,7 @@ impl State {
                     return;
                 };
                 bump(&self.stats.counters.bytes_in, bytes.len() as u64);
-                let now = self.now;
+                let (now, epoch) = (self.now, self.epoch);
                 match &mut c.tls {
                     None => c.ws.handle_input(bytes),
                     Some(tls) => {
@@ -46,7 +46,7 @@ impl State {
                         }
                     }
                 }
-                c.note_message_progress(now);
+                c.note_message_progress(epoch.stamp(now));
                 self.pump(conn);
             }
             Event::Writable { conn } => {
@@ -159,7 +159,7 @@ impl State {
         }
         if let Some(conn) = self.conns.get_mut(id) {
             if conn.ws.take_heard() {
-                conn.last_heard = self.now;
+                conn.last_heard = self.epoch.stamp(self.now);
                 conn.pinged = false;
             }
             bump(

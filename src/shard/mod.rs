@@ -60,6 +60,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+use self::timers::{Epoch, Stamp};
+
 use slab::Slab;
 
 pub use acceptor::Acceptor;
@@ -93,7 +95,7 @@ struct State {
     dirty: VecDeque<ConnId>,
     accepted: Vec<(TcpStream, SocketAddr)>,
     paused_listeners: Vec<(Instant, ListenerId)>,
-    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    timers: BinaryHeap<Reverse<(Stamp, ConnId)>>,
     deliveries: Vec<Delivery<MemberId>>,
     /// Room deliveries planned here in this iteration, for the peers (the other shards, and
     /// the broker with `--cluster`).
@@ -134,6 +136,8 @@ struct State {
     clock: fn() -> Instant,
     /// The time of this iteration: read once after the wait, then passed to everything.
     now: Instant,
+    /// What the connections' and the timer heap's stamps count from.
+    epoch: Epoch,
 }
 
 /// One event loop and the connections it owns.
@@ -193,6 +197,7 @@ impl<R: Reactor> Shard<R> {
                 compressor: Compressor::default(),
                 clock,
                 now,
+                epoch: Epoch::new(now),
             },
         }
     }

@@ -102,7 +102,7 @@ impl State {
             .ws
             .accept_with_deflate(&[(THREAD_HEADER, &self.thread_id)], self.config.deflate)
             .is_ok();
-        conn.last_heard = self.now;
+        conn.last_heard = self.epoch.stamp(self.now);
         let port = conn.peer_port;
         self.file_heartbeat(id);
         let Some((room, name)) = join else {

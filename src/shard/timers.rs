@@ -5,7 +5,8 @@
 //! loop's `now` is passed in through `State`) or sleep.
 
 use std::cmp::Reverse;
-use std::time::Instant;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
 
 use super::fanout::PEER_BACKLOG_RECHECK;
 use super::{Shard, State};
@@ -13,12 +14,43 @@ use crate::io::{ConnId, Reactor};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 
+/// A moment of the loop's clock in whole milliseconds since its [`Epoch`], rounded up (a
+/// deadline never fires early): 8 bytes where an `Instant` takes 16, and an
+/// `Option<Stamp>` 8 as well. Every connection keeps four, and the timer heap one per
+/// deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Stamp(NonZeroU64);
+
+/// The instant a loop's [`Stamp`]s count from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Epoch(Instant);
+
+impl Epoch {
+    pub(super) fn new(start: Instant) -> Epoch {
+        Epoch(start)
+    }
+
+    pub(super) fn stamp(self, t: Instant) -> Stamp {
+        let ms = t
+            .saturating_duration_since(self.0)
+            .as_nanos()
+            .div_ceil(1_000_000);
+        // Stored plus one, so that zero is free for `Option`'s none.
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1);
+        Stamp(NonZeroU64::MIN.saturating_add(ms))
+    }
+
+    pub(super) fn instant(self, stamp: Stamp) -> Instant {
+        self.0 + Duration::from_millis(stamp.0.get() - 1)
+    }
+}
+
 impl<R: Reactor> Shard<R> {
     pub(super) fn fire_deadlines(&mut self) {
-        let now = self.state.now;
+        let (now, epoch) = (self.state.now, self.state.epoch);
         self.state.fire_heartbeats();
         while let Some(&Reverse((at, id))) = self.state.timers.peek() {
-            if at > now {
+            if epoch.instant(at) > now {
                 break;
             }
             self.state.timers.pop();
@@ -29,7 +61,10 @@ impl<R: Reactor> Shard<R> {
                 continue; // superseded by an earlier deadline
             }
             conn.armed = None;
-            if conn.linger_deadline.is_some_and(|t| t <= now) {
+            if conn
+                .linger_deadline
+                .is_some_and(|t| epoch.instant(t) <= now)
+            {
                 self.close(id);
                 continue;
             }
@@ -54,7 +89,8 @@ impl State {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let wanted = match (conn.ws.poll_timeout(), conn.linger_deadline) {
+        let protocol = conn.ws.poll_timeout().map(|t| self.epoch.stamp(t));
+        let wanted = match (protocol, conn.linger_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -67,7 +103,10 @@ impl State {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let timer = self
+            .timers
+            .peek()
+            .map(|Reverse((at, _))| self.epoch.instant(*at));
         let paused = self.paused_listeners.iter().map(|(at, _)| *at).min();
         let heartbeat = self.heartbeats.as_ref().and_then(|w| w.next_deadline());
         // Work left for the next iteration's budget: come back at once.
@@ -95,18 +134,19 @@ impl State {
             return;
         };
         let beat = self.config.heartbeat;
+        let last_heard = self.epoch.instant(conn.last_heard);
         let ping = beat.ping_interval.map(|p| {
             if conn.pinged {
                 self.now + p
             } else {
-                conn.last_heard + p
+                last_heard + p
             }
         });
-        let idle = beat.idle_timeout.map(|t| conn.last_heard + t);
+        let idle = beat.idle_timeout.map(|t| last_heard + t);
         let open_message = beat
             .idle_timeout
             .zip(conn.message_since)
-            .map(|(t, since)| since + t);
+            .map(|(t, since)| self.epoch.instant(since) + t);
         if let Some(at) = [ping, idle, open_message].into_iter().flatten().min() {
             wheel.insert(at, (id, conn.serial));
         }
@@ -129,10 +169,13 @@ impl State {
             if conn.serial != serial || !conn.ws.is_open() {
                 continue; // replaced, or closing under its own deadline
             }
-            let quiet = self.now.saturating_duration_since(conn.last_heard);
+            let epoch = self.epoch;
+            let quiet = self
+                .now
+                .saturating_duration_since(epoch.instant(conn.last_heard));
             let open_for = conn
                 .message_since
-                .map(|since| self.now.saturating_duration_since(since));
+                .map(|since| self.now.saturating_duration_since(epoch.instant(since)));
             let counters = &self.stats.counters;
             let close = match beat.idle_timeout {
                 Some(t) if open_for.is_some_and(|open| open >= t) => {
@@ -156,5 +199,27 @@ impl State {
             self.file_heartbeat(id);
         }
         self.heartbeats_due = due;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_is_never_earlier_than_its_instant_and_at_most_a_millisecond_later() {
+        let start = Instant::now();
+        let epoch = Epoch::new(start);
+        for nanos in [0, 1, 999_999, 1_000_000, 1_000_001, 86_400_000_000_123] {
+            let t = start + Duration::from_nanos(nanos);
+            let back = epoch.instant(epoch.stamp(t));
+            assert!(back >= t, "{nanos} ns came back earlier");
+            assert!(back - t < Duration::from_millis(1), "{nanos} ns");
+        }
+        assert!(
+            epoch.stamp(start + Duration::from_millis(5))
+                < epoch.stamp(start + Duration::from_millis(6))
+        );
+        assert_eq!(std::mem::size_of::<Option<Stamp>>(), 8);
     }
 }

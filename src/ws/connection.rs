@@ -690,9 +690,9 @@ impl Connection {
             let client_window = self.deflate.map(|a| a.client_window_bits);
             let message = self.message.get_or_insert_with(|| {
                 Box::new(PartialMessage {
-                kind,
-                data: Vec::new(),
-                utf8: Utf8Validator::default(),
+                    kind,
+                    data: Vec::new(),
+                    utf8: Utf8Validator::default(),
                     inflate: client_window.filter(|_| header.rsv1).map(|bits| {
                         Box::new(Inflating {
                             inflater: Inflater::new(bits),
