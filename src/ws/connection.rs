@@ -164,6 +164,28 @@ impl Reader {
     }
 }
 
+/// Where the reader is in the current frame, and a control frame's payload so far.
+#[derive(Debug)]
+struct PartialFrame {
+    reader: Reader,
+    /// Payload of the control frame being read (at most 125 bytes).
+    control: Vec<u8>,
+}
+
+impl PartialFrame {
+    fn new() -> PartialFrame {
+        PartialFrame {
+            reader: Reader::new(),
+            control: Vec::new(),
+        }
+    }
+
+    /// Between two frames: nothing to keep.
+    fn at_boundary(&self) -> bool {
+        matches!(self.reader, Reader::Header { len: 0, .. })
+    }
+}
+
 #[derive(Debug)]
 struct PartialMessage {
     kind: MessageKind,
@@ -190,11 +212,12 @@ struct Inflating {
 #[derive(Debug)]
 pub struct Connection {
     phase: Phase,
-    reader: Reader,
+    /// The frame the last input ended inside, if it did: kept between reads only then
+    /// (boxed, 56 bytes an idle connection does not need); while input is parsed it lives
+    /// on the stack (`read_frames`).
+    partial: Option<Box<PartialFrame>>,
     /// Boxed: an idle connection has none, and its 56 bytes were an eighth of one.
     message: Option<Box<PartialMessage>>,
-    /// Payload of the control frame being read (at most 125 bytes).
-    control: Vec<u8>,
     /// Events and output frames in the order they were produced.
     queue: VecDeque<Item>,
     /// Application frames may be queued: the upgrade is done and our Close not yet taken.
@@ -250,9 +273,8 @@ impl Connection {
                 scanned: 0,
                 deadline: now + limits.handshake_timeout,
             })),
-            reader: Reader::new(),
+            partial: None,
             message: None,
-            control: Vec::new(),
             queue: VecDeque::new(),
             accepts_messages: false,
             max_message: limits.max_message,
@@ -602,7 +624,15 @@ impl Connection {
         }
     }
 
-    fn read_frames(&mut self, mut data: &[u8]) {
+    fn read_frames(&mut self, data: &[u8]) {
+        let mut frame = self.partial.take().map_or_else(PartialFrame::new, |f| *f);
+        self.parse_frames(&mut frame, data);
+        if !frame.at_boundary() {
+            self.partial = Some(Box::new(frame));
+        }
+    }
+
+    fn parse_frames(&mut self, frame: &mut PartialFrame, mut data: &[u8]) {
         while !data.is_empty() && matches!(self.phase, Phase::Open | Phase::Closing { .. }) {
             if self.one_message_at_a_time
                 && matches!(self.queue.back(), Some(Item::Event(Event::Message(_))))
@@ -613,7 +643,7 @@ impl Connection {
                 }));
                 return;
             }
-            let step = match &mut self.reader {
+            let step = match &mut frame.reader {
                 Reader::Header { buf, len } => {
                     let take = (MAX_HEADER_LEN - *len).min(data.len());
                     buf[*len..*len + take].copy_from_slice(&data[..take]);
@@ -626,7 +656,7 @@ impl Connection {
                         Ok(Some((header, header_len))) => {
                             data = &data[header_len - *len..];
                             self.frames_received += 1;
-                            self.on_frame_start(header)
+                            self.on_frame_start(frame, header)
                         }
                         Err(e) => Err(e),
                     }
@@ -639,13 +669,15 @@ impl Connection {
                     data = rest;
                     *received += take as u64;
                     let done = *received == header.payload_len;
-                    self.on_payload(&header, offset, chunk).and_then(|()| {
-                        if done {
-                            self.on_frame_end(header)
-                        } else {
-                            Ok(())
-                        }
-                    })
+                    let control = &mut frame.control;
+                    self.on_payload(control, &header, offset, chunk)
+                        .and_then(|()| {
+                            if done {
+                                self.on_frame_end(frame, header)
+                            } else {
+                                Ok(())
+                            }
+                        })
                 }
             };
             if let Err(err) = step {
@@ -654,7 +686,11 @@ impl Connection {
         }
     }
 
-    fn on_frame_start(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+    fn on_frame_start(
+        &mut self,
+        frame: &mut PartialFrame,
+        header: FrameHeader,
+    ) -> Result<(), ProtocolError> {
         // RSV1 marks a compressed message: only with deflate agreed, and only on a message's
         // first frame (RFC 7692 6.1): never on a control frame or a continuation.
         if header.rsv1
@@ -673,12 +709,12 @@ impl Connection {
                 });
             }
         }
-        self.reader = Reader::Payload {
+        frame.reader = Reader::Payload {
             header,
             received: 0,
         };
         if header.opcode.is_control() {
-            self.control.clear();
+            frame.control.clear();
         } else {
             let kind = match (header.opcode, &self.message) {
                 (Opcode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
@@ -727,13 +763,14 @@ impl Connection {
             }
         }
         if header.payload_len == 0 {
-            self.on_frame_end(header)?;
+            self.on_frame_end(frame, header)?;
         }
         Ok(())
     }
 
     fn on_payload(
         &mut self,
+        control: &mut Vec<u8>,
         header: &FrameHeader,
         offset: u64,
         chunk: &[u8],
@@ -741,8 +778,8 @@ impl Connection {
         let key = header.mask.unwrap_or_default();
         let limit = self.max_message;
         let (target, start) = if header.opcode.is_control() {
-            let start = self.control.len();
-            (&mut self.control, start)
+            let start = control.len();
+            (control, start)
         } else if let Some(message) = &mut self.message {
             let start = message.data.len();
             match &mut message.inflate {
@@ -774,23 +811,27 @@ impl Connection {
         }
     }
 
-    fn on_frame_end(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
-        self.reader = Reader::new();
+    fn on_frame_end(
+        &mut self,
+        frame: &mut PartialFrame,
+        header: FrameHeader,
+    ) -> Result<(), ProtocolError> {
+        frame.reader = Reader::new();
         if header.opcode.is_control() {
             self.heard = true;
         }
         match header.opcode {
             Opcode::Ping => {
                 if self.is_open() {
-                    let pong = server_frame(Opcode::Pong, &[&self.control]);
+                    let pong = server_frame(Opcode::Pong, &[&frame.control]);
                     self.output(pong, false);
                 }
                 // A ping's payload is not kept between pings (heartbeats would leave every
                 // idle connection holding one).
-                self.control = Vec::new();
+                frame.control = Vec::new();
             }
-            Opcode::Pong => self.control = Vec::new(),
-            Opcode::Close => self.on_peer_close()?,
+            Opcode::Pong => frame.control = Vec::new(),
+            Opcode::Close => self.on_peer_close(&frame.control)?,
             Opcode::Text | Opcode::Binary | Opcode::Continuation => {
                 if header.fin
                     && let Some(mut message) = self.message.take()
@@ -821,8 +862,8 @@ impl Connection {
         Ok(())
     }
 
-    fn on_peer_close(&mut self) -> Result<(), ProtocolError> {
-        let payload = parse_close_payload(&self.control)?;
+    fn on_peer_close(&mut self, control: &[u8]) -> Result<(), ProtocolError> {
+        let payload = parse_close_payload(control)?;
         if self.is_open() {
             self.queue_close(payload.code);
             self.event(Event::Closed {
@@ -905,5 +946,43 @@ fn inflate_error(err: InflateError, limit: usize) -> ProtocolError {
     match err {
         InflateError::TooBig => ProtocolError::MessageTooBig { limit },
         InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+    }
+}
+
+#[cfg(test)]
+mod idle_state {
+    use super::*;
+
+    /// A masked text frame (all-zero mask: the payload reads as itself).
+    fn text(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn frame_state_is_kept_only_while_input_ends_inside_a_frame() {
+        let (mut conn, _) = crate::ws::tests::open();
+        conn.handle_input(&text(b"whole"));
+        assert!(
+            conn.partial.is_none(),
+            "a whole frame leaves nothing behind"
+        );
+        let split = text(b"split");
+        for (i, part) in [&split[..1], &split[1..8], &split[8..]]
+            .into_iter()
+            .enumerate()
+        {
+            assert!(conn.partial.is_none() == (i == 0), "before part {i}");
+            conn.handle_input(part);
+        }
+        assert!(conn.partial.is_none(), "the frame was finished");
+        let messages: Vec<Vec<u8>> = std::iter::from_fn(|| conn.poll_event())
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m.data),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(messages, [b"whole".to_vec(), b"split".to_vec()]);
     }
 }

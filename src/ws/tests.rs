@@ -36,7 +36,7 @@ fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
 }
 
 /// A connection past the handshake, with the 101 and the Request event drained.
-fn open() -> (Connection, Instant) {
+pub(super) fn open() -> (Connection, Instant) {
     let now = Instant::now();
     let mut conn = Connection::new(LIMITS, now);
     conn.handle_input(UPGRADE);
