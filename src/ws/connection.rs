@@ -225,8 +225,10 @@ pub struct Connection {
     /// From the `Limits` (the handshake timeout is used at once): the two kept, not a copy
     /// of all three, since every connection holds them.
     max_message: usize,
-    close_timeout: Duration,
-    frames_received: u64,
+    /// In milliseconds (4 bytes where a `Duration` takes 16).
+    close_timeout_ms: u32,
+    /// Since `take_frames_received`, which the owner calls after every input.
+    frames_received: u32,
     /// permessage-deflate, when agreed at the upgrade.
     deflate: Option<Agreed>,
     /// Control frames parsed from the current input (see `CONTROL_FRAMES_PER_INPUT`).
@@ -278,7 +280,7 @@ impl Connection {
             queue: VecDeque::new(),
             accepts_messages: false,
             max_message: limits.max_message,
-            close_timeout: limits.close_timeout,
+            close_timeout_ms: u32::try_from(limits.close_timeout.as_millis()).unwrap_or(u32::MAX),
             frames_received: 0,
             deflate: None,
             control_frames_in_input: 0,
@@ -544,7 +546,7 @@ impl Connection {
                     by_peer: false,
                 });
                 self.phase = Phase::Closing {
-                    deadline: now + self.close_timeout,
+                    deadline: now + Duration::from_millis(self.close_timeout_ms.into()),
                 };
                 if eof {
                     self.handle_eof();
@@ -587,7 +589,7 @@ impl Connection {
 
     /// Frames received since the last call (for statistics).
     pub fn take_frames_received(&mut self) -> u64 {
-        std::mem::take(&mut self.frames_received)
+        std::mem::take(&mut self.frames_received).into()
     }
 
     /// Whether a complete data message or a control frame arrived since the last call: the
@@ -655,7 +657,7 @@ impl Connection {
                         }
                         Ok(Some((header, header_len))) => {
                             data = &data[header_len - *len..];
-                            self.frames_received += 1;
+                            self.frames_received = self.frames_received.saturating_add(1);
                             self.on_frame_start(frame, header)
                         }
                         Err(e) => Err(e),
