@@ -162,10 +162,14 @@ pub fn interpret(name: &Name, message: &Message) -> Intent {
 /// Every operation is O(log room) amortized or cached: the caller may hold a lock around it.
 ///
 /// It does not know the members' handles: a join hands back a [`Seat`], which the member's
-/// owner keeps in the member's state (`MemberState.seat`) and hands in again for a rename or
-/// a leave. So there is no member -> place index here at all, which with the per-room join
-/// order was most of what the roster cost (a `BTreeMap` by join number plus a `HashMap` by
-/// member: ~108 B per member, results/memory/2026-12-06).
+/// owner keeps in the member's state (`MemberState.seat`, 8 B) and hands in again for a
+/// rename or a leave. So there is no member -> place index here at all, which with the
+/// per-room join order was most of what the roster cost (a `BTreeMap` by join number plus a
+/// `HashMap` by member: ~108 B per member, results/memory/2026-12-06; now ~31 B, see
+/// results/memory/2026-12-06-roster). Not a slot index kept in the member's state: the
+/// members of one room live in several shards' `Chat`s, out of reach under this lock, so a
+/// compaction could not rewrite their indices; a seat number never changes. Not a
+/// `HashMap<M, u32>` either: with 16-byte handles its buckets are as big as the old map's.
 #[derive(Debug, Default)]
 pub struct Roster {
     rooms: HashMap<RoomName, RoomRoster>,
@@ -188,12 +192,13 @@ pub struct Seat(u64);
 /// holds (binary search over the sorted numbers, O(log room)); a leave costs no shift of
 /// the room; a rename overwrites the name where it stands, so the member keeps its place in
 /// `/who`. The price is the vacancies, bounded two ways:
-/// - when they are more than half of the seats, the room is compacted (O(seats), after at
-///   least half that many leaves: O(1) amortized per leave, so a room of N emptying at once
-///   costs O(N log N) in all, as the `BTreeMap` did);
-/// - a `/who` that reads past vacancies moves them behind `head`, where no
-///   later `/who` reads them again, so each vacancy is read once and building a `/who` stays
-///   O([`WHO_REPLY_MAX`]) amortized whatever the room's size and churn.
+/// - when they are more than half of the seats, the room is compacted: O(seats), after at
+///   least half that many leaves, so O(1) amortized per leave on top of its O(log room)
+///   search. A room of N emptying at once costs O(N log N) in all, as the `BTreeMap` did,
+///   and holds at most twice its members' seats at any time;
+/// - a `/who` that reads past vacancies moves them behind `head`, where no later `/who` reads
+///   them again, so each vacancy is read once and building a `/who` stays O([`WHO_REPLY_MAX`])
+///   amortized whatever the room's size and churn.
 #[derive(Debug)]
 struct RoomRoster {
     /// Seat number and name (`None`: a vacancy), by seat number from `head` on. Before
