@@ -15,8 +15,8 @@
 //! All the wording members read lives here, including what the cluster broker tells them
 //! about the other nodes ([`nodes`]).
 //!
-//! Costs a hostile member cannot inflate: joining, leaving and renaming are O(log room) (index
-//! maps, never a scan of the room), `/who` answers with one cached frame of at most
+//! Costs a hostile member cannot inflate: joining, leaving and renaming are O(log room)
+//! amortized (a binary search for the member's [`Seat`], never a scan of the room), `/who` answers with one cached frame of at most
 //! [`WHO_REPLY_MAX`] bytes shared by every asker until the room changes, and commands draw on
 //! a per-member [`CommandBudget`].
 //!
@@ -26,7 +26,7 @@ pub mod names;
 pub mod nodes;
 pub mod route;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -159,66 +159,146 @@ pub fn interpret(name: &Name, message: &Message) -> Intent {
 /// Who is in which room across the whole server, under which name, in join order: what `/who`
 /// lists. A server has one, shared by its shards; it changes on join, leave and rename and is
 /// read by `/who`, never touched by a plain message (the caller decides how it is shared).
-/// Every operation is O(log room) or cached: the caller may hold a lock around it.
-#[derive(Debug)]
-pub struct Roster<M> {
-    rooms: HashMap<RoomName, RoomRoster<M>>,
+/// Every operation is O(log room) amortized or cached: the caller may hold a lock around it.
+///
+/// It does not know the members' handles: a join hands back a [`Seat`], which the member's
+/// owner keeps in the member's state (`MemberState.seat`, 8 B) and hands in again for a
+/// rename or a leave. So there is no member -> place index here at all, which with the
+/// per-room join order was most of what the roster cost (a `BTreeMap` by join number plus a
+/// `HashMap` by member: ~108 B per member, results/memory/2026-12-06; now ~31 B, see
+/// results/memory/2026-12-06-roster). Not a slot index kept in the member's state: the
+/// members of one room live in several shards' `Chat`s, out of reach under this lock, so a
+/// compaction could not rewrite their indices; a seat number never changes. Not a
+/// `HashMap<M, u32>` either: with 16-byte handles its buckets are as big as the old map's.
+#[derive(Debug, Default)]
+pub struct Roster {
+    rooms: HashMap<RoomName, RoomRoster>,
+    /// The last seat number given out, in any room.
+    seats: u64,
 }
 
-/// One room's members in join order, with an index to find a member without a scan.
+/// A member's place in the [`Roster`]: its join number. Numbers grow with every join
+/// anywhere on the server and are never given out twice, so a room's seats are sorted by
+/// number (a leave or rename finds its seat by binary search) and a stale seat can never name
+/// another member. u64: a u32 would wrap after 4 billion joins, hours of churn for a hostile
+/// client, and the member's state has no spare 4 bytes to save anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seat(u64);
+
+/// One room's members in join order: a `Vec` of seats, 24 B each, that a leave empties in
+/// place (a vacancy) instead of closing the gap, so that nobody's seat moves.
+///
+/// Why this shape: it needs no index besides the seat number the member's owner already
+/// holds (binary search over the sorted numbers, O(log room)); a leave costs no shift of
+/// the room; a rename overwrites the name where it stands, so the member keeps its place in
+/// `/who`. The price is the vacancies, bounded two ways:
+/// - when they are more than half of the seats, the room is compacted: O(seats), after at
+///   least half that many leaves, so O(1) amortized per leave on top of its O(log room)
+///   search. A room of N emptying at once costs O(N log N) in all, as the `BTreeMap` did,
+///   and holds at most twice its members' seats at any time;
+/// - a `/who` that reads past vacancies moves them behind `head`, where no later `/who` reads
+///   them again, so each vacancy is read once and building a `/who` stays O([`WHO_REPLY_MAX`])
+///   amortized whatever the room's size and churn.
 #[derive(Debug)]
-struct RoomRoster<M> {
-    /// Join number -> member and name; iterating gives the join order.
-    by_join: BTreeMap<u64, (M, Name)>,
-    join_of: HashMap<M, u64>,
-    joins: u64,
+struct RoomRoster {
+    /// Seat number and name (`None`: a vacancy), by seat number from `head` on. Before
+    /// `head` only vacancies, in no particular order.
+    seats: Vec<(Seat, Option<Name>)>,
+    /// Where the seats that may be occupied begin.
+    head: usize,
+    /// Vacancies in `seats`, those before `head` included.
+    vacant: usize,
     /// The `/who` reply, built by the first `/who` after a change and shared by the next.
     who: Option<SharedFrame>,
 }
 
-impl<M> Default for Roster<M> {
-    fn default() -> Self {
-        Roster {
-            rooms: HashMap::new(),
+impl RoomRoster {
+    /// Where `seat` is in `seats`, if it is still there (occupied or vacant).
+    fn find(&self, seat: Seat) -> Option<usize> {
+        self.seats[self.head..]
+            .binary_search_by_key(&seat, |(s, _)| *s)
+            .ok()
+            .map(|i| self.head + i)
+    }
+
+    fn occupied(&self) -> usize {
+        self.seats.len() - self.vacant
+    }
+
+    /// Drops every vacancy, keeping the order; gives back memory a crowd left behind.
+    fn compact(&mut self) {
+        self.seats.retain(|(_, name)| name.is_some());
+        self.head = 0;
+        self.vacant = 0;
+        // Keeps room to double again before the next growth, so a room that shrinks and
+        // grows back does not reallocate on every compaction.
+        self.seats.shrink_to(self.seats.len() * 2);
+    }
+
+    /// After a `/who` read `read` seats from `head`: moves the vacancies among them behind
+    /// `head` (the occupied seats slide towards the unread ones, keeping their order), so
+    /// the next `/who` does not read them again. O(read).
+    fn skip_vacancies(&mut self, read: usize) {
+        let end = self.head + read;
+        let mut to = end;
+        for at in (self.head..end).rev() {
+            if self.seats[at].1.is_some() {
+                to -= 1;
+                self.seats.swap(at, to);
+            }
         }
+        self.head = to;
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.seats[self.head..]
+            .iter()
+            .filter_map(|(_, name)| name.as_ref().map(Name::as_str))
     }
 }
 
-impl<M: Copy + Eq + Hash> Roster<M> {
-    fn add(&mut self, room: &RoomName, member: M, name: &Name) {
+impl Roster {
+    /// `name` joins `room` at the end of its join order; the returned seat finds it again.
+    fn add(&mut self, room: &RoomName, name: &Name) -> Seat {
+        self.seats += 1;
+        let seat = Seat(self.seats);
         let list = self
             .rooms
             .entry(room.clone())
             .or_insert_with(|| RoomRoster {
-                by_join: BTreeMap::new(),
-                join_of: HashMap::new(),
-                joins: 0,
+                seats: Vec::new(),
+                head: 0,
+                vacant: 0,
                 who: None,
             });
-        list.joins += 1;
-        if let Some(earlier) = list.join_of.insert(member, list.joins) {
-            list.by_join.remove(&earlier);
-        }
-        list.by_join.insert(list.joins, (member, name.clone()));
+        list.seats.push((seat, Some(name.clone())));
         list.who = None;
+        seat
     }
 
-    fn remove(&mut self, room: &RoomName, member: M) {
-        if let Some(list) = self.rooms.get_mut(room)
-            && let Some(join) = list.join_of.remove(&member)
-        {
-            list.by_join.remove(&join);
-            list.who = None;
-            if list.join_of.is_empty() {
-                self.rooms.remove(room);
-            }
+    fn remove(&mut self, room: &RoomName, seat: Seat) {
+        let Some(list) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(at) = list.find(seat) else {
+            return;
+        };
+        if list.seats[at].1.take().is_none() {
+            return; // already vacant
+        }
+        list.vacant += 1;
+        list.who = None;
+        if list.occupied() == 0 {
+            self.rooms.remove(room);
+        } else if list.vacant * 2 > list.seats.len() {
+            list.compact();
         }
     }
 
-    fn rename(&mut self, room: &RoomName, member: M, name: &Name) {
+    fn rename(&mut self, room: &RoomName, seat: Seat, name: &Name) {
         if let Some(list) = self.rooms.get_mut(room)
-            && let Some(join) = list.join_of.get(&member)
-            && let Some((_, old)) = list.by_join.get_mut(join)
+            && let Some(at) = list.find(seat)
+            && let Some(old) = &mut list.seats[at].1
         {
             *old = name.clone();
             list.who = None;
@@ -226,24 +306,30 @@ impl<M: Copy + Eq + Hash> Roster<M> {
     }
 
     /// The `/who` reply for `room`: built at most once per change of the room, in
-    /// O([`WHO_REPLY_MAX`]) whatever the room's size.
+    /// O([`WHO_REPLY_MAX`]) amortized whatever the room's size (see `RoomRoster`).
     pub fn who_reply(&mut self, room: &RoomName) -> SharedFrame {
         let Some(list) = self.rooms.get_mut(room) else {
             return member_list(room, &[]);
         };
-        list.who
-            .get_or_insert_with(|| {
-                let names = list.by_join.values().map(|(_, n)| n.as_str());
-                bounded_member_list(room, names, list.join_of.len())
-            })
-            .clone()
+        if let Some(who) = &list.who {
+            return who.clone();
+        }
+        let mut read = 0;
+        let names = list.seats[list.head..]
+            .iter()
+            .inspect(|_| read += 1)
+            .filter_map(|(_, name)| name.as_ref().map(Name::as_str));
+        let who = bounded_member_list(room, names, list.occupied());
+        list.skip_vacancies(read);
+        list.who = Some(who.clone());
+        who
     }
 
     /// The names in `room`, in join order.
     pub fn names(&self, room: &RoomName) -> Vec<&str> {
-        self.rooms.get(room).map_or_else(Vec::new, |list| {
-            list.by_join.values().map(|(_, n)| n.as_str()).collect()
-        })
+        self.rooms
+            .get(room)
+            .map_or_else(Vec::new, |list| list.names().collect())
     }
 }
 
@@ -253,6 +339,8 @@ struct MemberState {
     room: RoomName,
     /// Where the member stands in its room's list here (`Chat::rooms`).
     slot: usize,
+    /// Where it stands in the server's [`Roster`].
+    seat: Seat,
     /// What its commands may still cost; made by its first command, and boxed: most members
     /// never send one, and every member's entry would carry its 24 bytes.
     commands: Option<Box<CommandBudget>>,
@@ -282,7 +370,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
     /// Adds `member` to `room`; the others get `"<name> just connected"`.
     pub fn join(
         &mut self,
-        roster: &mut Roster<M>,
+        roster: &mut Roster,
         member: M,
         room: RoomName,
         name: Name,
@@ -302,7 +390,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 except: member,
             },
         });
-        roster.add(&room, member, &name);
+        let seat = roster.add(&room, &name);
         let list = self.rooms.entry(room.clone()).or_default();
         let slot = list.len();
         list.push(member);
@@ -312,13 +400,14 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 name,
                 room,
                 slot,
+                seat,
                 commands: None,
             },
         );
     }
 
     /// Removes `member` (if present); the others get `"<name> disconnected"`.
-    pub fn leave(&mut self, roster: &mut Roster<M>, member: M, out: &mut Vec<Delivery<M>>) {
+    pub fn leave(&mut self, roster: &mut Roster, member: M, out: &mut Vec<Delivery<M>>) {
         let Some(state) = self.members.remove(&member) else {
             return;
         };
@@ -333,7 +422,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
                 self.rooms.remove(&state.room);
             }
         }
-        roster.remove(&state.room, member);
+        roster.remove(&state.room, state.seat);
         out.push(Delivery {
             frame: text_frame(&[state.name.as_str(), " disconnected"]).into(),
             to: Audience::Room {
@@ -376,7 +465,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
     /// changed), false otherwise (a rename to the same name changes nothing).
     pub fn apply(
         &mut self,
-        roster: &mut Roster<M>,
+        roster: &mut Roster,
         member: M,
         intent: Intent,
         out: &mut Vec<Delivery<M>>,
@@ -391,7 +480,7 @@ impl<M: Copy + Eq + Hash> Chat<M> {
             // Nothing changes, so nobody is told (and no roster is rewritten).
             Intent::Rename(new) if new == state.name => return false,
             Intent::Rename(new) => {
-                roster.rename(&state.room, member, &new);
+                roster.rename(&state.room, state.seat, &new);
                 let old = std::mem::replace(&mut state.name, new.clone());
                 let notice = Delivery {
                     frame: text_frame(&[old.as_str(), " is now ", new.as_str()]).into(),

@@ -39,7 +39,7 @@ fn texts(out: &mut Vec<Delivery<u32>>) -> Vec<(Audience<u32>, String)> {
 /// What the owner of `chat` does with a member's message.
 fn handle(
     chat: &mut Chat<u32>,
-    roster: &mut Roster<u32>,
+    roster: &mut Roster,
     member: u32,
     message: &Message,
     out: &mut Vec<Delivery<u32>>,
@@ -384,4 +384,279 @@ fn commands_draw_on_each_members_own_budget() {
         chat.take_command(9, now),
         "someone who left is charged nothing"
     );
+}
+
+/// The `/who` payload for `r`, as text.
+fn who_text(roster: &mut Roster, r: &str) -> String {
+    String::from_utf8(decode(&roster.who_reply(&room(r))).1).unwrap()
+}
+
+/// What the roster promises about a room's seats, checked from the inside: only vacancies
+/// before `head`, seat numbers sorted from `head` on, the vacancy count right, and never more
+/// than half of the seats vacant after a leave.
+fn assert_seats_sound(roster: &Roster) {
+    for list in roster.rooms.values() {
+        assert!(list.seats[..list.head].iter().all(|(_, n)| n.is_none()));
+        let live = &list.seats[list.head..];
+        assert!(live.windows(2).all(|w| w[0].0 < w[1].0), "sorted by seat");
+        let vacant = list.seats.iter().filter(|(_, n)| n.is_none()).count();
+        assert_eq!(vacant, list.vacant);
+        assert!(list.vacant * 2 <= list.seats.len(), "compacted in time");
+        assert!(list.occupied() > 0, "an empty room is dropped");
+    }
+}
+
+#[test]
+fn who_keeps_join_order_and_a_rename_keeps_the_place() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    for (m, n) in [(1, "ann"), (2, "bob"), (3, "cy")] {
+        chat.join(&mut roster, m, room("r"), name(n), &mut out);
+    }
+    assert_eq!(who_text(&mut roster, "r"), "Members of r: ann, bob, cy");
+    handle(&mut chat, &mut roster, 2, &text("/nick aaa"), &mut out);
+    assert_eq!(who_text(&mut roster, "r"), "Members of r: ann, aaa, cy");
+    handle(&mut chat, &mut roster, 1, &text("/nick zed"), &mut out);
+    assert_eq!(roster.names(&room("r")), ["zed", "aaa", "cy"]);
+}
+
+#[test]
+fn a_leave_of_the_first_middle_or_last_member_keeps_the_others_in_order() {
+    for gone in [1, 3, 5] {
+        let mut chat = Chat::default();
+        let mut roster = Roster::default();
+        let mut out = Vec::new();
+        for m in 1..=5u32 {
+            chat.join(&mut roster, m, room("r"), name(&format!("m{m}")), &mut out);
+        }
+        chat.leave(&mut roster, gone, &mut out);
+        let expected: Vec<String> = (1..=5)
+            .filter(|&m| m != gone)
+            .map(|m| format!("m{m}"))
+            .collect();
+        assert_eq!(roster.names(&room("r")), expected, "m{gone} left");
+        // Everyone else can still be renamed and found: their seats were not disturbed.
+        for m in (1..=5).filter(|&m| m != gone) {
+            handle(
+                &mut chat,
+                &mut roster,
+                m,
+                &text(&format!("/nick n{m}")),
+                &mut out,
+            );
+        }
+        let renamed: Vec<String> = (1..=5)
+            .filter(|&m| m != gone)
+            .map(|m| format!("n{m}"))
+            .collect();
+        assert_eq!(roster.names(&room("r")), renamed);
+        assert_seats_sound(&roster);
+    }
+}
+
+#[test]
+fn a_member_who_joins_again_goes_to_the_end() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    for (m, n) in [(1, "ann"), (2, "bob"), (3, "cy")] {
+        chat.join(&mut roster, m, room("r"), name(n), &mut out);
+    }
+    chat.leave(&mut roster, 1, &mut out);
+    chat.join(&mut roster, 1, room("r"), name("ann"), &mut out);
+    assert_eq!(roster.names(&room("r")), ["bob", "cy", "ann"]);
+    // Joining again without a leave (the owner leaves for it) lists the member once.
+    chat.join(&mut roster, 2, room("r"), name("bob"), &mut out);
+    assert_eq!(roster.names(&room("r")), ["cy", "ann", "bob"]);
+    // And into another room: gone from the first.
+    chat.join(&mut roster, 3, room("s"), name("cy"), &mut out);
+    assert_eq!(roster.names(&room("r")), ["ann", "bob"]);
+    assert_eq!(roster.names(&room("s")), ["cy"]);
+    assert_seats_sound(&roster);
+}
+
+/// One change to a room, applied by its owner.
+type Change = fn(&mut Chat<u32>, &mut Roster, &mut Vec<Delivery<u32>>);
+
+#[test]
+fn every_change_to_a_room_invalidates_its_who_and_nothing_else_does() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    chat.join(&mut roster, 1, room("r"), name("ann"), &mut out);
+    chat.join(&mut roster, 2, room("r"), name("bob"), &mut out);
+    chat.join(&mut roster, 9, room("other"), name("zed"), &mut out);
+    let cached = |roster: &mut Roster, before: &SharedFrame| {
+        std::sync::Arc::ptr_eq(before, &roster.who_reply(&room("r")))
+    };
+    let mut who = roster.who_reply(&room("r"));
+    let changes: [(&str, Change); 4] = [
+        ("join", |c, r, o| c.join(r, 3, room("r"), name("cy"), o)),
+        ("rename", |c, r, o| handle(c, r, 1, &text("/nick di"), o)),
+        ("leave", |c, r, o| c.leave(r, 2, o)),
+        ("join again", |c, r, o| {
+            c.join(r, 2, room("r"), name("bob"), o)
+        }),
+    ];
+    for (what, change) in changes {
+        // What leaves this room alone keeps the cached reply.
+        handle(&mut chat, &mut roster, 1, &text("hello"), &mut out);
+        handle(&mut chat, &mut roster, 9, &text("/nick zoe"), &mut out);
+        chat.leave(&mut roster, 7, &mut out);
+        assert!(cached(&mut roster, &who), "before {what}");
+        change(&mut chat, &mut roster, &mut out);
+        assert!(!cached(&mut roster, &who), "{what} is seen");
+        who = roster.who_reply(&room("r"));
+    }
+    assert_eq!(who_text(&mut roster, "r"), "Members of r: di, cy, bob");
+    // A rename to the same name changes nothing.
+    handle(&mut chat, &mut roster, 3, &text("/nick cy"), &mut out);
+    assert!(cached(&mut roster, &who));
+}
+
+#[test]
+fn a_room_emptied_by_leaves_in_any_order_is_compacted_and_dropped() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    let n = 1000u32;
+    for m in 0..n {
+        chat.join(&mut roster, m, room("r"), name(&format!("m{m}")), &mut out);
+    }
+    // Every third member first (vacancies spread out), then from the front, then the rest.
+    let order: Vec<u32> = (0..n)
+        .filter(|m| m % 3 == 1)
+        .chain((0..n).filter(|m| m % 3 != 1))
+        .collect();
+    let mut compactions = 0;
+    for (k, &m) in order.iter().enumerate() {
+        let before = roster.rooms.get(&room("r")).map_or(0, |l| l.seats.len());
+        chat.leave(&mut roster, m, &mut out);
+        let after = roster.rooms.get(&room("r")).map_or(0, |l| l.seats.len());
+        if after < before {
+            compactions += 1;
+        }
+        assert_seats_sound(&roster);
+        if k % 97 == 0 {
+            let left: Vec<String> = order[k + 1..]
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|m| format!("m{m}"))
+                .collect();
+            assert_eq!(roster.names(&room("r")), left);
+        }
+    }
+    assert!(roster.rooms.is_empty(), "the last leave drops the room");
+    // Each compaction at least halves the seats: a logarithmic number of them.
+    assert!(compactions <= 12, "{compactions} compactions");
+}
+
+#[test]
+fn who_reads_past_each_vacancy_once() {
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut out = Vec::new();
+    for m in 0..100u32 {
+        chat.join(&mut roster, m, room("r"), name(&format!("m{m}")), &mut out);
+    }
+    // 40 leaves at the front: not yet half, so no compaction.
+    for m in 0..40 {
+        chat.leave(&mut roster, m, &mut out);
+    }
+    let list = &roster.rooms[&room("r")];
+    assert_eq!((list.seats.len(), list.head, list.vacant), (100, 0, 40));
+    let first = who_text(&mut roster, "r");
+    assert!(first.starts_with("Members of r: m40, m41, "), "{first}");
+    assert_eq!(
+        roster.rooms[&room("r")].head,
+        40,
+        "the read vacancies are behind head"
+    );
+    assert_seats_sound(&roster);
+    // Members behind and past the moved seats are still found, and the order holds.
+    handle(&mut chat, &mut roster, 40, &text("/nick first"), &mut out);
+    handle(&mut chat, &mut roster, 99, &text("/nick last"), &mut out);
+    chat.leave(&mut roster, 41, &mut out);
+    let names = roster.names(&room("r"));
+    assert_eq!(
+        (names[0], names[1], names[names.len() - 1]),
+        ("first", "m42", "last")
+    );
+    assert_eq!(names.len(), 59);
+    assert!(who_text(&mut roster, "r").starts_with("Members of r: first, m42, m43"));
+}
+
+#[test]
+fn the_roster_agrees_with_a_plain_list_under_random_churn() {
+    // A deterministic xorshift drives joins, leaves, renames, room changes and /who over
+    // three rooms; after every step each room's names equal a plain list kept in join order.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    let rooms = ["a", "b", "c"];
+    let mut chat = Chat::default();
+    let mut roster = Roster::default();
+    let mut model: Vec<(u32, &str, String)> = Vec::new(); // join order: member, room, name
+    let mut out = Vec::new();
+    let mut renames = 0u32;
+    for step in 0..20_000 {
+        let m = next(64) as u32;
+        match next(10) {
+            0..=3 => {
+                let r = rooms[next(3) as usize];
+                let n = format!("m{m}");
+                chat.join(&mut roster, m, room(r), name(&n), &mut out);
+                model.retain(|(x, _, _)| *x != m);
+                model.push((m, r, n));
+            }
+            4..=6 => {
+                chat.leave(&mut roster, m, &mut out);
+                model.retain(|(x, _, _)| *x != m);
+            }
+            7 | 8 => {
+                if chat.name(m).is_some() {
+                    renames += 1;
+                    let n = format!("r{renames}");
+                    handle(
+                        &mut chat,
+                        &mut roster,
+                        m,
+                        &text(&format!("/nick {n}")),
+                        &mut out,
+                    );
+                    model.iter_mut().find(|(x, _, _)| *x == m).unwrap().2 = n;
+                }
+            }
+            _ => {
+                let r = rooms[next(3) as usize];
+                let listed: Vec<&str> = model
+                    .iter()
+                    .filter(|(_, at, _)| *at == r)
+                    .map(|(_, _, n)| n.as_str())
+                    .collect();
+                assert_eq!(
+                    roster.who_reply(&room(r)),
+                    member_list(&room(r), &listed),
+                    "step {step}"
+                );
+            }
+        }
+        out.clear();
+        assert_seats_sound(&roster);
+        for r in rooms {
+            let listed: Vec<&str> = model
+                .iter()
+                .filter(|(_, at, _)| *at == r)
+                .map(|(_, _, n)| n.as_str())
+                .collect();
+            assert_eq!(roster.names(&room(r)), listed, "step {step}");
+        }
+    }
 }

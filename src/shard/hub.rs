@@ -27,12 +27,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use super::{Inbox, InboxMsg};
 use crate::chat::{RoomName, Roster};
 use crate::io::Waker;
-use crate::peer::{Batch, MemberId, Peer, Shards};
+use crate::peer::{Batch, Peer, Shards};
 
 #[derive(Debug)]
 pub struct Hub {
     siblings: Siblings,
-    roster: Mutex<Roster<MemberId>>,
+    roster: Mutex<Roster>,
     conns: AtomicUsize,
     max_conns: usize,
     /// Who shares the rooms beyond this server (the `--cluster` broker's link).
@@ -115,7 +115,7 @@ impl Hub {
             .fold((0, 0), |(d, b), (d2, b2)| (d.max(d2), b.max(b2)))
     }
 
-    pub fn roster(&self) -> MutexGuard<'_, Roster<MemberId>> {
+    pub fn roster(&self) -> MutexGuard<'_, Roster> {
         self.roster.lock().unwrap_or_else(|e| e.into_inner())
     }
 
