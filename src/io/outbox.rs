@@ -26,21 +26,25 @@ pub struct Outbox {
 }
 
 /// The frames of an outbox: the first held inline, the others in a queue that exists only
-/// while there are two or more. Most flushes carry one frame per receiver, so an outbox
-/// then allocates nothing, and an idle one holds no buffer (an emptied queue kept 80 bytes
-/// per idle connection: results/memory/2026-12-06).
+/// while there are two or more, boxed so that an outbox without it is small. Most flushes
+/// carry one frame per receiver, so an outbox then allocates nothing, and an idle one holds
+/// no buffer (an emptied queue kept 80 bytes per idle connection: results/memory/2026-12-06)
+/// and a 8-byte header where a `VecDeque`'s is 32.
 #[derive(Debug, Default)]
 struct Frames {
-    /// `None` only when the outbox is empty (then `rest` is empty too).
+    /// `None` only when the outbox is empty (then `rest` is `None` too).
     first: Option<Arc<[u8]>>,
-    rest: VecDeque<Arc<[u8]>>,
+    /// `None` when it would be empty. Boxed on purpose (the extra allocation is the price of
+    /// the small header).
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Arc<[u8]>>>>,
 }
 
 impl Frames {
     fn push_back(&mut self, frame: Arc<[u8]>) {
         match self.first {
             None => self.first = Some(frame),
-            Some(_) => self.rest.push_back(frame),
+            Some(_) => self.rest.get_or_insert_default().push_back(frame),
         }
     }
 
@@ -50,19 +54,23 @@ impl Frames {
 
     fn pop_front(&mut self) -> Option<Arc<[u8]>> {
         let front = self.first.take();
-        self.first = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
+        if let Some(rest) = &mut self.rest {
+            self.first = rest.pop_front();
+            if rest.is_empty() {
+                self.rest = None;
+            }
         }
         front
     }
 
     fn iter(&self) -> impl Iterator<Item = &Arc<[u8]>> + Clone {
-        self.first.iter().chain(self.rest.iter())
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|rest| rest.iter()))
     }
 
     fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -73,9 +81,11 @@ impl Frames {
         match len {
             0 => self.clear(),
             _ => {
-                self.rest.truncate(len - 1);
-                if self.rest.is_empty() {
-                    self.rest = VecDeque::new();
+                if let Some(rest) = &mut self.rest {
+                    rest.truncate(len - 1);
+                    if rest.is_empty() {
+                        self.rest = None;
+                    }
                 }
             }
         }
@@ -83,7 +93,7 @@ impl Frames {
 
     fn clear(&mut self) {
         self.first = None;
-        self.rest = VecDeque::new();
+        self.rest = None;
     }
 }
 
@@ -202,7 +212,7 @@ mod tests {
     fn an_emptied_outbox_holds_no_buffer() {
         let mut outbox = Outbox::default();
         outbox.push(frame(b"one"));
-        assert_eq!(outbox.frames.rest.capacity(), 0, "one frame needs no queue");
+        assert!(outbox.frames.rest.is_none(), "one frame needs no queue");
         for f in [&b"two"[..], b"three", b"four"] {
             outbox.push(frame(f));
         }
@@ -212,14 +222,13 @@ mod tests {
         );
         assert_eq!(outbox.advance(3 + 3 + 5), 3);
         assert_eq!(outbox.slices().collect::<Vec<_>>(), [&b"four"[..]]);
-        assert_eq!(
-            outbox.frames.rest.capacity(),
-            0,
+        assert!(
+            outbox.frames.rest.is_none(),
             "the burst's queue is given back"
         );
         outbox.push(frame(b"five"));
         assert_eq!(outbox.drop_unstarted(), 2);
-        assert!(outbox.is_empty() && outbox.frames.rest.capacity() == 0);
+        assert!(outbox.is_empty() && outbox.frames.rest.is_none());
     }
 
     fn frame(bytes: &[u8]) -> Arc<[u8]> {

@@ -219,7 +219,7 @@ pub struct Connection {
     /// Boxed: an idle connection has none, and its 56 bytes were an eighth of one.
     message: Option<Box<PartialMessage>>,
     /// Events and output frames in the order they were produced.
-    queue: VecDeque<Item>,
+    queue: Queue,
     /// Application frames may be queued: the upgrade is done and our Close not yet taken.
     accepts_messages: bool,
     /// From the `Limits` (the handshake timeout is used at once): the two kept, not a copy
@@ -256,6 +256,48 @@ struct Held {
     eof: bool,
 }
 
+/// Events and output frames in order, held only while there are some: an idle connection
+/// otherwise kept the four slots its handshake needed (400 bytes, most of an idle
+/// connection's memory: results/memory/2026-12-06), and the queue's header is 8 bytes here
+/// where a `VecDeque` takes 32. The price is two allocations per read that produces
+/// something, next to the ones a message costs anyway.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the extra allocation is the price of the small header
+struct Queue(Option<Box<VecDeque<Item>>>);
+
+impl Queue {
+    fn front(&self) -> Option<&Item> {
+        self.0.as_ref()?.front()
+    }
+
+    fn back(&self) -> Option<&Item> {
+        self.0.as_ref()?.back()
+    }
+
+    fn push_back(&mut self, item: Item) {
+        self.0.get_or_insert_default().push_back(item);
+    }
+
+    /// Takes the front item; the buffer goes once the queue is drained.
+    fn pop_front(&mut self) -> Option<Item> {
+        let items = self.0.as_mut()?;
+        let item = items.pop_front();
+        if items.is_empty() {
+            self.0 = None;
+        }
+        item
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Item) -> bool) {
+        if let Some(items) = &mut self.0 {
+            items.retain(keep);
+            if items.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Item {
     Event(Event),
@@ -277,7 +319,7 @@ impl Connection {
             })),
             partial: None,
             message: None,
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             accepts_messages: false,
             max_message: limits.max_message,
             close_timeout_ms: u32::try_from(limits.close_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -422,24 +464,12 @@ impl Connection {
 
     /// The next event, once every output produced before it was taken.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = match self.queue.front() {
+        match self.queue.front() {
             Some(Item::Event(_)) => match self.queue.pop_front() {
                 Some(Item::Event(event)) => Some(event),
                 _ => None,
             },
             _ => None,
-        };
-        self.release_drained_queue();
-        event
-    }
-
-    /// Gives the queue's buffer back once everything in it was taken: an idle connection
-    /// otherwise keeps the four slots its handshake needed (400 bytes, most of an idle
-    /// connection's memory: results/memory/2026-12-06). The price is one allocation per read
-    /// that produces something, next to the ones a message costs anyway.
-    fn release_drained_queue(&mut self) {
-        if self.queue.is_empty() && self.queue.capacity() > 0 {
-            self.queue = VecDeque::new();
         }
     }
 
@@ -451,7 +481,6 @@ impl Connection {
                     if last {
                         self.accepts_messages = false;
                     }
-                    self.release_drained_queue();
                     Some(frame)
                 }
                 _ => None,
