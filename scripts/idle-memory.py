@@ -147,9 +147,19 @@ def git_head():
 
 
 def read_start_line(srv, timeout):
-    """The server's first stdout line, or "" if none came within `timeout` seconds."""
-    ready, _, _ = select.select([srv.stdout], [], [], timeout)
-    return srv.stdout.readline().strip() if ready else ""
+    """The server's start-up line ("... listening on ..."), or the last line read if none
+    came within `timeout` seconds. Lines before it are skipped: a --bin wrapper (heaptrack,
+    valgrind) prints its own first."""
+    deadline = time.monotonic() + timeout
+    line = ""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([srv.stdout], [], [], left)
+        if not ready:
+            break
+        line = srv.stdout.readline().strip()
+        if "listening on " in line or not line:
+            break
+    return line
 
 
 def handshake(host, port, target, timeout):

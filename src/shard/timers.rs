@@ -9,6 +9,7 @@ use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use super::fanout::PEER_BACKLOG_RECHECK;
+use super::heartbeat;
 use super::{Shard, State};
 use crate::io::{ConnId, Reactor};
 use crate::stats::bump;
@@ -148,7 +149,7 @@ impl State {
             .zip(conn.message_since)
             .map(|(t, since)| self.epoch.instant(since) + t);
         if let Some(at) = [ping, idle, open_message].into_iter().flatten().min() {
-            wheel.insert(at, (id, conn.serial));
+            wheel.insert(at, heartbeat::entry(id, conn.serial));
         }
     }
 
@@ -162,11 +163,12 @@ impl State {
         let mut due = std::mem::take(&mut self.heartbeats_due);
         wheel.expire(self.now, &mut due);
         let beat = self.config.heartbeat;
-        for (id, serial) in due.drain(..) {
+        for (key, serial) in due.drain(..) {
+            let id = key as ConnId;
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            if conn.serial != serial || !conn.ws.is_open() {
+            if heartbeat::entry(id, conn.serial).1 != serial || !conn.ws.is_open() {
                 continue; // replaced, or closing under its own deadline
             }
             let epoch = self.epoch;
