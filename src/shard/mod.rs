@@ -140,6 +140,9 @@ struct State {
     epoch: Epoch,
 }
 
+/// Connections a loop reserves room for at start, at most (see `Shard::new`).
+const RESERVED_CONNS: usize = 1 << 16;
+
 /// One event loop and the connections it owns.
 pub struct Shard<R: Reactor> {
     io: R,
@@ -159,18 +162,24 @@ impl<R: Reactor> Shard<R> {
     ) -> Shard<R> {
         let clock = io.clock();
         let now = clock();
+        // Room for every connection the loop may hold, reserved once: address space only
+        // (pages are touched as connections come), where a doubling slab or heap left the
+        // copies it outgrew in the loop's malloc arena (+36 B per idle connection in the
+        // two-loop patterns: results/memory/2026-12-06-after-diet). Capped, so that a huge
+        // descriptor limit does not reserve gigabytes.
+        let reserved = config.max_conns.min(RESERVED_CONNS);
         Shard {
             io,
             state: State {
                 index,
                 hub,
-                conns: Slab::with_capacity(config.max_conns),
+                conns: Slab::with_capacity(reserved),
                 next_serial: 0,
                 chat: Chat::default(),
                 dirty: VecDeque::new(),
                 accepted: Vec::new(),
                 paused_listeners: Vec::new(),
-                timers: BinaryHeap::with_capacity(config.max_conns),
+                timers: BinaryHeap::with_capacity(reserved),
                 deliveries: Vec::new(),
                 to_peers: Vec::new(),
                 parked: Vec::new(),
