@@ -152,8 +152,13 @@ pub struct UringReactor {
     next_generation: u64,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
-    /// Buffers of finished sends, refilled by the next ones (see `SendBuf`).
-    spare_send_bufs: Vec<SendBuf>,
+    /// Buffers of finished sends, refilled by the next ones (see `SendBuf`). Boxed as the
+    /// ops hold them, so that taking one for a send allocates nothing.
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes move into and out of ops as they are"
+    )]
+    spare_send_bufs: Vec<Box<SendBuf>>,
     cqes: Vec<(u64, i32, u32)>,
     waker: Waker,
     counters: IoCounters,
@@ -780,7 +785,10 @@ impl Reactor for UringReactor {
         if outbox.is_empty() {
             return Ok(outcome);
         }
-        let mut buf = self.spare_send_bufs.pop().unwrap_or_else(SendBuf::empty);
+        let mut buf = self
+            .spare_send_bufs
+            .pop()
+            .unwrap_or_else(|| Box::new(SendBuf::empty()));
         let len = buf.fill(outbox.pending().take(IOV_MAX));
         if len == 0 {
             self.spare_send_bufs.push(buf);
