@@ -96,19 +96,56 @@ enum InputEnd {
     Failed(io::Error),
 }
 
+/// Input that completed while its connection was paused (at most what the kernel had
+/// already taken when the cancel landed), reported after resume; then the end of input, if
+/// it came.
+#[derive(Debug, Default)]
+struct Held {
+    bytes: Vec<u8>,
+    end: Option<InputEnd>,
+}
+
+/// A finished send's result as the kernel reported it (bytes sent, or -errno), kept until
+/// the next `send` settles it in the outbox. Four bytes: an `Option<io::Result<usize>>`
+/// took 16 in every connection's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent(i32);
+
+impl Sent {
+    /// No send finished since the last `send`. Never a completion's result: a send reports
+    /// at most i32::MAX bytes, and errors are -4095..=-1.
+    const NONE: Sent = Sent(i32::MIN);
+
+    /// The result, as `send` settles it; `None` if no send finished.
+    fn take(&mut self) -> Option<io::Result<usize>> {
+        match std::mem::replace(self, Sent::NONE).0 {
+            i32::MIN => None,
+            n if n >= 0 => Some(Ok(n as usize)),
+            n if -n == libc::EINTR || -n == libc::EAGAIN => Some(Ok(0)),
+            n => Some(Err(io::Error::from_raw_os_error(-n))),
+        }
+    }
+}
+
+/// A connection. Kept small, as every idle connection holds one: 48 bytes, where it was
+/// 112 with the held input inline, a 16-byte `Option<OpId>` and a 16-byte send result
+/// (results/memory/2026-12-06-uring-slot).
 struct ConnSlot {
     stream: Arc<TcpStream>,
-    /// Distinguishes this connection from earlier ones under the same key.
-    generation: u64,
+    /// The recv and the send in flight. A completion is this connection's only if its op
+    /// is named here: the key may have been reused since the op started, but the old
+    /// connection's op still holds its slab key, so a new one's ops have other ids.
     recv: Option<OpId>,
     send: Option<OpId>,
+    /// Only while paused with input held: most connections never have any.
+    held: Option<Box<Held>>,
+    /// Distinguishes this connection from earlier ones under the same key, for the one
+    /// thing not matched by op id: a `Ready::Conn` entry, which lives until the next `poll`.
+    /// u32 wraps after 4 billion connections, and one iteration cannot accept that many.
+    generation: u32,
     /// The last send's result, settled in the outbox by the next `send`.
-    sent: Option<io::Result<usize>>,
+    sent: Sent,
     paused: bool,
-    /// Input completed while paused (at most what the kernel had already taken), reported
-    /// after resume; then the end of input, if it came.
-    held: Vec<u8>,
-    held_end: Option<InputEnd>,
     /// EOF or an error was seen: no more recv.
     input_ended: bool,
 }
@@ -119,7 +156,7 @@ enum Ready {
     /// A shared (`All`) listener stopped by its budget or resumed.
     Listener(usize),
     /// A resumed connection with held input.
-    Conn(ConnId, u64),
+    Conn(ConnId, u32),
 }
 
 /// What a completion is for (copied out of the slab so that the slab can be changed).
@@ -149,7 +186,7 @@ pub struct UringReactor {
     closing: bool,
     listeners: Vec<Option<ListenerSlot>>,
     conns: Vec<Option<ConnSlot>>,
-    next_generation: u64,
+    next_generation: u32,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
     /// Buffers of finished sends, refilled by the next ones (see `SendBuf`). Boxed as the
@@ -263,7 +300,7 @@ impl UringReactor {
         Ok(())
     }
 
-    fn conn_slot(&mut self, conn: ConnId, generation: u64) -> Option<&mut ConnSlot> {
+    fn conn_slot(&mut self, conn: ConnId, generation: u32) -> Option<&mut ConnSlot> {
         self.conns
             .get_mut(conn)
             .and_then(Option::as_mut)
@@ -321,7 +358,6 @@ impl UringReactor {
         }
         let conn_ref = ConnRef {
             id: conn,
-            generation: slot.generation,
             stream: slot.stream.clone(),
         };
         let mode = match &self.bufs {
@@ -364,17 +400,19 @@ impl UringReactor {
     }
 
     /// Reports what a resumed connection held, then reads on.
-    fn release_held(&mut self, conn: ConnId, generation: u64, on_event: &mut dyn FnMut(Event<'_>)) {
+    fn release_held(&mut self, conn: ConnId, generation: u32, on_event: &mut dyn FnMut(Event<'_>)) {
         let Some(slot) = self.conn_slot(conn, generation) else {
             return;
         };
         if slot.paused {
             return; // paused again before we got here: keep holding
         }
-        let held = std::mem::take(&mut slot.held);
-        let end = slot.held_end.take();
-        if !held.is_empty() {
-            on_event(Event::Received { conn, bytes: &held });
+        let Held { bytes, end } = slot.held.take().map(|h| *h).unwrap_or_default();
+        if !bytes.is_empty() {
+            on_event(Event::Received {
+                conn,
+                bytes: &bytes,
+            });
         }
         match end {
             Some(InputEnd::Eof) => on_event(Event::Eof { conn }),
@@ -416,7 +454,9 @@ impl UringReactor {
         if user_data == CANCEL_USER_DATA {
             return;
         }
-        let id = OpId::from_user_data(user_data);
+        let Some(id) = OpId::from_user_data(user_data) else {
+            return;
+        };
         let kind = match self.ops.get_mut(id) {
             Some(Op::Accept { listener, .. }) => Kind::Accept(*listener),
             Some(Op::ListenerPoll { listener, .. }) => Kind::ListenerPoll(*listener),
@@ -541,12 +581,12 @@ impl UringReactor {
         let Some(Op::Recv { conn, mode }) = self.ops.get_mut(id) else {
             return;
         };
-        let (cid, generation) = (conn.id, conn.generation);
+        let cid = conn.id;
         let slot = self
             .conns
             .get_mut(cid)
             .and_then(Option::as_mut)
-            .filter(|s| s.generation == generation);
+            .filter(|s| s.recv == Some(id));
         if let Some(slot) = slot {
             if res > 0 {
                 self.counters.reads += 1;
@@ -558,7 +598,8 @@ impl UringReactor {
                 };
                 if let Some(bytes) = bytes {
                     if slot.paused {
-                        slot.held.extend_from_slice(bytes);
+                        let held = slot.held.get_or_insert_default();
+                        held.bytes.extend_from_slice(bytes);
                     } else {
                         on_event(Event::Received { conn: cid, bytes });
                     }
@@ -573,7 +614,7 @@ impl UringReactor {
                 if let Some(end) = end {
                     slot.input_ended = true;
                     if slot.paused {
-                        slot.held_end = Some(end);
+                        slot.held.get_or_insert_default().end = Some(end);
                     } else {
                         match end {
                             InputEnd::Eof => on_event(Event::Eof { conn: cid }),
@@ -596,7 +637,9 @@ impl UringReactor {
             {
                 self.spare_recv_bufs.push(buf);
             }
-            if let Some(slot) = self.conn_slot(cid, generation) {
+            if let Some(Some(slot)) = self.conns.get_mut(cid)
+                && slot.recv == Some(id)
+            {
                 slot.recv = None;
                 self.arm_recv(cid);
             }
@@ -617,15 +660,14 @@ impl UringReactor {
         if buf.worth_keeping() && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
             self.spare_send_bufs.push(buf);
         }
-        let Some(slot) = self.conn_slot(conn.id, conn.generation) else {
+        let Some(Some(slot)) = self.conns.get_mut(conn.id) else {
             return;
         };
+        if slot.send != Some(id) {
+            return; // a closed connection's, whose key was reused
+        }
         slot.send = None;
-        slot.sent = Some(match res {
-            n if n >= 0 => Ok(n as usize),
-            n if -n == libc::EINTR || -n == libc::EAGAIN => Ok(0),
-            n => Err(io::Error::from_raw_os_error(-n)),
-        });
+        slot.sent = Sent(res);
         on_event(Event::Writable { conn: conn.id });
     }
 }
@@ -673,16 +715,15 @@ impl Reactor for UringReactor {
         if self.conns.len() <= conn {
             self.conns.resize_with(conn + 1, || None);
         }
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
         self.conns[conn] = Some(ConnSlot {
             stream: Arc::new(stream),
-            generation: self.next_generation,
             recv: None,
             send: None,
-            sent: None,
+            held: None,
+            generation: self.next_generation,
+            sent: Sent::NONE,
             paused: false,
-            held: Vec::new(),
-            held_end: None,
             input_ended: false,
         });
         self.arm_recv(conn);
@@ -713,7 +754,7 @@ impl Reactor for UringReactor {
             return;
         }
         slot.paused = false;
-        if !slot.held.is_empty() || slot.held_end.is_some() {
+        if slot.held.is_some() {
             let generation = slot.generation;
             self.ready.push(Ready::Conn(conn, generation));
         } else {
@@ -797,7 +838,6 @@ impl Reactor for UringReactor {
         outbox.set_in_flight(len);
         let conn_ref = ConnRef {
             id: conn,
-            generation: slot.generation,
             stream: slot.stream.clone(),
         };
         self.counters.sendmsg += 1;
@@ -825,7 +865,7 @@ impl Reactor for UringReactor {
             return;
         };
         // Cancel, then wait: the ops keep the socket and their buffers until their final
-        // completions, which find no connection of their generation and report nothing.
+        // completions, which find no connection naming their op and report nothing.
         for op in [slot.recv, slot.send].into_iter().flatten() {
             self.cancel(op);
         }

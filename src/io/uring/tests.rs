@@ -428,3 +428,86 @@ fn a_shared_listener_wakes_through_poll() {
         h.poll_until("x", |s| received(s, 1) == b"x");
     }
 }
+
+/// Input the kernel completed before a pause landed is held (only then is a `Held`
+/// allocated), reported after resume in order with what followed, and the slot lets go of
+/// it again.
+#[test]
+fn input_completed_before_a_pause_is_held_and_delivered_in_order_after_resume() {
+    let _fds = fd_lock();
+    let mut held_somewhere = false;
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(2);
+        client.write_all(b"one").unwrap();
+        h.poll_until("one", |s| received(s, 2) == b"one");
+        assert!(h.reactor.conns[2].as_ref().unwrap().held.is_none());
+
+        // Written while the loop is not in the kernel: the recv in flight completes with it
+        // (without deferred task work, before the next poll even starts), so the pause
+        // below usually lands after the completion and the bytes are held.
+        client.write_all(b"two").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        h.reactor.pause_reading(2);
+        for _ in 0..10 {
+            h.poll(STEP);
+        }
+        assert!(
+            h.seen.iter().all(|e| !matches!(e, Seen::Received(2, _))),
+            "input reported while paused: {:?}",
+            h.seen
+        );
+        held_somewhere |= h.reactor.conns[2].as_ref().unwrap().held.is_some();
+        client.write_all(b"three").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        h.reactor.resume_reading(2);
+        let seen = h.poll_until("two, three, then eof", |s| {
+            s.iter().any(|e| matches!(e, Seen::Eof(2)))
+        });
+        assert_eq!(received(&seen, 2), b"twothree");
+        let eof_at = seen.iter().position(|e| matches!(e, Seen::Eof(2)));
+        let data_at = seen.iter().rposition(|e| matches!(e, Seen::Received(2, _)));
+        assert!(data_at < eof_at, "eof before the data: {seen:?}");
+        assert!(h.reactor.conns[2].as_ref().unwrap().held.is_none());
+        h.reactor.close(2);
+        h.settle(0);
+    }
+    assert!(
+        held_somewhere,
+        "no feature set held input: the test tested nothing"
+    );
+}
+
+/// Every idle connection holds a slot and keeps a recv in the ops slab: their sizes are
+/// the reactor's part of the memory per connection (results/memory/2026-12-06-uring-slot).
+#[test]
+fn an_idle_connection_costs_a_48_byte_slot_and_an_op_of_at_most_40() {
+    assert_eq!(std::mem::size_of::<Option<ConnSlot>>(), 48);
+    assert_eq!(std::mem::size_of::<Option<OpId>>(), 8);
+    assert!(std::mem::size_of::<Op>() <= 40);
+}
+
+#[test]
+fn a_send_result_is_settled_once() {
+    let mut sent = Sent::NONE;
+    assert!(sent.take().is_none());
+    for (res, want) in [
+        (0, Some(0)),
+        (5, Some(5)),
+        (i32::MAX, Some(i32::MAX as usize)),
+    ] {
+        sent = Sent(res);
+        assert_eq!(sent.take().unwrap().unwrap(), want.unwrap());
+        assert_eq!(sent, Sent::NONE);
+    }
+    // Interrupted or would block: nothing was sent, and no error.
+    for errno in [libc::EINTR, libc::EAGAIN] {
+        sent = Sent(-errno);
+        assert_eq!(sent.take().unwrap().unwrap(), 0);
+    }
+    sent = Sent(-libc::EPIPE);
+    let error = sent.take().unwrap().unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EPIPE));
+    assert!(sent.take().is_none());
+}
