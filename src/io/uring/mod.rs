@@ -27,8 +27,11 @@
 //! `epoll_ctl` 0.
 //!
 //! Owns: the ring, the op slab (`ops.rs`), the provided-buffer ring, the sockets. Must never:
-//! free or reuse memory an op handed to the kernel before that op's final completion, report
-//! a completion of a closed connection under a key reused since, or block except in `poll`.
+//! free or reuse memory an op handed to the kernel before that op's final completion, close
+//! a connection's socket before the final completion of every op that names its fd (the
+//! number could be reused by the next accept, and the op would act on another socket),
+//! report a completion of a closed connection under a key reused since, or block except in
+//! `poll`.
 
 mod bufring;
 mod ops;
@@ -37,9 +40,10 @@ mod probe;
 pub use probe::{Feature, FeatureSet, Probed, Unavailable, probe};
 
 use std::collections::VecDeque;
+use std::collections::hash_map::{Entry, HashMap};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,11 +131,13 @@ impl Sent {
     }
 }
 
-/// A connection. Kept small, as every idle connection holds one: 48 bytes, where it was
-/// 112 with the held input inline, a 16-byte `Option<OpId>` and a 16-byte send result
-/// (results/memory/2026-12-06-uring-slot).
+/// A connection. Kept small, as every idle connection holds one: 40 bytes, where it was
+/// 112 with the held input inline, a 16-byte `Option<OpId>`, a 16-byte send result and the
+/// socket behind an `Arc` (results/memory/2026-12-06-uring-slot).
 struct ConnSlot {
-    stream: Arc<TcpStream>,
+    /// Owned here, not shared with the ops (they name its fd number): `close` moves it to
+    /// `UringReactor::closed` while any op of the connection is in flight.
+    stream: TcpStream,
     /// The recv and the send in flight. A completion is this connection's only if its op
     /// is named here: the key may have been reused since the op started, but the old
     /// connection's op still holds its slab key, so a new one's ops have other ids.
@@ -148,6 +154,13 @@ struct ConnSlot {
     paused: bool,
     /// EOF or an error was seen: no more recv.
     input_ended: bool,
+}
+
+/// The socket of a closed connection that ops still name, and how many: the last one's
+/// final completion closes it.
+struct Closed {
+    stream: TcpStream,
+    ops: u8,
 }
 
 /// Work to do in the next `poll` without waiting for the kernel.
@@ -186,6 +199,9 @@ pub struct UringReactor {
     closing: bool,
     listeners: Vec<Option<ListenerSlot>>,
     conns: Vec<Option<ConnSlot>>,
+    /// Closed connections' sockets, by fd, until their ops in flight have finished. The fd
+    /// identifies one: it stays open, so no other socket can have its number meanwhile.
+    closed: HashMap<RawFd, Closed>,
     next_generation: u32,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
@@ -235,6 +251,7 @@ impl UringReactor {
             closing: false,
             listeners: Vec::new(),
             conns: Vec::new(),
+            closed: HashMap::new(),
             next_generation: 0,
             ready: Vec::new(),
             spare_recv_bufs: Vec::new(),
@@ -358,7 +375,7 @@ impl UringReactor {
         }
         let conn_ref = ConnRef {
             id: conn,
-            stream: slot.stream.clone(),
+            fd: slot.stream.as_raw_fd(),
         };
         let mode = match &self.bufs {
             Some(_) if self.features.contains(Feature::MultishotRecv) => RecvMode::Multishot {
@@ -581,6 +598,7 @@ impl UringReactor {
         let Some(Op::Recv { conn, mode }) = self.ops.get_mut(id) else {
             return;
         };
+        let conn = *conn;
         let cid = conn.id;
         let slot = self
             .conns
@@ -637,12 +655,27 @@ impl UringReactor {
             {
                 self.spare_recv_bufs.push(buf);
             }
-            if let Some(Some(slot)) = self.conns.get_mut(cid)
-                && slot.recv == Some(id)
-            {
-                slot.recv = None;
-                self.arm_recv(cid);
+            match self.conns.get_mut(cid) {
+                Some(Some(slot)) if slot.recv == Some(id) => {
+                    slot.recv = None;
+                    self.arm_recv(cid);
+                }
+                _ => self.closed_conn_op_finished(conn),
             }
+        }
+    }
+
+    /// The final completion of an op whose connection was closed (its key may be in use by
+    /// another connection already): the last such op closes the socket.
+    fn closed_conn_op_finished(&mut self, conn: ConnRef) {
+        let Entry::Occupied(mut closed) = self.closed.entry(conn.fd) else {
+            // Every op of a connection is named by its slot until `close` counts it here.
+            debug_assert!(false, "an op of fd {} outlived its socket", conn.fd);
+            return;
+        };
+        closed.get_mut().ops -= 1;
+        if closed.get().ops == 0 {
+            drop(closed.remove().stream); // closes the socket: no op names it any more
         }
     }
 
@@ -660,12 +693,10 @@ impl UringReactor {
         if buf.worth_keeping() && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
             self.spare_send_bufs.push(buf);
         }
-        let Some(Some(slot)) = self.conns.get_mut(conn.id) else {
-            return;
+        let slot = match self.conns.get_mut(conn.id) {
+            Some(Some(slot)) if slot.send == Some(id) => slot,
+            _ => return self.closed_conn_op_finished(conn),
         };
-        if slot.send != Some(id) {
-            return; // a closed connection's, whose key was reused
-        }
         slot.send = None;
         slot.sent = Sent(res);
         on_event(Event::Writable { conn: conn.id });
@@ -715,9 +746,12 @@ impl Reactor for UringReactor {
         if self.conns.len() <= conn {
             self.conns.resize_with(conn + 1, || None);
         }
+        // The shard closes a key before reusing it; were one still open, overwriting its
+        // slot would close its socket under its ops.
+        self.close(conn);
         self.next_generation = self.next_generation.wrapping_add(1);
         self.conns[conn] = Some(ConnSlot {
-            stream: Arc::new(stream),
+            stream,
             recv: None,
             send: None,
             held: None,
@@ -838,7 +872,7 @@ impl Reactor for UringReactor {
         outbox.set_in_flight(len);
         let conn_ref = ConnRef {
             id: conn,
-            stream: slot.stream.clone(),
+            fd: slot.stream.as_raw_fd(),
         };
         self.counters.sendmsg += 1;
         let id = self.start(Op::Send {
@@ -864,10 +898,18 @@ impl Reactor for UringReactor {
         let Some(slot) = self.conns.get_mut(conn).and_then(Option::take) else {
             return;
         };
-        // Cancel, then wait: the ops keep the socket and their buffers until their final
-        // completions, which find no connection naming their op and report nothing.
+        // Cancel, then wait: the ops keep their buffers, and `closed` the socket, until
+        // their final completions, which find no connection naming their op and report
+        // nothing. Without ops in flight, the socket is closed here.
+        let mut ops = 0;
         for op in [slot.recv, slot.send].into_iter().flatten() {
             self.cancel(op);
+            ops += 1;
+        }
+        if ops > 0 {
+            let fd = slot.stream.as_raw_fd();
+            let stream = slot.stream;
+            self.closed.insert(fd, Closed { stream, ops });
         }
     }
 
@@ -884,12 +926,15 @@ impl Drop for UringReactor {
     /// Cancels every op and waits for the final completions, so that the kernel is done with
     /// every buffer before it is freed. If the ring cannot be driven (another thread drops
     /// a SINGLE_ISSUER ring, or the kernel does not finish within DRAIN_ROUNDS x DRAIN_WAIT)
-    /// the ops and the buffer ring are leaked on purpose: a leak is bounded, a
-    /// use-after-free by the kernel is not.
+    /// the ops, the sockets they name and the buffer ring are leaked on purpose: a leak is
+    /// bounded, a use-after-free by the kernel (or an op on a reused fd number) is not.
     fn drop(&mut self) {
         self.closing = true;
         self.listeners.clear();
-        self.conns.clear();
+        // Through `close`, so that sockets with ops in flight wait for them in `closed`.
+        for conn in 0..self.conns.len() {
+            self.close(conn);
+        }
         self.ready.clear();
         if self.ops.is_empty() || self.disabled {
             // Never enabled: no SQE ever reached the kernel.
@@ -915,6 +960,7 @@ impl Drop for UringReactor {
             }
         }
         std::mem::forget(std::mem::take(&mut self.ops));
+        std::mem::forget(std::mem::take(&mut self.closed));
         if let Some(bufs) = self.bufs.take() {
             std::mem::forget(bufs);
         }
