@@ -27,8 +27,11 @@
 //! `epoll_ctl` 0.
 //!
 //! Owns: the ring, the op slab (`ops.rs`), the provided-buffer ring, the sockets. Must never:
-//! free or reuse memory an op handed to the kernel before that op's final completion, report
-//! a completion of a closed connection under a key reused since, or block except in `poll`.
+//! free or reuse memory an op handed to the kernel before that op's final completion, close
+//! a connection's socket before the final completion of every op that names its fd (the
+//! number could be reused by the next accept, and the op would act on another socket),
+//! report a completion of a closed connection under a key reused since, or block except in
+//! `poll`.
 
 mod bufring;
 mod ops;
@@ -37,9 +40,10 @@ mod probe;
 pub use probe::{Feature, FeatureSet, Probed, Unavailable, probe};
 
 use std::collections::VecDeque;
+use std::collections::hash_map::{Entry, HashMap};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,21 +100,67 @@ enum InputEnd {
     Failed(io::Error),
 }
 
+/// Input that completed while its connection was paused (at most what the kernel had
+/// already taken when the cancel landed), reported after resume; then the end of input, if
+/// it came.
+#[derive(Debug, Default)]
+struct Held {
+    bytes: Vec<u8>,
+    end: Option<InputEnd>,
+}
+
+/// A finished send's result as the kernel reported it (bytes sent, or -errno), kept until
+/// the next `send` settles it in the outbox. Four bytes: an `Option<io::Result<usize>>`
+/// took 16 in every connection's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent(i32);
+
+impl Sent {
+    /// No send finished since the last `send`. Never a completion's result: a send reports
+    /// at most i32::MAX bytes, and errors are -4095..=-1.
+    const NONE: Sent = Sent(i32::MIN);
+
+    /// The result, as `send` settles it; `None` if no send finished.
+    fn take(&mut self) -> Option<io::Result<usize>> {
+        match std::mem::replace(self, Sent::NONE).0 {
+            i32::MIN => None,
+            n if n >= 0 => Some(Ok(n as usize)),
+            n if -n == libc::EINTR || -n == libc::EAGAIN => Some(Ok(0)),
+            n => Some(Err(io::Error::from_raw_os_error(-n))),
+        }
+    }
+}
+
+/// A connection. Kept small, as every idle connection holds one: 40 bytes, where it was
+/// 112 with the held input inline, a 16-byte `Option<OpId>`, a 16-byte send result and the
+/// socket behind an `Arc` (results/memory/2026-12-06-uring-slot).
 struct ConnSlot {
-    stream: Arc<TcpStream>,
-    /// Distinguishes this connection from earlier ones under the same key.
-    generation: u64,
+    /// Owned here, not shared with the ops (they name its fd number): `close` moves it to
+    /// `UringReactor::closed` while any op of the connection is in flight.
+    stream: TcpStream,
+    /// The recv and the send in flight. A completion is this connection's only if its op
+    /// is named here: the key may have been reused since the op started, but the old
+    /// connection's op still holds its slab key, so a new one's ops have other ids.
     recv: Option<OpId>,
     send: Option<OpId>,
+    /// Only while paused with input held: most connections never have any.
+    held: Option<Box<Held>>,
+    /// Distinguishes this connection from earlier ones under the same key, for the one
+    /// thing not matched by op id: a `Ready::Conn` entry, which lives until the next `poll`.
+    /// u32 wraps after 4 billion connections, and one iteration cannot accept that many.
+    generation: u32,
     /// The last send's result, settled in the outbox by the next `send`.
-    sent: Option<io::Result<usize>>,
+    sent: Sent,
     paused: bool,
-    /// Input completed while paused (at most what the kernel had already taken), reported
-    /// after resume; then the end of input, if it came.
-    held: Vec<u8>,
-    held_end: Option<InputEnd>,
     /// EOF or an error was seen: no more recv.
     input_ended: bool,
+}
+
+/// The socket of a closed connection that ops still name, and how many: the last one's
+/// final completion closes it.
+struct Closed {
+    stream: TcpStream,
+    ops: u8,
 }
 
 /// Work to do in the next `poll` without waiting for the kernel.
@@ -119,7 +169,7 @@ enum Ready {
     /// A shared (`All`) listener stopped by its budget or resumed.
     Listener(usize),
     /// A resumed connection with held input.
-    Conn(ConnId, u64),
+    Conn(ConnId, u32),
 }
 
 /// What a completion is for (copied out of the slab so that the slab can be changed).
@@ -149,11 +199,19 @@ pub struct UringReactor {
     closing: bool,
     listeners: Vec<Option<ListenerSlot>>,
     conns: Vec<Option<ConnSlot>>,
-    next_generation: u64,
+    /// Closed connections' sockets, by fd, until their ops in flight have finished. The fd
+    /// identifies one: it stays open, so no other socket can have its number meanwhile.
+    closed: HashMap<RawFd, Closed>,
+    next_generation: u32,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
-    /// Buffers of finished sends, refilled by the next ones (see `SendBuf`).
-    spare_send_bufs: Vec<SendBuf>,
+    /// Buffers of finished sends, refilled by the next ones (see `SendBuf`). Boxed as the
+    /// ops hold them, so that taking one for a send allocates nothing.
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes move into and out of ops as they are"
+    )]
+    spare_send_bufs: Vec<Box<SendBuf>>,
     cqes: Vec<(u64, i32, u32)>,
     waker: Waker,
     counters: IoCounters,
@@ -193,6 +251,7 @@ impl UringReactor {
             closing: false,
             listeners: Vec::new(),
             conns: Vec::new(),
+            closed: HashMap::new(),
             next_generation: 0,
             ready: Vec::new(),
             spare_recv_bufs: Vec::new(),
@@ -258,7 +317,7 @@ impl UringReactor {
         Ok(())
     }
 
-    fn conn_slot(&mut self, conn: ConnId, generation: u64) -> Option<&mut ConnSlot> {
+    fn conn_slot(&mut self, conn: ConnId, generation: u32) -> Option<&mut ConnSlot> {
         self.conns
             .get_mut(conn)
             .and_then(Option::as_mut)
@@ -316,8 +375,7 @@ impl UringReactor {
         }
         let conn_ref = ConnRef {
             id: conn,
-            generation: slot.generation,
-            stream: slot.stream.clone(),
+            fd: slot.stream.as_raw_fd(),
         };
         let mode = match &self.bufs {
             Some(_) if self.features.contains(Feature::MultishotRecv) => RecvMode::Multishot {
@@ -359,17 +417,19 @@ impl UringReactor {
     }
 
     /// Reports what a resumed connection held, then reads on.
-    fn release_held(&mut self, conn: ConnId, generation: u64, on_event: &mut dyn FnMut(Event<'_>)) {
+    fn release_held(&mut self, conn: ConnId, generation: u32, on_event: &mut dyn FnMut(Event<'_>)) {
         let Some(slot) = self.conn_slot(conn, generation) else {
             return;
         };
         if slot.paused {
             return; // paused again before we got here: keep holding
         }
-        let held = std::mem::take(&mut slot.held);
-        let end = slot.held_end.take();
-        if !held.is_empty() {
-            on_event(Event::Received { conn, bytes: &held });
+        let Held { bytes, end } = slot.held.take().map(|h| *h).unwrap_or_default();
+        if !bytes.is_empty() {
+            on_event(Event::Received {
+                conn,
+                bytes: &bytes,
+            });
         }
         match end {
             Some(InputEnd::Eof) => on_event(Event::Eof { conn }),
@@ -411,7 +471,9 @@ impl UringReactor {
         if user_data == CANCEL_USER_DATA {
             return;
         }
-        let id = OpId::from_user_data(user_data);
+        let Some(id) = OpId::from_user_data(user_data) else {
+            return;
+        };
         let kind = match self.ops.get_mut(id) {
             Some(Op::Accept { listener, .. }) => Kind::Accept(*listener),
             Some(Op::ListenerPoll { listener, .. }) => Kind::ListenerPoll(*listener),
@@ -536,12 +598,13 @@ impl UringReactor {
         let Some(Op::Recv { conn, mode }) = self.ops.get_mut(id) else {
             return;
         };
-        let (cid, generation) = (conn.id, conn.generation);
+        let conn = *conn;
+        let cid = conn.id;
         let slot = self
             .conns
             .get_mut(cid)
             .and_then(Option::as_mut)
-            .filter(|s| s.generation == generation);
+            .filter(|s| s.recv == Some(id));
         if let Some(slot) = slot {
             if res > 0 {
                 self.counters.reads += 1;
@@ -553,7 +616,8 @@ impl UringReactor {
                 };
                 if let Some(bytes) = bytes {
                     if slot.paused {
-                        slot.held.extend_from_slice(bytes);
+                        let held = slot.held.get_or_insert_default();
+                        held.bytes.extend_from_slice(bytes);
                     } else {
                         on_event(Event::Received { conn: cid, bytes });
                     }
@@ -568,7 +632,7 @@ impl UringReactor {
                 if let Some(end) = end {
                     slot.input_ended = true;
                     if slot.paused {
-                        slot.held_end = Some(end);
+                        slot.held.get_or_insert_default().end = Some(end);
                     } else {
                         match end {
                             InputEnd::Eof => on_event(Event::Eof { conn: cid }),
@@ -591,10 +655,27 @@ impl UringReactor {
             {
                 self.spare_recv_bufs.push(buf);
             }
-            if let Some(slot) = self.conn_slot(cid, generation) {
-                slot.recv = None;
-                self.arm_recv(cid);
+            match self.conns.get_mut(cid) {
+                Some(Some(slot)) if slot.recv == Some(id) => {
+                    slot.recv = None;
+                    self.arm_recv(cid);
+                }
+                _ => self.closed_conn_op_finished(conn),
             }
+        }
+    }
+
+    /// The final completion of an op whose connection was closed (its key may be in use by
+    /// another connection already): the last such op closes the socket.
+    fn closed_conn_op_finished(&mut self, conn: ConnRef) {
+        let Entry::Occupied(mut closed) = self.closed.entry(conn.fd) else {
+            // Every op of a connection is named by its slot until `close` counts it here.
+            debug_assert!(false, "an op of fd {} outlived its socket", conn.fd);
+            return;
+        };
+        closed.get_mut().ops -= 1;
+        if closed.get().ops == 0 {
+            drop(closed.remove().stream); // closes the socket: no op names it any more
         }
     }
 
@@ -612,15 +693,12 @@ impl UringReactor {
         if buf.worth_keeping() && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
             self.spare_send_bufs.push(buf);
         }
-        let Some(slot) = self.conn_slot(conn.id, conn.generation) else {
-            return;
+        let slot = match self.conns.get_mut(conn.id) {
+            Some(Some(slot)) if slot.send == Some(id) => slot,
+            _ => return self.closed_conn_op_finished(conn),
         };
         slot.send = None;
-        slot.sent = Some(match res {
-            n if n >= 0 => Ok(n as usize),
-            n if -n == libc::EINTR || -n == libc::EAGAIN => Ok(0),
-            n => Err(io::Error::from_raw_os_error(-n)),
-        });
+        slot.sent = Sent(res);
         on_event(Event::Writable { conn: conn.id });
     }
 }
@@ -668,16 +746,18 @@ impl Reactor for UringReactor {
         if self.conns.len() <= conn {
             self.conns.resize_with(conn + 1, || None);
         }
-        self.next_generation += 1;
+        // The shard closes a key before reusing it; were one still open, overwriting its
+        // slot would close its socket under its ops.
+        self.close(conn);
+        self.next_generation = self.next_generation.wrapping_add(1);
         self.conns[conn] = Some(ConnSlot {
-            stream: Arc::new(stream),
-            generation: self.next_generation,
+            stream,
             recv: None,
             send: None,
-            sent: None,
+            held: None,
+            generation: self.next_generation,
+            sent: Sent::NONE,
             paused: false,
-            held: Vec::new(),
-            held_end: None,
             input_ended: false,
         });
         self.arm_recv(conn);
@@ -708,7 +788,7 @@ impl Reactor for UringReactor {
             return;
         }
         slot.paused = false;
-        if !slot.held.is_empty() || slot.held_end.is_some() {
+        if slot.held.is_some() {
             let generation = slot.generation;
             self.ready.push(Ready::Conn(conn, generation));
         } else {
@@ -780,7 +860,10 @@ impl Reactor for UringReactor {
         if outbox.is_empty() {
             return Ok(outcome);
         }
-        let mut buf = self.spare_send_bufs.pop().unwrap_or_else(SendBuf::empty);
+        let mut buf = self
+            .spare_send_bufs
+            .pop()
+            .unwrap_or_else(|| Box::new(SendBuf::empty()));
         let len = buf.fill(outbox.pending().take(IOV_MAX));
         if len == 0 {
             self.spare_send_bufs.push(buf);
@@ -789,8 +872,7 @@ impl Reactor for UringReactor {
         outbox.set_in_flight(len);
         let conn_ref = ConnRef {
             id: conn,
-            generation: slot.generation,
-            stream: slot.stream.clone(),
+            fd: slot.stream.as_raw_fd(),
         };
         self.counters.sendmsg += 1;
         let id = self.start(Op::Send {
@@ -816,10 +898,18 @@ impl Reactor for UringReactor {
         let Some(slot) = self.conns.get_mut(conn).and_then(Option::take) else {
             return;
         };
-        // Cancel, then wait: the ops keep the socket and their buffers until their final
-        // completions, which find no connection of their generation and report nothing.
+        // Cancel, then wait: the ops keep their buffers, and `closed` the socket, until
+        // their final completions, which find no connection naming their op and report
+        // nothing. Without ops in flight, the socket is closed here.
+        let mut ops = 0;
         for op in [slot.recv, slot.send].into_iter().flatten() {
             self.cancel(op);
+            ops += 1;
+        }
+        if ops > 0 {
+            let fd = slot.stream.as_raw_fd();
+            let stream = slot.stream;
+            self.closed.insert(fd, Closed { stream, ops });
         }
     }
 
@@ -836,12 +926,15 @@ impl Drop for UringReactor {
     /// Cancels every op and waits for the final completions, so that the kernel is done with
     /// every buffer before it is freed. If the ring cannot be driven (another thread drops
     /// a SINGLE_ISSUER ring, or the kernel does not finish within DRAIN_ROUNDS x DRAIN_WAIT)
-    /// the ops and the buffer ring are leaked on purpose: a leak is bounded, a
-    /// use-after-free by the kernel is not.
+    /// the ops, the sockets they name and the buffer ring are leaked on purpose: a leak is
+    /// bounded, a use-after-free by the kernel (or an op on a reused fd number) is not.
     fn drop(&mut self) {
         self.closing = true;
         self.listeners.clear();
-        self.conns.clear();
+        // Through `close`, so that sockets with ops in flight wait for them in `closed`.
+        for conn in 0..self.conns.len() {
+            self.close(conn);
+        }
         self.ready.clear();
         if self.ops.is_empty() || self.disabled {
             // Never enabled: no SQE ever reached the kernel.
@@ -867,6 +960,7 @@ impl Drop for UringReactor {
             }
         }
         std::mem::forget(std::mem::take(&mut self.ops));
+        std::mem::forget(std::mem::take(&mut self.closed));
         if let Some(bufs) = self.bufs.take() {
             std::mem::forget(bufs);
         }

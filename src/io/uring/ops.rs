@@ -1,6 +1,7 @@
 //! The operations in flight, each owning everything the kernel may touch until its last
-//! completion: the socket (a shared handle, so the fd number cannot be closed and reused
-//! under it), and the memory its SQE points into.
+//! completion: the memory its SQE points into, and the socket (a listener's or the waker's
+//! through a shared handle; a connection's fd number is the exception: the reactor owns
+//! that socket and closes it only after the last op on it finished, see `ConnRef`).
 //!
 //! Owns: the op slab and the user_data encoding. An op leaves the slab only through
 //! [`Ops::finish`], which the reactor calls for a completion without IORING_CQE_F_MORE, or
@@ -8,8 +9,9 @@
 //! freed while the kernel may still use it: that is structural, not a convention.
 //! Must never: build an SQE from memory it does not own.
 
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::TcpListener;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types};
@@ -17,13 +19,20 @@ use slab::Slab;
 
 use super::super::{ConnId, Waker};
 
-/// A connection as an op sees it: the key, the generation of the connection that used the
-/// key when the op started (the key may be reused at once after `close`), and the socket.
-#[derive(Debug, Clone)]
+/// A connection as an op sees it: the key and the socket's fd number. The key may be
+/// reused at once after `close`; the reactor tells the connections under one key apart by
+/// the op itself (a connection's slot names its ops in flight, and no two ops in the slab
+/// share an [`OpId`]), so the op needs no generation of its own.
+///
+/// The fd is a number, not a handle: the reactor owns the socket, in the connection's slot
+/// and after `close` in its table of closing sockets, until the last op that names the fd
+/// has finished, so the number cannot be closed and given to another socket while an op
+/// may still use it. A shared handle per connection (`Arc<TcpStream>`) cost a 32 B
+/// allocation per connection for that.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct ConnRef {
     pub id: ConnId,
-    pub generation: u64,
-    pub stream: Arc<TcpStream>,
+    pub fd: RawFd,
 }
 
 /// How a recv gets its buffer.
@@ -201,9 +210,12 @@ pub(super) enum Op {
         conn: ConnRef,
         mode: RecvMode,
     },
+    /// The buffer is boxed: inline it made every op, the recv that each idle connection
+    /// keeps in flight included, as big as a send (a 104 B `Op`, where a recv needs 40; the
+    /// reactor reuses the boxes, so a send still allocates nothing once warm).
     Send {
         conn: ConnRef,
-        buf: SendBuf,
+        buf: Box<SendBuf>,
     },
     /// An 8-byte read of the waker's eventfd.
     WakerRead {
@@ -242,7 +254,7 @@ impl Op {
                     .build()
             }
             Op::Recv { conn, mode } => {
-                let fd = types::Fd(conn.stream.as_raw_fd());
+                let fd = types::Fd(conn.fd);
                 match mode {
                     RecvMode::Multishot { group } => opcode::RecvMulti::new(fd, *group).build(),
                     RecvMode::Select { group, len } => {
@@ -260,7 +272,7 @@ impl Op {
             Op::Send { conn, buf } => {
                 // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of
                 // raising SIGPIPE.
-                opcode::SendMsg::new(types::Fd(conn.stream.as_raw_fd()), &*buf.msg)
+                opcode::SendMsg::new(types::Fd(conn.fd), &*buf.msg)
                     .flags(libc::MSG_NOSIGNAL as u32)
                     .build()
             }
@@ -278,41 +290,63 @@ impl Op {
 
 /// user_data = slot key (low 32 bits) | the op's sequence number (high 32 bits). A key is
 /// reused once its op finished; the sequence number keeps a late cancel from hitting the
-/// op that reused the key.
+/// op that reused the key. Sequence numbers run from 1 to `u32::MAX - 1`: never 0, so an id
+/// is never 0 and `Option<OpId>` fits in 8 bytes (two per connection slot), and never
+/// `u32::MAX`, so no id is [`CANCEL_USER_DATA`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct OpId(u64);
+pub(super) struct OpId(NonZeroU64);
+
+/// Multiplying by this shifts a sequence number into the high 32 bits.
+const SEQ_SHIFT: NonZeroU64 = NonZeroU64::new(1 << 32).unwrap();
 
 impl OpId {
-    fn new(key: usize, seq: u32) -> OpId {
-        OpId((u64::from(seq) << 32) | key as u64)
+    fn new(key: usize, seq: NonZeroU32) -> OpId {
+        // Cannot saturate: a u32 times 2^32 fits in a u64.
+        OpId(NonZeroU64::from(seq).saturating_mul(SEQ_SHIFT) | key as u64)
     }
 
-    pub(super) fn from_user_data(user_data: u64) -> OpId {
-        OpId(user_data)
+    /// The op a completion's user_data names; `None` for 0, which no op has.
+    pub(super) fn from_user_data(user_data: u64) -> Option<OpId> {
+        NonZeroU64::new(user_data).map(OpId)
     }
 
     pub(super) fn user_data(self) -> u64 {
-        self.0
+        self.0.get()
     }
 
     fn key(self) -> usize {
-        (self.0 & u64::from(u32::MAX)) as usize
+        (self.0.get() & u64::from(u32::MAX)) as usize
     }
 }
 
 /// user_data of cancel requests: owns nothing, its completion is ignored.
 pub(super) const CANCEL_USER_DATA: u64 = u64::MAX;
 
+/// The sequence number after `seq`, wrapping from `u32::MAX - 1` to 1 (see [`OpId`]).
+fn next_seq(seq: NonZeroU32) -> NonZeroU32 {
+    seq.checked_add(1)
+        .filter(|s| s.get() < u32::MAX)
+        .unwrap_or(NonZeroU32::MIN)
+}
+
 struct Slot {
-    seq: u32,
+    seq: NonZeroU32,
     op: Op,
 }
 
 /// The ops in flight.
-#[derive(Default)]
 pub(super) struct Ops {
     slots: Slab<Slot>,
-    next_seq: u32,
+    next_seq: NonZeroU32,
+}
+
+impl Default for Ops {
+    fn default() -> Ops {
+        Ops {
+            slots: Slab::new(),
+            next_seq: NonZeroU32::MIN,
+        }
+    }
 }
 
 impl Ops {
@@ -320,8 +354,7 @@ impl Ops {
     /// long as the op stays in the slab.
     pub(super) fn start(&mut self, op: Op) -> (OpId, squeue::Entry) {
         let seq = self.next_seq;
-        // Key 0xffff_ffff with sequence 0xffff_ffff would be CANCEL_USER_DATA.
-        self.next_seq = self.next_seq.wrapping_add(1) % u32::MAX;
+        self.next_seq = next_seq(seq);
         let entry = self.slots.vacant_entry();
         let id = OpId::new(entry.key(), seq);
         let slot = entry.insert(Slot { seq, op });
@@ -434,5 +467,45 @@ mod tests {
             "past the budget, frames are referenced"
         );
         assert!(!buf.worth_keeping(), "a burst's large buffer is not kept");
+    }
+
+    #[test]
+    fn op_ids_are_never_zero_nor_the_cancel_user_data() {
+        let last = NonZeroU32::new(u32::MAX - 1).unwrap();
+        assert_eq!(
+            next_seq(last),
+            NonZeroU32::MIN,
+            "wraps to 1, skipping u32::MAX"
+        );
+        assert_eq!(next_seq(NonZeroU32::MIN).get(), 2);
+        let key = u32::MAX as usize;
+        assert_ne!(OpId::new(key, last).user_data(), CANCEL_USER_DATA);
+        for (key, seq) in [(0, NonZeroU32::MIN), (key, last), (7, NonZeroU32::MIN)] {
+            let id = OpId::new(key, seq);
+            assert_ne!(id.user_data(), 0);
+            assert_eq!(id.key(), key);
+            assert_eq!(OpId::from_user_data(id.user_data()), Some(id));
+        }
+        assert_eq!(OpId::from_user_data(0), None);
+        assert_eq!(std::mem::size_of::<Option<OpId>>(), 8);
+    }
+
+    #[test]
+    fn a_finished_key_is_reused_under_a_new_id() {
+        let mut ops = Ops::default();
+        let op = || Op::WakerPoll {
+            waker: Waker::new().unwrap(),
+        };
+        let (first, _) = ops.start(op());
+        assert!(ops.finish(first).is_some());
+        let (second, _) = ops.start(op());
+        assert_eq!(first.key(), second.key());
+        assert_ne!(first, second);
+        assert!(
+            ops.get_mut(first).is_none(),
+            "a late completion finds nothing"
+        );
+        assert!(ops.finish(first).is_none());
+        assert!(ops.finish(second).is_some());
     }
 }

@@ -194,7 +194,11 @@ fn accept_receive_send_round_trip() {
 
         client.shutdown(Shutdown::Write).unwrap();
         h.poll_until("eof", |s| s.iter().any(|e| matches!(e, Seen::Eof(7))));
+        // Input ended and the send finished: no op names the socket, so `close` closes it.
+        let name = socket_name(&h.reactor.conns[7].as_ref().unwrap().stream);
         h.reactor.close(7);
+        assert!(!open_sockets().contains(&name));
+        assert!(h.reactor.closed.is_empty());
         h.settle(0);
         assert!(h.reactor.counters().wakeups > 0);
         assert_eq!(h.reactor.counters().sendmsg, 1);
@@ -315,9 +319,13 @@ fn a_reused_key_never_sees_the_old_connections_completions() {
         fill_until_send_blocks(&mut h, 0, &mut outbox);
         // Input for the old connection's recv, which is in flight but not yet reaped.
         old.write_all(b"stale").unwrap();
-        let old_name = socket_name(h.reactor.conns[0].as_ref().unwrap().stream.as_ref());
+        let old_name = socket_name(&h.reactor.conns[0].as_ref().unwrap().stream);
         h.reactor.close(0);
         outbox.clear();
+        // Its recv and send are in flight: the socket stays open, so that its fd number
+        // cannot go to the next accept while they may still use it.
+        assert!(open_sockets().contains(&old_name));
+        assert_eq!(h.reactor.closed.len(), 1);
 
         let mut new = h.connect();
         h.accept_as(0);
@@ -337,6 +345,7 @@ fn a_reused_key_never_sees_the_old_connections_completions() {
         assert!(received(&h.seen, 0).is_empty());
         // Once the cancelled ops are done, the old socket is really closed.
         assert!(!open_sockets().contains(&old_name));
+        assert!(h.reactor.closed.is_empty());
         let mut rest = Vec::new();
         let _ = old.read_to_end(&mut rest); // EOF or reset: either way it ends
     }
@@ -386,7 +395,7 @@ fn dropping_the_reactor_with_ops_in_flight_closes_everything() {
         let mut h = Harness::new(features, AcceptWakeup::Sole);
         let mut client = h.connect();
         h.accept_as(0);
-        let name = socket_name(h.reactor.conns[0].as_ref().unwrap().stream.as_ref());
+        let name = socket_name(&h.reactor.conns[0].as_ref().unwrap().stream);
         let mut outbox = Outbox::default();
         outbox.push(Arc::from(vec![b'd'; 8 << 20]));
         fill_until_send_blocks(&mut h, 0, &mut outbox);
@@ -426,5 +435,141 @@ fn a_shared_listener_wakes_through_poll() {
         assert!(h.reactor.counters().listener_wakeups >= 1);
         client.write_all(b"x").unwrap();
         h.poll_until("x", |s| received(s, 1) == b"x");
+    }
+}
+
+/// Input the kernel completed before a pause landed is held (only then is a `Held`
+/// allocated), reported after resume in order with what followed, and the slot lets go of
+/// it again.
+#[test]
+fn input_completed_before_a_pause_is_held_and_delivered_in_order_after_resume() {
+    let _fds = fd_lock();
+    let mut held_somewhere = false;
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(2);
+        client.write_all(b"one").unwrap();
+        h.poll_until("one", |s| received(s, 2) == b"one");
+        assert!(h.reactor.conns[2].as_ref().unwrap().held.is_none());
+
+        // Written while the loop is not in the kernel: the recv in flight completes with it
+        // (without deferred task work, before the next poll even starts), so the pause
+        // below usually lands after the completion and the bytes are held.
+        client.write_all(b"two").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        h.reactor.pause_reading(2);
+        for _ in 0..10 {
+            h.poll(STEP);
+        }
+        assert!(
+            h.seen.iter().all(|e| !matches!(e, Seen::Received(2, _))),
+            "input reported while paused: {:?}",
+            h.seen
+        );
+        held_somewhere |= h.reactor.conns[2].as_ref().unwrap().held.is_some();
+        client.write_all(b"three").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        h.reactor.resume_reading(2);
+        let seen = h.poll_until("two, three, then eof", |s| {
+            s.iter().any(|e| matches!(e, Seen::Eof(2)))
+        });
+        assert_eq!(received(&seen, 2), b"twothree");
+        let eof_at = seen.iter().position(|e| matches!(e, Seen::Eof(2)));
+        let data_at = seen.iter().rposition(|e| matches!(e, Seen::Received(2, _)));
+        assert!(data_at < eof_at, "eof before the data: {seen:?}");
+        assert!(h.reactor.conns[2].as_ref().unwrap().held.is_none());
+        h.reactor.close(2);
+        h.settle(0);
+    }
+    assert!(
+        held_somewhere,
+        "no feature set held input: the test tested nothing"
+    );
+}
+
+/// Every idle connection holds a slot and keeps a recv in the ops slab: their sizes are
+/// the reactor's part of the memory per connection (results/memory/2026-12-06-uring-slot).
+#[test]
+fn an_idle_connection_costs_a_40_byte_slot_and_an_op_of_at_most_40() {
+    assert_eq!(std::mem::size_of::<Option<ConnSlot>>(), 40);
+    assert_eq!(std::mem::size_of::<Option<OpId>>(), 8);
+    assert!(std::mem::size_of::<Op>() <= 40);
+}
+
+#[test]
+fn a_send_result_is_settled_once() {
+    let mut sent = Sent::NONE;
+    assert!(sent.take().is_none());
+    for (res, want) in [
+        (0, Some(0)),
+        (5, Some(5)),
+        (i32::MAX, Some(i32::MAX as usize)),
+    ] {
+        sent = Sent(res);
+        assert_eq!(sent.take().unwrap().unwrap(), want.unwrap());
+        assert_eq!(sent, Sent::NONE);
+    }
+    // Interrupted or would block: nothing was sent, and no error.
+    for errno in [libc::EINTR, libc::EAGAIN] {
+        sent = Sent(-errno);
+        assert_eq!(sent.take().unwrap().unwrap(), 0);
+    }
+    sent = Sent(-libc::EPIPE);
+    let error = sent.take().unwrap().unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EPIPE));
+    assert!(sent.take().is_none());
+}
+
+/// Connections closed by the server while their recv is in flight, their keys reused at
+/// once: each socket stays open until its op finished (the `closed` table counts them
+/// down; a miscount trips its debug assertion), input that raced the close is never
+/// reported under the reused key, and in the end every descriptor is closed.
+#[test]
+fn connections_closed_with_ops_in_flight_close_once_the_ops_finish() {
+    let _fds = fd_lock();
+    const BATCH: usize = 50;
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        h.settle(0);
+        let before = fd_count();
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let batch: Vec<TcpStream> = (0..BATCH).map(|_| h.connect()).collect();
+            let mut conns = 0;
+            for _ in 0..ROUNDS {
+                if conns == BATCH {
+                    break;
+                }
+                h.poll(STEP);
+                for event in std::mem::take(&mut h.seen) {
+                    match event {
+                        Seen::Accepted(stream) => {
+                            h.reactor.add_conn(conns, stream).unwrap();
+                            conns += 1;
+                        }
+                        other => h.seen.push(other),
+                    }
+                }
+            }
+            assert_eq!(conns, BATCH);
+            for conn in 0..BATCH {
+                h.reactor.close(conn);
+            }
+            for mut client in batch {
+                let _ = client.write_all(b"stale");
+                clients.push(client);
+            }
+            assert!(!h.reactor.closed.is_empty());
+        }
+        h.settle(0);
+        assert!(h.reactor.closed.is_empty());
+        assert!(
+            h.seen.iter().all(|e| !matches!(e, Seen::Received(..))),
+            "a closed connection's input was reported: {:?}",
+            h.seen
+        );
+        drop(clients);
+        assert_eq!(fd_count(), before, "descriptors leaked");
     }
 }
