@@ -11,7 +11,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use crate::chat::{Delivery, Name, RoomName};
+use crate::chat::{Delivery, MemberHandle, Name, RoomName};
 
 /// A connection's key inside its shard (the reactor's key, a slab index).
 pub type ConnKey = usize;
@@ -21,6 +21,13 @@ pub type ConnKey = usize;
 pub struct MemberId {
     pub shard: usize,
     pub conn: ConnKey,
+}
+
+impl MemberHandle for MemberId {
+    /// Its key in its shard: a shard's `Chat` holds only the shard's own members.
+    fn local_index(self) -> usize {
+        self.conn
+    }
 }
 
 /// One shard iteration's room deliveries, shared by every receiving party.

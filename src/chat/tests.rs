@@ -660,3 +660,42 @@ fn the_roster_agrees_with_a_plain_list_under_random_churn() {
         }
     }
 }
+
+/// Test handles are small numbers, dense enough to index by.
+impl MemberHandle for u32 {
+    fn local_index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A handle whose index is shared with another owner's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Owned {
+    owner: u8,
+    key: u8,
+}
+
+impl MemberHandle for Owned {
+    fn local_index(self) -> usize {
+        self.key.into()
+    }
+}
+
+#[test]
+fn a_handle_finds_only_its_own_state_even_where_another_shares_its_index() {
+    let mut roster = Roster::default();
+    let mut chat = Chat::default();
+    let mut out = Vec::new();
+    let ann = Owned { owner: 0, key: 3 };
+    let stranger = Owned { owner: 1, key: 3 };
+    chat.join(&mut roster, ann, room("lobby"), name("ann"), &mut out);
+    assert_eq!(chat.name(ann).map(Name::as_str), Some("ann"));
+    assert_eq!(chat.name(stranger), None, "same index, other owner");
+    chat.leave(&mut roster, stranger, &mut out);
+    assert_eq!(chat.member_count(), 1, "a stranger's leave removes nothing");
+    chat.leave(&mut roster, ann, &mut out);
+    assert_eq!((chat.member_count(), chat.name(ann)), (0, None));
+    chat.join(&mut roster, ann, room("lobby"), name("ann"), &mut out);
+    chat.join(&mut roster, ann, room("attic"), name("ann"), &mut out);
+    assert_eq!(chat.member_count(), 1, "a re-join replaces, never adds");
+}

@@ -197,6 +197,10 @@ impl Reactor for EpollReactor {
         self.ready.push(Source::Listener(listener.0));
     }
 
+    fn reserve_conns(&mut self, conns: usize) {
+        self.conns.reserve(conns);
+    }
+
     fn add_conn(&mut self, conn: ConnId, stream: TcpStream) -> io::Result<()> {
         let flags = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
         self.register(stream.as_raw_fd(), flags, conn as u64)?;

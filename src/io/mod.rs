@@ -159,5 +159,9 @@ pub trait Reactor {
     fn clock(&self) -> fn() -> Instant {
         Instant::now
     }
+    /// Reserves room for `conns` connections at once (address space: pages are touched as
+    /// connections come), so that per-connection tables do not grow by copying, which
+    /// leaves the outgrown copies in the thread's malloc arena.
+    fn reserve_conns(&mut self, _conns: usize) {}
     fn counters(&self) -> IoCounters;
 }

@@ -153,7 +153,7 @@ impl<R: Reactor> Shard<R> {
     /// Shard `index` of `hub`: `io` must have been opened with `hub`'s waker for `index`, so
     /// that what others push to this shard's inbox wakes this reactor.
     pub fn new(
-        io: R,
+        mut io: R,
         index: usize,
         hub: Arc<Hub>,
         config: Arc<Config>,
@@ -168,6 +168,7 @@ impl<R: Reactor> Shard<R> {
         // two-loop patterns: results/memory/2026-12-06-after-diet). Capped, so that a huge
         // descriptor limit does not reserve gigabytes.
         let reserved = config.max_conns.min(RESERVED_CONNS);
+        io.reserve_conns(reserved);
         Shard {
             io,
             state: State {
@@ -175,7 +176,11 @@ impl<R: Reactor> Shard<R> {
                 hub,
                 conns: Slab::with_capacity(reserved),
                 next_serial: 0,
-                chat: Chat::default(),
+                chat: {
+                    let mut chat = Chat::default();
+                    chat.reserve(reserved);
+                    chat
+                },
                 dirty: VecDeque::new(),
                 accepted: Vec::new(),
                 paused_listeners: Vec::new(),

@@ -917,6 +917,12 @@ impl Reactor for UringReactor {
         self.waker.clone()
     }
 
+    fn reserve_conns(&mut self, conns: usize) {
+        self.conns.reserve(conns);
+        // Each connection keeps a recv in flight; sends and the rest come and go.
+        self.ops.reserve(conns + conns / 2);
+    }
+
     fn counters(&self) -> IoCounters {
         self.counters
     }

@@ -350,6 +350,11 @@ impl Default for Ops {
 }
 
 impl Ops {
+    /// Room for `n` more ops without growing.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+    }
+
     /// Stores `op` and returns its id with the SQE that starts it. The SQE is valid for as
     /// long as the op stays in the slab.
     pub(super) fn start(&mut self, op: Op) -> (OpId, squeue::Entry) {
