@@ -16,6 +16,8 @@
 #   --patterns "P ..."   wschat patterns (default: all five); node-ws is the baseline, see --no-node
 #   --ios "epoll uring"  io backends to try (default: epoll); one the binary rejects is skipped
 #   --layouts "split shared"   CPU layouts (default full: both; quick/smoke: split)
+#   --server-cpus LIST   the split layout's server CPUs, a taskset list such as 0-15 (default: 0)
+#   --loader-cpus LIST   the split layout's bench-client CPUs (default: 1); must not overlap
 #   --scenarios "..."    of: chat saturate connect ping cpu tls deflate (default full: all)
 #   --shared-scenarios "..."   scenarios also run in the shared layout (default: chat saturate cpu)
 #   --rates "R ..."      chat rates, messages/s (default: 1000 2000 5000 10000)
@@ -35,15 +37,18 @@
 #                        (default 60; smoke 0). Other load is recorded per run either way.
 #   -h, --help           this text
 #
-# CPU layouts (written into every result's labels as layout=...):
-#   split   server on cpu0 (taskset -c 0), bench-client on cpu1 (taskset -c 1): server CPU per
-#           delivery without the loader in the way. Multi-thread patterns then run all their
-#           threads on ONE core (--threads 2 / --workers 2 still): they pay for their threads
-#           without getting a second core.
-#   shared  server and loader unpinned on both cores: what the multi-thread patterns can do,
+# CPU layouts (written into every result's labels as layout=..., with server_cpus=... and
+# loader_cpus=...; machine.json records the lists):
+#   split   server on --server-cpus (taskset -c, default cpu0), bench-client on --loader-cpus
+#           (default cpu1): server CPU per delivery without the loader in the way. On the
+#           default lists the multi-thread patterns run all their threads on ONE core
+#           (--threads 2 / --workers 2 still): they pay for their threads without getting a
+#           second core. On a bigger machine, e.g. --server-cpus 0-15 --loader-cpus 16-31.
+#   shared  server and loader unpinned on every CPU: what the multi-thread patterns can do,
 #           competing with the loader (check the loader-bound column).
 #
-# Scenarios (server: multi-thread patterns --threads 2, work-queue --workers 2):
+# Scenarios (server: multi-thread patterns --threads N, work-queue --workers N, where N is the
+# number of the layout's server CPUs, at least 2):
 #   chat      chat --conns 1000 --rooms 20 (rooms of 50: each message reaches 49) at each --rate
 #   saturate  saturate --conns 200 --rooms 4 --window 8 (closed loop: maximum deliveries/s)
 #   connect   connect --conns 5000 --concurrency 100 --source-ips 8 on /echo (handshakes/s)
@@ -95,6 +100,7 @@ machine=
 patterns="single-thread acceptor-readers work-queue multi-accept reuseport"
 ios="epoll"
 layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_rate=
+server_cpus=0 loader_cpus=1
 deflate_rates=
 node=true syscalls= build=true quiet_max= baselines=
 while (($#)); do
@@ -108,6 +114,8 @@ while (($#)); do
         --patterns) patterns=${2?}; shift ;;
         --ios) ios=${2:?}; shift ;;
         --layouts) layouts=${2:?}; shift ;;
+        --server-cpus) server_cpus=${2:?}; shift ;;
+        --loader-cpus) loader_cpus=${2:?}; shift ;;
         --scenarios) scenarios=${2?}; shift ;;
         --shared-scenarios) shared_scenarios=${2?}; shift ;;
         --rates) rates=${2:?}; shift ;;
@@ -169,9 +177,37 @@ for b in $baselines; do
     case $b in uws-js | fastwebsockets | fastwebsockets-mt) ;;
         *) die "unknown baseline: $b (uws-js, fastwebsockets, fastwebsockets-mt)" ;; esac
 done
-if [[ " $layouts " == *" split "* ]] && (($(nproc) < 2)); then
-    die "the split layout needs 2 CPUs (this process may use $(nproc)); use --layouts shared"
+# cpu_list_count LIST: how many CPUs a taskset list names (0-3,8 -> 5); fails on bad syntax.
+cpu_list_count() {
+    python3 - "$1" <<'PY'
+import re, sys
+cpus = set()
+for part in sys.argv[1].split(","):
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+    if not m or (m[2] and int(m[2]) < int(m[1])):
+        sys.exit(f"not a CPU list: {sys.argv[1]!r} (e.g. 0-3,8)")
+    cpus.update(range(int(m[1]), int(m[2] or m[1]) + 1))
+print(len(cpus), *sorted(cpus))
+PY
+}
+counted=$(cpu_list_count "$server_cpus") || die "--server-cpus: a list of CPUs such as 0-3,8"
+read -r server_ncpus server_set <<<"$counted"
+counted=$(cpu_list_count "$loader_cpus") || die "--loader-cpus: a list of CPUs such as 4-7"
+read -r loader_ncpus loader_set <<<"$counted"
+for c in $server_set; do
+    [[ " $loader_set " == *" $c "* ]] && die "--server-cpus and --loader-cpus overlap (cpu $c)"
+done
+if [[ " $layouts " == *" split "* ]]; then
+    taskset -c "$server_cpus" true 2>/dev/null && taskset -c "$loader_cpus" true 2>/dev/null ||
+        die "the split layout needs CPUs $server_cpus (server) and $loader_cpus (loader), which this process may not all use (it may use $(nproc)); see --server-cpus / --loader-cpus, or use --layouts shared"
 fi
+# Threads of the multi-thread patterns (and workers of work-queue) per layout: the layout's
+# server CPUs, at least 2 (so that a pattern always has threads to distribute).
+threads_for() {
+    local n
+    if [[ $1 == split ]]; then n=$server_ncpus; else n=$(nproc); fi
+    echo $((n < 2 ? 2 : n))
+}
 for tool in python3 taskset timeout; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
@@ -244,7 +280,9 @@ python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
     "patterns=$patterns" "ios=$ios" "layouts=$layouts" "scenarios=$scenarios" \
     "shared_scenarios=$shared_scenarios" "rates=$rates" "shared_rates=$shared_rates" "tls_rate=$tls_rate" \
     "deflate_rates=$deflate_rates" \
-    "runs=$runs" "duration_s=$duration" "node=$node" "baselines=$baselines"
+    "runs=$runs" "duration_s=$duration" "node=$node" "baselines=$baselines" \
+    "split_server_cpus=$server_cpus" "split_loader_cpus=$loader_cpus" \
+    "split_threads=$(threads_for split)" "shared_threads=$(threads_for shared)"
 note "results in $dir (machine $machine, mode $mode)"
 
 # ---- servers --------------------------------------------------------------------------------
@@ -277,7 +315,9 @@ trap 'exit 130' INT TERM
 # this binary does not have), 1 on other failures.
 start_server() {
     local name=$1 layout=$2 io=$3 work=$4 log=$5 variant=${6:-} pin=() cmd i
-    [[ $layout == split ]] && pin=(taskset -c 0)
+    local threads
+    threads=$(threads_for "$layout")
+    [[ $layout == split ]] && pin=(taskset -c "$server_cpus")
     if [[ $name == node-ws ]]; then
         cmd=(node "$nodedir/server.js" --addr 127.0.0.1:0 --work-us "$work")
         [[ $variant == deflate=on ]] && cmd+=(--deflate)
@@ -286,12 +326,12 @@ start_server() {
     elif [[ $name == fastwebsockets ]]; then
         cmd=("$fws" --addr 127.0.0.1:0 --work-us "$work" --runtime current-thread)
     elif [[ $name == fastwebsockets-mt ]]; then
-        cmd=("$fws" --addr 127.0.0.1:0 --work-us "$work" --runtime multi-thread --threads 2)
+        cmd=("$fws" --addr 127.0.0.1:0 --work-us "$work" --runtime multi-thread --threads "$threads")
     else
         cmd=("$wschat" --pattern "$name" --io "$io" --addr 127.0.0.1:0 --work-us "$work")
         case $name in
-            acceptor-readers | multi-accept | reuseport) cmd+=(--threads 2) ;;
-            work-queue) cmd+=(--workers 2) ;;
+            acceptor-readers | multi-accept | reuseport) cmd+=(--threads "$threads") ;;
+            work-queue) cmd+=(--workers "$threads") ;;
         esac
         [[ $variant == tls=on ]] && cmd+=(--tls-self-signed)
         [[ $variant == deflate=on ]] && cmd+=(--deflate)
@@ -332,13 +372,18 @@ run_cell() {
     local json=$dir/$tag.json log=$dir/logs/$tag
     local work=0 loader=() args=() limit status=0
     [[ $scenario == cpu ]] && work=50
-    [[ $layout == split ]] && loader=(taskset -c 1)
-    local threads=1
-    case $name in acceptor-readers | multi-accept | reuseport | work-queue | fastwebsockets-mt) threads=2 ;; esac
+    [[ $layout == split ]] && loader=(taskset -c "$loader_cpus")
+    local threads=1 cpus=all
+    case $name in
+        acceptor-readers | multi-accept | reuseport | work-queue | fastwebsockets-mt)
+            threads=$(threads_for "$layout") ;;
+    esac
+    [[ $layout == split ]] && cpus=$server_cpus
     local common=(--duration "${duration}s" --json "$json" -q --server-pid)
     local labels=(--label "pattern=$name" --label "io=$io" --label "layout=$layout"
         --label "scenario=$scenario" --label "rate=${rate:-na}" --label "run=$k"
-        --label "threads=$threads" --label "work_us=$work" --label "machine=$machine")
+        --label "threads=$threads" --label "work_us=$work" --label "machine=$machine"
+        --label "server_cpus=$cpus" --label "loader_cpus=$([[ $layout == split ]] && echo "$loader_cpus" || echo all)")
     # tls-chat, tls-connect and deflate-chat are chat and connect, over wss:// when TLS is on,
     # and with compressible messages and the deflate offer for deflate-chat.
     local scheme=ws kind=${scenario#*-}
@@ -453,7 +498,7 @@ syscall_run() {
     fi
     tracer=$!
     sleep 0.5
-    taskset -c 1 timeout --kill-after=5 90 "$bench" chat --url "ws://$server_addr" --conns "$conns" \
+    taskset -c "$loader_cpus" timeout --kill-after=5 90 "$bench" chat --url "ws://$server_addr" --conns "$conns" \
         --rooms "$rooms" --rate 1000 --warmup 1s --duration "${duration}s" --drain 3s -q \
         --json "$dir/syscalls/$tag.json" --server-pid "$server_pid" --label "pattern=$name" \
         --label "io=$io" --label layout=split --label scenario=syscalls --label rate=1000 \

@@ -445,13 +445,15 @@ server's start-up line and every bench-client summary). Re-render with
 
 ## CPU layouts
 
-- **split**: server `taskset -c 0`, bench-client `taskset -c 1`. Cost per delivery without the
-  loader in the way. The multi-thread patterns still run `--threads 2` (work-queue
-  `--workers 2`), all on the one core: they pay for their threads (cross-thread hand-offs,
-  wake-ups) without a second core to gain from.
-- **shared**: both unpinned on both cores. What the multi-thread patterns can do here — but on
-  2 cores they compete with the loader, so check loader-bound and send_lag before crediting a
-  pattern with a gain.
+- **split**: server and bench-client pinned to disjoint CPU lists (`--server-cpus`, default
+  `0`; `--loader-cpus`, default `1`; each run's labels and machine.json record them). Cost per
+  delivery without the loader in the way. The multi-thread patterns run `--threads N`
+  (work-queue `--workers N`), N the number of server CPUs but at least 2: on the default
+  lists all their threads share the one core, so they pay for their threads (cross-thread
+  hand-offs, wake-ups) without a second core to gain from.
+- **shared**: both unpinned on every CPU (N = all CPUs, at least 2). What the multi-thread
+  patterns can do here — but on 2 cores they compete with the loader, so check loader-bound
+  and send_lag before crediting a pattern with a gain.
 
 ## The machine and its limits
 
