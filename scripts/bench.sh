@@ -67,6 +67,13 @@
 #             table adds the bytes on the wire per delivery. node-ws too (its --deflate: the
 #             same terms; `ws` compresses once per receiver).
 #
+# Messages: every scenario that sends messages (chat, saturate, cpu, tls-chat, deflate-chat,
+# ping) sends bench-client's default, text messages: what a browser sends, so the server's
+# text path is measured (UTF-8 validation, "<name> says: <text>", a frame per receiver longer
+# than the sender's; ping: echoed as sent). Runs committed before 2026-12-06 sent binary
+# messages (forwarded verbatim), bench-client's default then; every table says which
+# ("Messages:" in results/README.md, the messages column of report.md).
+#
 # Syscalls per delivery come from a separate, untimed run per pattern (chat 1000 conns, rooms
 # of 50, 1000 msg/s, split layout) with `perf stat -e syscalls:sys_enter_*` attached to the
 # server, or `strace -c -f` when perf cannot count tracepoints. Neither is needed by CI;

@@ -11,6 +11,8 @@
 # a few echoed messages, a clean close, over 127.0.0.1..4). Before and after: the server's
 # RSS and open descriptors (after the churn has ended and the server has settled).
 # Writes <out>/<date>-<pattern>.json and prints a verdict.
+# Messages: text, bench-client's default (since 2026-12-06; binary before): the server's text
+# path, UTF-8 validation and "<name> says: " included.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -25,13 +25,16 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Open-loop chat fan-out at a fixed total message rate; latency from each message's
-    /// scheduled send time to its arrival at every other member of its room.
+    /// scheduled send time to its arrival at every other member of its room. Sends text
+    /// messages (what browsers send) unless --binary.
     Chat(ChatArgs),
     /// Closed-loop maximum throughput: each connection keeps --window messages undelivered.
+    /// Text messages unless --binary.
     Saturate(SaturateArgs),
     /// Handshake storm: handshakes/s, connect() and upgrade latency, errors by kind.
     Connect(ConnectArgs),
-    /// Open-loop round-trip latency of small messages on an echo endpoint.
+    /// Open-loop round-trip latency of small messages on an echo endpoint. Text messages
+    /// (echoed as sent, no prefix) unless --binary.
     Ping(PingArgs),
     /// Render results JSON files (or folders of them) as markdown tables and SVG plots.
     Report(ReportArgs),
@@ -97,6 +100,25 @@ pub struct ExtensionArgs {
     pub deflate: bool,
 }
 
+/// Which messages the load sends (chat, saturate, ping).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct MessageArgs {
+    /// Send binary messages (a 24-byte binary header: magic, stamp, sender, sequence; then
+    /// --fill), which a chat server forwards verbatim. The default is text messages, what a
+    /// browser's chat client sends: `#` and 27 base64url characters carrying the stamp,
+    /// sender and sequence, then chat-like words up to --payload, e.g.
+    /// `#ed8NhkhwAAARAAAAYwAAAAAAAAA or yes of question done about deplo`; a chat server
+    /// delivers them as `"<name> says: #ed8N..."` (UTF-8 validated, prefixed, a frame per
+    /// receiver), an echo endpoint as sent.
+    #[arg(long)]
+    pub binary: bool,
+    /// --binary only: what pads each message after its 24-byte header: `zeros` (the
+    /// default), or `text` (chat-like words, compressing about as well as chat does: use it
+    /// with --deflate). Text messages are always padded with words.
+    #[arg(long, value_enum)]
+    pub fill: Option<Fill>,
+}
+
 /// Flags shared by the message-load subcommands.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct LoadArgs {
@@ -113,13 +135,12 @@ pub struct LoadArgs {
     /// them lost.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub drain: Duration,
-    /// Message size in bytes (at least 24: the stamp, sender and sequence).
+    /// Message size in bytes as sent (text: at least 28, the header; --binary: at least 24).
+    /// A chat server's `"<name> says: "` makes each text delivery longer than this.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
-    /// What pads each message after its 24-byte header: `zeros`, or `text` (chat-like words,
-    /// compressing about as well as chat does: use it with --deflate).
-    #[arg(long, value_enum, default_value_t = Fill::Zeros)]
-    pub fill: Fill,
+    #[command(flatten)]
+    pub messages: MessageArgs,
     /// Per-connection limit for connect + upgrade.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -203,11 +224,12 @@ pub struct PingArgs {
     pub warmup: Duration,
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub drain: Duration,
+    /// Message size in bytes (text: at least 28; --binary: at least 24). The echo endpoint
+    /// returns each message as sent, with no prefix.
     #[arg(long, default_value_t = 32)]
     pub payload: usize,
-    /// Padding after the 24-byte header: `zeros` or `text` (see chat --help).
-    #[arg(long, value_enum, default_value_t = Fill::Zeros)]
-    pub fill: Fill,
+    #[command(flatten)]
+    pub messages: MessageArgs,
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub connect_timeout: Duration,
     #[arg(long)]

@@ -9,7 +9,7 @@
 //!   counters.rs  typed counter sets (one field list: struct, sum, results names)
 //!   schedule.rs  open-loop timetables (due times fixed in advance)
 //!   track.rs     per-sender sequence accounting (lost, out of order, duplicate)
-//!   payload.rs   the binary message layout (stamp, sender, sequence)
+//!   payload.rs   the text and binary message layouts (stamp, sender, sequence)
 //!   handshake.rs the client's upgrade: request, 101 check (pure), the one read loop
 //!   wsclient.rs  client side of RFC 6455 framing on the server's own codec (pure)
 //!   histo.rs     HdrHistogram configuration, V2/base64, .hgrm
@@ -56,6 +56,7 @@ use hdrhistogram::Histogram;
 use crate::cli::{Args, Command, LoadArgs, OutputArgs};
 use crate::histo::StoredHistogram;
 use crate::load::{Drive, LoadConfig, Target};
+use crate::payload::{Fill, Messages};
 use crate::results::{LoaderCpu, RunResult, SCHEMA, ServerCpu};
 
 /// Reports a usage problem the way clap does, and exits 2.
@@ -93,12 +94,26 @@ fn check_rate(rate: f64, conns: u64) {
     }
 }
 
-fn check_payload(payload: usize) {
-    if payload < payload::MIN_PAYLOAD {
+fn check_payload(payload: usize, messages: Messages) {
+    if payload < messages.min_payload() {
         usage_error(format!(
-            "--payload {payload}: at least {} bytes (stamp, sender, sequence)",
-            payload::MIN_PAYLOAD
+            "--payload {payload}: at least {} bytes for {} messages (stamp, sender, sequence)",
+            messages.min_payload(),
+            messages.name(),
         ));
+    }
+}
+
+/// The message type and padding `--binary` and `--fill` ask for: text messages are always
+/// padded with words, so `--fill zeros` without `--binary` is a usage error rather than a
+/// flag quietly ignored.
+fn messages(args: &cli::MessageArgs) -> (Messages, Fill) {
+    match (args.binary, args.fill) {
+        (true, fill) => (Messages::Binary, fill.unwrap_or(Fill::Zeros)),
+        (false, None | Some(Fill::Text)) => (Messages::Text, Fill::Text),
+        (false, Some(Fill::Zeros)) => usage_error(
+            "--fill zeros needs --binary: text messages are padded with words".to_string(),
+        ),
     }
 }
 
@@ -111,7 +126,8 @@ fn load_config(
     settle_timeout: Duration,
     output: &OutputArgs,
 ) -> anyhow::Result<LoadConfig> {
-    check_payload(load.payload);
+    let (messages, fill) = messages(&load.messages);
+    check_payload(load.payload, messages);
     if !(load.hot_weight.is_finite() && load.hot_weight > 0.0) {
         usage_error(format!("--hot-weight {}: must be > 0", load.hot_weight));
     }
@@ -124,7 +140,8 @@ fn load_config(
         conns: load.conns as usize,
         threads: (output.threads as usize).min(load.conns as usize).max(1),
         payload: load.payload,
-        fill: load.fill,
+        messages,
+        fill,
         deflate: load.extensions.deflate,
         warmup: load.warmup,
         duration: load.duration,
@@ -307,7 +324,8 @@ fn run_rooms(
         "url": a.url, "conns": a.load.conns, "rooms": a.rooms,
         "duration_s": a.load.duration.as_secs_f64(), "warmup_s": a.load.warmup.as_secs_f64(),
         "drain_s": a.load.drain.as_secs_f64(), "payload": a.load.payload,
-        "fill": a.load.fill.name(), "deflate_offered": cfg.deflate,
+        "messages": cfg.messages.name(), "fill": cfg.fill.name(),
+        "deflate_offered": cfg.deflate,
         "threads": cfg.threads, "source_ips": a.load.source_ips, "seed": cfg.seed,
         "tls": cfg.tls.is_some(),
         "fd_limit": fd_cap,
@@ -346,7 +364,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 warmup: a.warmup,
                 drain: a.drain,
                 payload: a.payload,
-                fill: a.fill,
+                messages: a.messages.clone(),
                 connect_timeout: a.connect_timeout,
                 connect_concurrency: 256,
                 source_ips: 1,
@@ -368,7 +386,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "url": a.url, "conns": a.conns, "rate": a.rate,
                 "duration_s": a.duration.as_secs_f64(), "warmup_s": a.warmup.as_secs_f64(),
                 "drain_s": a.drain.as_secs_f64(), "payload": a.payload,
-                "fill": a.fill.name(), "deflate_offered": cfg.deflate,
+                "messages": cfg.messages.name(), "fill": cfg.fill.name(),
+                "deflate_offered": cfg.deflate,
                 "threads": cfg.threads, "seed": cfg.seed, "tls": cfg.tls.is_some(),
             });
             run_load("ping", cfg, json, &a.output, a.require_correct)

@@ -83,6 +83,15 @@ fn group_key(run: &RunResult, group_by: Option<&str>) -> String {
     }
 }
 
+/// Which messages a message-load run sent: `text` or `binary`. Files written before text
+/// messages existed do not say, and every run then sent binary ones.
+fn messages_of(run: &RunResult) -> &str {
+    run.config
+        .get("messages")
+        .and_then(|m| m.as_str())
+        .unwrap_or("binary")
+}
+
 fn fmt_rate(v: Option<&f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
@@ -135,11 +144,11 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
         } else {
             let _ = writeln!(
                 out,
-                "| run | conns | sent/s | delivered/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | delivered/expected | out of order | dup | loader-bound | kept up | server µs/delivery |"
+                "| run | conns | messages | sent/s | delivered/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | delivered/expected | out of order | dup | loader-bound | kept up | server µs/delivery |"
             );
             let _ = writeln!(
                 out,
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
+                "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
             );
             for r in rows {
                 let p = r
@@ -151,9 +160,10 @@ pub fn markdown(rows: &[Row], group_by: Option<&str>) -> String {
                 let c = LoadCounters::from_map(&r.run.counters);
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}{} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}{} | {} | {} | {} | {} | {} |",
                     r.name,
                     c.conns,
+                    messages_of(&r.run),
                     fmt_rate(r.run.rates.get("sent_per_s")),
                     fmt_rate(r.run.rates.get("delivered_per_s")),
                     p.p50,
@@ -391,6 +401,17 @@ mod tests {
         assert!(md.contains("delivered/expected"));
         assert!(md.contains("loader-bound"));
         assert_eq!(md.matches("| pattern=").count(), 2);
+    }
+
+    #[test]
+    fn messages_column_says_text_or_binary() {
+        let mut rows = rows();
+        rows[0].run.config = serde_json::json!({"conns": 2, "messages": "text"});
+        let md = markdown(&rows, None);
+        assert!(md.contains("| messages |"));
+        assert_eq!(md.matches("| text |").count(), 1);
+        // The other file predates the field: it sent binary.
+        assert_eq!(md.matches("| binary |").count(), 1);
     }
 
     #[test]

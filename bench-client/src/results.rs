@@ -278,7 +278,14 @@ pub fn merge(runs: &[RunResult], sources: Vec<String>) -> anyhow::Result<RunResu
 
 /// The end-of-run summary on stdout: percentile table, counters, rates, honesty notes.
 pub fn print_summary(run: &RunResult, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(out, "{} run, {:.3}s measured", run.kind, run.measured_s)?;
+    match run.config.get("messages").and_then(|m| m.as_str()) {
+        Some(messages) => writeln!(
+            out,
+            "{} run, {messages} messages, {:.3}s measured",
+            run.kind, run.measured_s
+        )?,
+        None => writeln!(out, "{} run, {:.3}s measured", run.kind, run.measured_s)?,
+    }
     if let Some(i) = &run.interval {
         writeln!(
             out,

@@ -304,38 +304,53 @@ fn ping_and_connect_succeed() {
 #[test]
 fn saturate_keeps_its_window_and_accounts_exactly() {
     let server = Server::start();
-    let json = temp_path("saturate.json");
     let url = format!("ws://{}", server.addr);
-    let (code, stdout) = bench(&[
-        "saturate",
-        "--url",
-        &url,
-        "--conns",
-        "12",
-        "--rooms",
-        "3",
-        "--window",
-        "4",
-        "--warmup",
-        "0s",
-        "--duration",
-        "1s",
-        "--require-correct",
-        "--quiet",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stdout}");
-    let run = read_json(&json);
-    assert!(counter(&run, "sent") > 0);
-    assert_eq!(counter(&run, "received"), counter(&run, "expected"));
-    assert_eq!(counter(&run, "expected"), counter(&run, "sent") * 3);
+    // Text messages (the default) take the server's text path, "<name> says: " and all;
+    // --binary ones are forwarded verbatim. Both must be accounted for exactly.
+    for kind in ["text", "binary"] {
+        let json = temp_path(&format!("saturate-{kind}.json"));
+        let mut args = vec![
+            "saturate",
+            "--url",
+            &url,
+            "--conns",
+            "12",
+            "--rooms",
+            "3",
+            "--window",
+            "4",
+            "--warmup",
+            "0s",
+            "--duration",
+            "1s",
+            "--require-correct",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        if kind == "binary" {
+            args.push("--binary");
+        }
+        let (code, stdout) = bench(&args);
+        assert_eq!(code, 0, "{stdout}");
+        let run = read_json(&json);
+        assert_eq!(run["config"]["messages"], kind);
+        assert!(counter(&run, "sent") > 0);
+        assert_eq!(counter(&run, "received"), counter(&run, "expected"));
+        assert_eq!(counter(&run, "expected"), counter(&run, "sent") * 3);
+        assert_eq!(counter(&run, "malformed"), 0);
+    }
 }
 
 #[test]
 fn exit_codes_for_usage_and_run_errors() {
     assert_eq!(bench(&["chat", "--rate", "0"]).0, 2);
     assert_eq!(bench(&["chat", "--payload", "3"]).0, 2);
+    // Text messages need 28 bytes for their header, binary ones 24; text ones are always
+    // padded with words, so --fill zeros needs --binary.
+    assert_eq!(bench(&["chat", "--payload", "27"]).0, 2);
+    assert_eq!(bench(&["ping", "--payload", "27"]).0, 2);
+    assert_eq!(bench(&["chat", "--fill", "zeros"]).0, 2);
     assert_eq!(bench(&["chat", "--label", "novalue"]).0, 2);
     assert_eq!(bench(&["no-such-subcommand"]).0, 2);
     // Nobody listens on a port we just released: every connect is refused -> run error.
@@ -612,7 +627,11 @@ fn deflate_compresses_both_ways_where_agreed_and_accounts_exactly() {
         assert!(sent > 0 && sent <= 500, "{sent} sent");
         assert_eq!(received, sent * 9);
         assert_eq!(counter(&run, "payload_bytes_sent"), sent * 300);
-        assert_eq!(counter(&run, "payload_bytes_received"), received * 300);
+        // Text messages reach the others as "b<id> says: <text>": 9 bytes more from b0..b9,
+        // 10 from b10..b19.
+        let said = |bytes: u64| (received * 309..=received * 310).contains(&bytes);
+        let payload_received = counter(&run, "payload_bytes_received");
+        assert!(said(payload_received), "{payload_received}");
         let wire_sent = counter(&run, "wire_bytes_sent");
         let wire_received = counter(&run, "wire_bytes_received");
         if server_deflate {
@@ -629,7 +648,7 @@ fn deflate_compresses_both_ways_where_agreed_and_accounts_exactly() {
             assert_eq!(counter(&run, "compressed_sent"), 0);
             assert_eq!(counter(&run, "compressed_received"), 0);
             assert_eq!(wire_sent, sent * 300);
-            assert_eq!(wire_received, received * 300);
+            assert_eq!(wire_received, payload_received);
         }
 
         let echo = format!("ws://{}/echo", server.addr);

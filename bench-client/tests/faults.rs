@@ -1,6 +1,8 @@
 //! End-to-end: `bench-client chat` against a fake server that misbehaves in one way per test
 //! (tests/fake_server/), and once honestly. Each test checks that the results document names
 //! the fault: the counter or verdict for it is non-zero and the run is not `correct`. Every
+//! test runs twice, with text messages (the default; the fake server prefixes them as wschat
+//! does) and with `--binary`, since the two are decoded by different code. Every
 //! run is short and bounded; no assertion is a timing threshold (the stall is made far longer
 //! than any bound it is checked against).
 
@@ -21,11 +23,55 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 const MESSAGES: u64 = 200;
 const FANOUT: u64 = 3;
 
+/// Which messages a run sends: `text` (bench-client's default) or `binary` (`--binary`).
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Binary,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Binary => "binary",
+        }
+    }
+}
+
+/// Expands one test body, `fn $name(kind: Kind)`, into a test per message kind.
+macro_rules! for_text_and_binary {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn text() {
+                    super::$name(super::Kind::Text);
+                }
+                #[test]
+                fn binary() {
+                    super::$name(super::Kind::Binary);
+                }
+            }
+        )*
+    };
+}
+
+for_text_and_binary!(
+    honest_server_every_delivery_accounted_for,
+    dropped_messages_are_lost_and_leave_holes,
+    duplicated_messages_are_counted_once_and_named,
+    reordered_messages_are_out_of_order_not_lost,
+    misrouted_messages_are_named_and_not_counted_as_received,
+    a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost,
+    a_connection_dropped_during_the_window_makes_the_run_incorrect,
+);
+
 /// Runs one chat run against `server` and returns its results document.
-fn chat_run(server: &FakeServer, name: &str, drain: &str) -> Value {
+fn chat_run(server: &FakeServer, name: &str, drain: &str, kind: Kind) -> Value {
     let dir = std::env::temp_dir().join(format!("bench-client-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let json: PathBuf = dir.join(format!("{name}.json"));
+    let json: PathBuf = dir.join(format!("{name}-{}.json", kind.name()));
     let url = format!("ws://{}", server.addr);
     // The fake server is this test process.
     let pid = std::process::id().to_string();
@@ -56,6 +102,10 @@ fn chat_run(server: &FakeServer, name: &str, drain: &str) -> Value {
             "--json",
         ])
         .arg(&json)
+        .args(match kind {
+            Kind::Text => &[][..],
+            Kind::Binary => &["--binary"][..],
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -72,8 +122,10 @@ fn chat_run(server: &FakeServer, name: &str, drain: &str) -> Value {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "bench-client exited with {status}");
-    serde_json::from_str(&std::fs::read_to_string(&json).expect("results file"))
-        .expect("results JSON")
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("results file"))
+        .expect("results JSON");
+    assert_eq!(run["config"]["messages"].as_str(), Some(kind.name()));
+    run
 }
 
 fn counter(run: &Value, name: &str) -> u64 {
@@ -86,10 +138,9 @@ fn correct(run: &Value) -> bool {
     run["correct"].as_bool().expect("correct is a bool")
 }
 
-#[test]
-fn honest_server_every_delivery_accounted_for() {
+fn honest_server_every_delivery_accounted_for(kind: Kind) {
     let server = FakeServer::start(Fault::Honest);
-    let run = chat_run(&server, "honest", "2s");
+    let run = chat_run(&server, "honest", "2s", kind);
     assert_eq!(counter(&run, "sent"), MESSAGES);
     assert_eq!(counter(&run, "expected"), MESSAGES * FANOUT);
     assert_eq!(counter(&run, "received"), MESSAGES * FANOUT);
@@ -118,10 +169,9 @@ fn honest_server_every_delivery_accounted_for() {
     assert!(run["server"]["cpu_us_per_delivery"].is_number());
 }
 
-#[test]
-fn dropped_messages_are_lost_and_leave_holes() {
+fn dropped_messages_are_lost_and_leave_holes(kind: Kind) {
     let server = FakeServer::start(Fault::Drop { every: 10 });
-    let run = chat_run(&server, "drop", "2s");
+    let run = chat_run(&server, "drop", "2s", kind);
     assert_eq!(counter(&run, "lost"), MESSAGES / 10 * FANOUT);
     assert!(counter(&run, "holes") > 0);
     assert!(!correct(&run));
@@ -135,28 +185,25 @@ fn dropped_messages_are_lost_and_leave_holes() {
     assert!(latency["max"].as_u64().unwrap() > 2_500_000);
 }
 
-#[test]
-fn duplicated_messages_are_counted_once_and_named() {
+fn duplicated_messages_are_counted_once_and_named(kind: Kind) {
     let server = FakeServer::start(Fault::Duplicate { every: 10 });
-    let run = chat_run(&server, "duplicate", "2s");
+    let run = chat_run(&server, "duplicate", "2s", kind);
     assert_eq!(counter(&run, "duplicates"), MESSAGES / 10 * FANOUT);
     assert_eq!(counter(&run, "received"), MESSAGES * FANOUT);
     assert!(!correct(&run));
 }
 
-#[test]
-fn reordered_messages_are_out_of_order_not_lost() {
+fn reordered_messages_are_out_of_order_not_lost(kind: Kind) {
     let server = FakeServer::start(Fault::Reorder { every: 10 });
-    let run = chat_run(&server, "reorder", "2s");
+    let run = chat_run(&server, "reorder", "2s", kind);
     assert!(counter(&run, "out_of_order") > 0);
     assert_eq!(counter(&run, "received"), counter(&run, "expected"));
     assert!(!correct(&run));
 }
 
-#[test]
-fn misrouted_messages_are_named_and_not_counted_as_received() {
+fn misrouted_messages_are_named_and_not_counted_as_received(kind: Kind) {
     let server = FakeServer::start(Fault::Misroute { every: 10 });
-    let run = chat_run(&server, "misroute", "2s");
+    let run = chat_run(&server, "misroute", "2s", kind);
     // Each misrouted message reaches the 4 members of the other room instead of the 3
     // others of its own.
     assert_eq!(counter(&run, "misrouted"), MESSAGES / 10 * 4);
@@ -164,8 +211,7 @@ fn misrouted_messages_are_named_and_not_counted_as_received() {
     assert!(!correct(&run));
 }
 
-#[test]
-fn a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost() {
+fn a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost(kind: Kind) {
     // Message 60 is due about 0.3 s into the 1 s window; forwarding then stops for 2 s, so
     // the last measured delivery arrives more than 1 s after the window's end, ten times
     // the 0.1 s bound, however slow the machine. The 4 s drain waits for all of it.
@@ -173,7 +219,7 @@ fn a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost() {
         after: 60,
         pause: Duration::from_secs(2),
     });
-    let run = chat_run(&server, "stall", "4s");
+    let run = chat_run(&server, "stall", "4s", kind);
     let verdicts = &run["verdicts"];
     assert_eq!(verdicts["kept_up"].as_bool(), Some(false));
     let after = verdicts["last_arrival_after_end_s"]
@@ -194,12 +240,11 @@ fn a_stall_past_the_window_is_not_kept_up_though_nothing_is_lost() {
     assert!(rates["delivered_per_s"].as_f64().unwrap() < 600.0 / 2.0);
 }
 
-#[test]
-fn a_connection_dropped_during_the_window_makes_the_run_incorrect() {
+fn a_connection_dropped_during_the_window_makes_the_run_incorrect(kind: Kind) {
     // The dropped member is no longer expected to receive anything, so without this verdict
     // every remaining count would still add up.
     let server = FakeServer::start(Fault::Disconnect { after: 60 });
-    let run = chat_run(&server, "disconnect", "2s");
+    let run = chat_run(&server, "disconnect", "2s", kind);
     assert_eq!(counter(&run, "disconnects_during_run"), 1);
     assert!(!correct(&run));
 }

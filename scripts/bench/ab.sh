@@ -12,6 +12,9 @@
 # each run it waits (at most --quiet-wait s) for the machine to be < 10 % busy, and records
 # the other load during the run (scripts/bench/noise.py) in each JSON's host_noise.
 # Writes DIR/<label>-r<rate>-<round>.json and DIR/README.md (medians and every run).
+# Messages: text, bench-client's default since 2026-12-06 (the server's text path: UTF-8
+# validation, "<name> says: "); A/B results committed before that date sent binary messages,
+# so compare a new run with an old one only after checking config.messages in both JSONs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

@@ -20,6 +20,9 @@
 # (/stats accepted). Prints, and writes to DIR/summary.txt, the instructions (Ir, every
 # thread), the units and their ratio. Bounded: one bench-client run; the server is killed at
 # the end.
+# Messages (chat): text, bench-client's default since 2026-12-06, so the count includes the
+# server's UTF-8 validation and "<name> says: " framing; counts committed before that date
+# were taken with binary messages (forwarded verbatim) and are not comparable with new ones.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

@@ -12,6 +12,8 @@
 # share core 0).
 # Writes OUT_DIR/<io>-r<rate>-<run>.json (bench-client) and .stats.json (/stats), and prints a
 # table. Loopback only; each run is bounded by bench-client's duration and drain.
+# Messages: text, bench-client's default since 2026-12-06; results committed before that date
+# sent binary messages. Frames and writes per delivery do not depend on the type.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=${1:?usage: sends-per-delivery.sh OUT_DIR [--rates LIST] [--runs N]}

@@ -337,6 +337,13 @@ RENDER = {"chat": chat_table, "cpu": chat_table, "saturate": saturate_table, "pi
           "deflate-chat": lambda group: chat_table(group, wire=True)}
 
 
+def messages_of(group):
+    """Which messages the runs sent (config.messages); files from before bench-client sent
+    text say nothing, and those runs sent binary."""
+    kinds = sorted({d.get("config", {}).get("messages", "binary") for docs in group.values() for d in docs})
+    return " and ".join(kinds)
+
+
 def command_of(group):
     docs = next(iter(group.values()))
     cmd = docs[0].get("command", [])
@@ -385,7 +392,7 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
                 continue
             sub = f"report/{layout}-{scenario}"
             parts.append(f"#### {title(scenario, group)} — {layout}\n\n{LAYOUT_NOTES[layout]} "
-                         f"Command (per run, server address elided): `{command_of(group)}`.\n\n"
+                         f"Messages: {messages_of(group)}. Command (per run, server address elided): `{command_of(group)}`.\n\n"
                          + RENDER[scenario](group)
                          + (f"\n\nPer-run rows and plots: [{sub}/report.md]({link_prefix}{sub}/report.md), "
                             f"[latency]({link_prefix}{sub}/latency.svg), [throughput]({link_prefix}{sub}/throughput.svg)."
@@ -465,7 +472,10 @@ One loader process on one core; no `merge` of several load machines.
 
 The baseline **node-ws** is `scripts/baselines/node-ws/server.js` (Node 20, `ws` pinned in its
 package-lock.json): the course's starting point, single-threaded on libuv, same protocol and
-same bench-client; bench-client sends binary messages, so the binary forwarding path is measured.
+same bench-client. bench-client sends text messages by default (what browsers send: the server
+validates their UTF-8 and sends each receiver `<name> says: <text>`), binary ones (forwarded
+verbatim) with `--binary`; runs recorded before text became the default sent binary. Each
+table's "Messages:" line says which its runs sent.
 """
 
 

@@ -8,6 +8,8 @@
 # chat --conns 200 --rooms 40 (rooms of 5: 4 deliveries per message) at --rate messages/s.
 # On 2 cores a work queue can at best break even with the other multi-thread patterns: it
 # adds a hand-off per message and has no third core to give. Writes results/experiments/cpu-work/.
+# Messages: text, bench-client's default since 2026-12-06 (the server's text path: UTF-8
+# validation, "<name> says: "); results committed before that date sent binary messages.
 set -euo pipefail
 EXP_COMMAND="scripts/experiments/cpu-work.sh${*:+ $*}"
 source "$(dirname "$0")/lib.sh"

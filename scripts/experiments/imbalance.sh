@@ -13,6 +13,8 @@
 # --threads 2, unpinned (both cores). Per-thread /stats (frames in, accepted) and per-thread
 # server CPU (bench-client --server-pid) show the skew; latency percentiles its cost.
 # Writes results/experiments/imbalance/. About 2 minutes.
+# Messages: text, bench-client's default since 2026-12-06 (the server's text path: UTF-8
+# validation, "<name> says: "); results committed before that date sent binary messages.
 set -euo pipefail
 EXP_COMMAND="scripts/experiments/imbalance.sh${*:+ $*}"
 source "$(dirname "$0")/lib.sh"

@@ -4,6 +4,8 @@
 # --shutdown-timeout, and reports how long it took and the close codes the clients saw.
 #
 #   scripts/soak/shutdown-under-load.sh [--pattern P] [--clients 3000] [--rate 3000] [-- SERVER_ARGS...]
+# Messages: text, bench-client's default (since 2026-12-06; binary before); the check is about
+# the close codes, which do not depend on it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 pattern=reuseport clients=3000 rate=3000

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::net::WsUrl;
-use crate::payload::Fill;
+use crate::payload::{Fill, Messages};
 use crate::transport::TlsClient;
 
 pub use outcome::{INTERVAL_NAME, LoadCounters, LoadOutcome};
@@ -64,7 +64,10 @@ pub struct LoadConfig {
     pub conns: usize,
     pub threads: usize,
     pub payload: usize,
-    /// What pads each message after its header.
+    /// Text (the default) or binary messages: what is sent, and the type every delivery
+    /// must arrive as.
+    pub messages: Messages,
+    /// What pads each message after its header (always `Text` for text messages).
     pub fill: Fill,
     /// Offer permessage-deflate; where agreed, compress what we send and inflate what
     /// arrives compressed.

@@ -95,7 +95,8 @@ counter_set! {
         payload_bytes_sent,
         wire_bytes_sent,
         compressed_sent,
-        /// The same for what was received.
+        /// The same for what was received (text deliveries through a chat server include
+        /// its `"<name> says: "` prefix).
         payload_bytes_received,
         wire_bytes_received,
         compressed_received,

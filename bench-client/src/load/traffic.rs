@@ -3,10 +3,12 @@
 //! closing.
 //!
 //! Owns: delivery accounting (every arrival is classified exactly once: a delivery, a
-//! duplicate, malformed, foreign, a notice or other text), latency recording, the
-//! per-event read budget, and the replies a client owes (pong, close). Must never: stamp a
-//! message with anything but its due time (open loop) or its send time (closed loop), count
-//! a duplicate as a delivery, or panic on what the server sends.
+//! duplicate, malformed, foreign, a notice or other text; a loader message counts only as
+//! the type the run sends, text or binary, so a server that changed a message's type is
+//! named as malformed), latency recording, the per-event read budget, and the replies a
+//! client owes (pong, close). Must never: stamp a message with anything but its due time
+//! (open loop) or its send time (closed loop), count a duplicate as a delivery, or panic on
+//! what the server sends.
 
 use std::cmp::Reverse;
 use std::io;
@@ -19,11 +21,48 @@ use super::loader::{Loader, State};
 use super::{Drive, PHASE_RUN, PHASE_STOP, Target};
 use crate::clock::now_ns;
 use crate::histo::{new_histogram, record_ns};
-use crate::payload::{self, Stamp};
+use crate::payload::{self, Messages, Stamp, TextError};
 use crate::schedule::Timetable;
 use crate::track::{Arrival, SeqTracker};
 use crate::transport::is_tls_error;
 use crate::wsclient;
+
+/// What one data message is, for the accounting.
+enum Arrived {
+    /// One of ours, of the type the run sends.
+    Ours(Stamp),
+    /// One of ours damaged, or of the other type.
+    Malformed,
+    /// Text that is not ours: a notice, a reply.
+    OtherText,
+}
+
+/// Classifies a Text or Binary message: binary by the binary layout, text by the text one
+/// (after a chat server's prefix, or as sent). Text that is not UTF-8 is malformed, whoever
+/// sent it: a browser would fail the connection (RFC 6455 8.1), and the server was meant
+/// to check what it forwards.
+fn classify(is_text: bool, sent: Messages, payload: &[u8]) -> Arrived {
+    if is_text && std::str::from_utf8(payload).is_err() {
+        return Arrived::Malformed;
+    }
+    match (is_text, sent) {
+        (false, Messages::Binary) => {
+            payload::decode(payload).map_or(Arrived::Malformed, Arrived::Ours)
+        }
+        (false, Messages::Text) => Arrived::Malformed,
+        (true, Messages::Text) => match payload::decode_text(payload) {
+            Ok(stamp) => Arrived::Ours(stamp),
+            Err(TextError::NotOurs) => Arrived::OtherText,
+            Err(TextError::Truncated | TextError::Encoding | TextError::Padding) => {
+                Arrived::Malformed
+            }
+        },
+        (true, Messages::Binary) => match payload::decode_text(payload) {
+            Err(TextError::NotOurs) => Arrived::OtherText,
+            _ => Arrived::Malformed,
+        },
+    }
+}
 
 /// Reads per connection per readiness event before moving on to the others (the
 /// connection goes on the loop's ready list and is served again next iteration).
@@ -105,11 +144,23 @@ impl Loader {
                 }
             };
             match message.opcode {
-                Opcode::Binary => {
-                    let Some(stamp) = payload::decode(message.payload) else {
-                        self.counters.malformed += 1;
-                        self.errors += 1;
-                        continue;
+                Opcode::Binary | Opcode::Text => {
+                    let is_text = message.opcode == Opcode::Text;
+                    let stamp = match classify(is_text, self.cfg.messages, message.payload) {
+                        Arrived::Ours(stamp) => stamp,
+                        Arrived::Malformed => {
+                            self.counters.malformed += 1;
+                            self.errors += 1;
+                            continue;
+                        }
+                        Arrived::OtherText => {
+                            if message.payload.ends_with(b" just connected") {
+                                self.counters.join_notices += 1;
+                            } else {
+                                self.counters.other_text += 1;
+                            }
+                            continue;
+                        }
                     };
                     if u64::from(stamp.sender) >= conns_total || (echo && stamp.sender != own_id) {
                         self.counters.foreign += 1;
@@ -158,13 +209,6 @@ impl Loader {
                             &mut self.interval,
                             arrived_ns.saturating_sub(stamp.stamp_ns),
                         );
-                    }
-                }
-                Opcode::Text => {
-                    if message.payload.ends_with(b" just connected") {
-                        self.counters.join_notices += 1;
-                    } else {
-                        self.counters.other_text += 1;
                     }
                 }
                 Opcode::Ping => {
@@ -275,12 +319,21 @@ impl Loader {
 
     fn queue_message(&mut self, idx: usize, stamp: Stamp) {
         self.payload_buf.clear();
-        payload::encode(
-            stamp,
-            self.cfg.payload,
-            self.cfg.fill,
-            &mut self.payload_buf,
-        );
+        let opcode = match self.cfg.messages {
+            Messages::Text => {
+                payload::encode_text(stamp, self.cfg.payload, &mut self.payload_buf);
+                Opcode::Text
+            }
+            Messages::Binary => {
+                payload::encode(
+                    stamp,
+                    self.cfg.payload,
+                    self.cfg.fill,
+                    &mut self.payload_buf,
+                );
+                Opcode::Binary
+            }
+        };
         let key = self.rng.mask_key();
         let conn = &mut self.conns[idx];
         // The window we may compress with, where the server agreed to deflate.
@@ -288,13 +341,7 @@ impl Loader {
             .reader
             .deflate()
             .map(|terms| (&mut self.compressor, terms.client_window_bits));
-        let wire = wsclient::push_message(
-            &mut conn.out,
-            Opcode::Binary,
-            &self.payload_buf,
-            key,
-            deflate,
-        );
+        let wire = wsclient::push_message(&mut conn.out, opcode, &self.payload_buf, key, deflate);
         self.counters.payload_bytes_sent += self.payload_buf.len() as u64;
         self.counters.wire_bytes_sent += wire as u64;
         if wire != self.payload_buf.len() {
@@ -467,5 +514,53 @@ impl Loader {
                 self.mark_dirty(idx);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            stamp_ns: 5,
+            sender: 6,
+            seq: 7,
+        }
+    }
+
+    #[test]
+    fn each_type_is_decoded_by_its_own_layout_and_only_when_sent() {
+        let mut text = b"b6 says: ".to_vec();
+        payload::encode_text(stamp(), 64, &mut text);
+        let mut binary = Vec::new();
+        payload::encode(stamp(), 64, payload::Fill::Zeros, &mut binary);
+        let ours = |a: Arrived| matches!(a, Arrived::Ours(s) if s == stamp());
+        assert!(ours(classify(true, Messages::Text, &text)));
+        assert!(ours(classify(false, Messages::Binary, &binary)));
+        // The server changed a message's type.
+        assert!(matches!(
+            classify(false, Messages::Text, &binary),
+            Arrived::Malformed
+        ));
+        assert!(matches!(
+            classify(true, Messages::Binary, &text),
+            Arrived::Malformed
+        ));
+        // Notices are other text either way; damaged or non-UTF-8 text is malformed.
+        for sent in [Messages::Text, Messages::Binary] {
+            assert!(matches!(
+                classify(true, sent, b"b3 just connected"),
+                Arrived::OtherText
+            ));
+            assert!(matches!(
+                classify(true, sent, b"b3 just connected \xff"),
+                Arrived::Malformed
+            ));
+        }
+        assert!(matches!(
+            classify(true, Messages::Text, &text[..20]),
+            Arrived::Malformed
+        ));
     }
 }

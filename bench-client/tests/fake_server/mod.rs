@@ -1,11 +1,12 @@
 //! A fake chat server that misbehaves on purpose, so that the tests can check bench-client
 //! names each fault. It speaks just enough of the chat protocol for `bench-client chat`:
 //! the upgrade on `/chat/<room>?name=<name>`, a `"<name> just connected"` notice to the
-//! members already in the room, and Binary messages forwarded to the sender's room mates.
+//! members already in the room, and messages forwarded to the sender's room mates as wschat
+//! forwards them: Binary verbatim, Text as a Text `"<name> says: <text>"`.
 //!
 //! Owns: one accept thread, one blocking reader thread per connection, and one hub thread
-//! that owns every writer, counts Binary messages (1, 2, 3, ... in the order the hub sees
-//! them) and applies the configured `Fault` to them. Framing and the accept key come from
+//! that owns every writer, counts Text and Binary messages (1, 2, 3, ... in the order the hub
+//! sees them) and applies the configured `Fault` to them. Framing and the accept key come from
 //! the server's own codec (`wschat::ws`), so only the forwarding rules here are fake.
 //! Must never: bind anything but 127.0.0.1, or outlive the test (`Drop` stops the hub; the
 //! readers end when bench-client closes its connections).
@@ -20,8 +21,8 @@ use wschat::ws::frame::{FrameHeader, Opcode, encode_frame};
 use wschat::ws::handshake::{find_head_end, parse_request, switching_protocols};
 use wschat::ws::mask::apply_mask;
 
-/// What the hub does wrong. Message numbers count Binary messages as the hub receives them,
-/// from 1.
+/// What the hub does wrong. Message numbers count Text and Binary messages as the hub
+/// receives them, from 1.
 #[derive(Debug, Clone, Copy)]
 pub enum Fault {
     /// Forwards everything once, in order, to the sender's room only.
@@ -56,8 +57,9 @@ enum Event {
         name: String,
         writer: TcpStream,
     },
-    Binary {
+    Message {
         from: usize,
+        opcode: Opcode,
         payload: Vec<u8>,
     },
     Left {
@@ -68,8 +70,12 @@ enum Event {
 struct Member {
     id: usize,
     room: String,
+    name: String,
     writer: TcpStream,
 }
+
+/// A message as its receivers get it: its type and the payload (Text already prefixed).
+type Payload = (Opcode, Vec<u8>);
 
 pub struct FakeServer {
     pub addr: String,
@@ -171,8 +177,13 @@ fn serve(id: usize, mut stream: TcpStream, hub: Sender<Option<Event>>) {
             }
             buf.drain(..header_len + len);
             match header.opcode {
-                Opcode::Binary => {
-                    let _ = hub.send(Some(Event::Binary { from: id, payload }));
+                Opcode::Binary | Opcode::Text => {
+                    let opcode = header.opcode;
+                    let _ = hub.send(Some(Event::Message {
+                        from: id,
+                        opcode,
+                        payload,
+                    }));
                 }
                 Opcode::Close => {
                     let _ = hub.send(Some(Event::Left { id }));
@@ -195,13 +206,13 @@ fn serve(id: usize, mut stream: TcpStream, hub: Sender<Option<Event>>) {
 struct Hub {
     fault: Fault,
     members: Vec<Member>,
-    /// Binary messages seen so far.
+    /// Text and Binary messages seen so far.
     count: u64,
     /// Reorder: the message held back, its sender, and when it goes out at the latest.
-    held: Option<(usize, Vec<u8>, Instant)>,
+    held: Option<(usize, Payload, Instant)>,
     /// Stall: when forwarding resumes, and what waits for it (sender, payload).
     stalled_until: Option<Instant>,
-    stalled: Vec<(usize, Vec<u8>)>,
+    stalled: Vec<(usize, Payload)>,
 }
 
 impl Hub {
@@ -271,10 +282,32 @@ impl Hub {
                 for m in self.members.iter_mut().filter(|m| m.room == room) {
                     let _ = m.writer.write_all(&notice);
                 }
-                self.members.push(Member { id, room, writer });
+                self.members.push(Member {
+                    id,
+                    room,
+                    name,
+                    writer,
+                });
             }
             Event::Left { id } => self.members.retain(|m| m.id != id),
-            Event::Binary { from, payload } => {
+            Event::Message {
+                from,
+                opcode,
+                payload,
+            } => {
+                let payload = match opcode {
+                    Opcode::Text => {
+                        let name = self
+                            .members
+                            .iter()
+                            .find(|m| m.id == from)
+                            .map_or("anonymous", |m| m.name.as_str());
+                        let mut said = format!("{name} says: ").into_bytes();
+                        said.extend_from_slice(&payload);
+                        (Opcode::Text, said)
+                    }
+                    _ => (opcode, payload),
+                };
                 self.count += 1;
                 let count = self.count;
                 let nth = |every: u64| every > 0 && count % every == 0;
@@ -343,21 +376,22 @@ impl Hub {
     }
 
     /// Forwards to the sender's room mates, as the real server does.
-    fn forward(&mut self, from: usize, payload: &[u8]) {
+    fn forward(&mut self, from: usize, payload: &Payload) {
         if let Some(room) = self.room_of(from) {
             self.forward_to_room(from, &room, payload);
         }
     }
 
-    fn forward_to_room(&mut self, from: usize, room: &str, payload: &[u8]) {
+    fn forward_to_room(&mut self, from: usize, room: &str, payload: &Payload) {
         self.forward_copies(from, room, payload, 1);
     }
 
     /// Sends `copies` frames of `payload` in one write, so that a receiver gets them
     /// together: the test's drain may end as soon as the first one is counted, and a second
     /// copy of the run's last message must not be left behind in the socket.
-    fn forward_copies(&mut self, from: usize, room: &str, payload: &[u8], copies: usize) {
-        let frame = encode_frame(Opcode::Binary, &[payload], None).repeat(copies);
+    fn forward_copies(&mut self, from: usize, room: &str, payload: &Payload, copies: usize) {
+        let (opcode, payload) = payload;
+        let frame = encode_frame(*opcode, &[payload], None).repeat(copies);
         for m in self
             .members
             .iter_mut()
