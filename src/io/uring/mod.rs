@@ -26,6 +26,12 @@
 //! `reads` recv completions carrying data; `sendmsg` IORING_OP_SENDMSG submissions;
 //! `epoll_ctl` 0.
 //!
+//! Per idle connection the reactor holds one `ConnSlot` and nothing else: with a buffer
+//! ring, the connection's recv lives in the slot (its user_data names key and generation,
+//! `OpId::conn_recv`), not in the op slab, as its SQE points at no memory of ours; the
+//! connection table is the "slab" of STYLE rule 7 for these recvs. Without a buffer ring
+//! the recv owns a buffer and stays in the slab (results/memory/2026-12-06-uring-recv).
+//!
 //! Owns: the ring, the op slab (`ops.rs`), the provided-buffer ring, the sockets. Must never:
 //! free or reuse memory an op handed to the kernel before that op's final completion, close
 //! a connection's socket before the final completion of every op that names its fd (the
@@ -43,14 +49,16 @@ use std::collections::VecDeque;
 use std::collections::hash_map::{Entry, HashMap};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use self::bufring::BufRing;
-use self::ops::{CANCEL_USER_DATA, ConnRef, Op, OpId, Ops, RecvMode, SendBuf};
+use self::ops::{
+    CANCEL_USER_DATA, ConnRef, Op, OpId, Ops, RecvMode, SendBuf, next_generation, recv_entry,
+};
 use super::accept::{Burst, accept_burst};
 use super::{
     AcceptWakeup, ConnId, Event, IoCounters, ListenerId, Outbox, Reactor, SendOutcome, Waker,
@@ -140,14 +148,17 @@ struct ConnSlot {
     stream: TcpStream,
     /// The recv and the send in flight. A completion is this connection's only if its op
     /// is named here: the key may have been reused since the op started, but the old
-    /// connection's op still holds its slab key, so a new one's ops have other ids.
+    /// connection's slab op still holds its slab key, and its recv kept in the slot
+    /// (`OpId::conn_recv`) names the old generation, so a new one's ops have other ids.
     recv: Option<OpId>,
     send: Option<OpId>,
     /// Only while paused with input held: most connections never have any.
     held: Option<Box<Held>>,
-    /// Distinguishes this connection from earlier ones under the same key, for the one
-    /// thing not matched by op id: a `Ready::Conn` entry, which lives until the next `poll`.
-    /// u32 wraps after 4 billion connections, and one iteration cannot accept that many.
+    /// Distinguishes this connection from earlier ones under the same key: in the id of its
+    /// recv kept in this slot, in the key of `UringReactor::closed`, and in a `Ready::Conn`
+    /// entry, which lives until the next `poll`. 31 bits (`ops::GENERATIONS`): it wraps
+    /// after 2 billion connections, while a closed connection's recv lingers for about one
+    /// iteration (until its cancel lands), and one iteration cannot accept that many.
     generation: u32,
     /// The last send's result, settled in the outbox by the next `send`.
     sent: Sent,
@@ -157,7 +168,10 @@ struct ConnSlot {
 }
 
 /// The socket of a closed connection that ops still name, and how many: the last one's
-/// final completion closes it.
+/// final completion closes it. Keyed by (connection key, generation), which every op of a
+/// connection knows: a slab op from its `ConnRef`, a recv kept in the slot from its
+/// user_data (which has no room for the fd as well). The pair is unique among closing
+/// sockets: a key is reused only after `close`, under the next generation.
 struct Closed {
     stream: TcpStream,
     ops: u8,
@@ -199,9 +213,10 @@ pub struct UringReactor {
     closing: bool,
     listeners: Vec<Option<ListenerSlot>>,
     conns: Vec<Option<ConnSlot>>,
-    /// Closed connections' sockets, by fd, until their ops in flight have finished. The fd
-    /// identifies one: it stays open, so no other socket can have its number meanwhile.
-    closed: HashMap<RawFd, Closed>,
+    /// Closed connections' sockets, by (key, generation), until their ops in flight have
+    /// finished. While a socket is here its fd stays open, so no other socket can have its
+    /// number meanwhile.
+    closed: HashMap<(ConnId, u32), Closed>,
     next_generation: u32,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
@@ -290,8 +305,10 @@ impl UringReactor {
     /// Queues an SQE; a full submission queue spills into `backlog`.
     fn push(&mut self, sqe: squeue::Entry) {
         if self.backlog.is_empty() {
-            // SAFETY: every SQE is a cancel (no pointers) or was built by `Ops::start` from
-            // memory its op owns, and the op stays in the slab until its final completion.
+            // SAFETY: every SQE is a cancel (no pointers), a connection's recv from the buffer
+            // ring (no pointers; `arm_recv`), or was built by `Ops::start` from memory its op
+            // owns, and the op stays in the slab until its final completion. The fds they
+            // name stay open until then (`ConnSlot`, `closed`).
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
@@ -373,11 +390,9 @@ impl UringReactor {
         if slot.recv.is_some() || slot.paused || slot.input_ended {
             return;
         }
-        let conn_ref = ConnRef {
-            id: conn,
-            fd: slot.stream.as_raw_fd(),
-        };
-        let mode = match &self.bufs {
+        let fd = slot.stream.as_raw_fd();
+        let generation = slot.generation;
+        let mut mode = match &self.bufs {
             Some(_) if self.features.contains(Feature::MultishotRecv) => RecvMode::Multishot {
                 group: BUFFER_GROUP,
             },
@@ -391,10 +406,30 @@ impl UringReactor {
                     .unwrap_or_else(|| vec![0; OWNED_RECV_BYTES].into_boxed_slice()),
             ),
         };
-        let id = self.start(Op::Recv {
-            conn: conn_ref,
-            mode,
-        });
+        // A recv from the buffer ring owns no memory: it lives in the connection's slot, as
+        // its id, and no slab entry exists for an idle connection. What the kernel touches
+        // is the fd, which stays open until this recv's final completion: the slot owns the
+        // socket, and `close` moves it to `closed`, counting this recv, while it is in
+        // flight. A recv with its own buffer stays in the slab, which owns the buffer.
+        let in_slot = match mode {
+            RecvMode::Owned(_) => None,
+            _ => OpId::conn_recv(conn, generation),
+        };
+        let id = match in_slot {
+            Some(id) => {
+                let sqe = recv_entry(fd, &mut mode).user_data(id.user_data());
+                self.push(sqe);
+                id
+            }
+            None => self.start(Op::Recv {
+                conn: ConnRef {
+                    id: conn,
+                    generation,
+                    fd,
+                },
+                mode,
+            }),
+        };
         if let Some(Some(slot)) = self.conns.get_mut(conn) {
             slot.recv = Some(id);
         }
@@ -474,6 +509,9 @@ impl UringReactor {
         let Some(id) = OpId::from_user_data(user_data) else {
             return;
         };
+        if id.as_conn_recv().is_some() {
+            return self.on_recv(id, res, flags, on_event);
+        }
         let kind = match self.ops.get_mut(id) {
             Some(Op::Accept { listener, .. }) => Kind::Accept(*listener),
             Some(Op::ListenerPoll { listener, .. }) => Kind::ListenerPoll(*listener),
@@ -592,14 +630,28 @@ impl UringReactor {
         }
     }
 
+    /// A recv's completion, kept in its connection's slot (`OpId::conn_recv`) or in the
+    /// slab. It is reported only if the connection under its key still names it as its
+    /// recv; otherwise the connection was closed, and its final completion counts down the
+    /// socket in `closed`.
     fn on_recv(&mut self, id: OpId, res: i32, flags: u32, on_event: &mut dyn FnMut(Event<'_>)) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
-        let Some(Op::Recv { conn, mode }) = self.ops.get_mut(id) else {
-            return;
+        let (cid, generation, owned) = match id.as_conn_recv() {
+            Some((cid, generation)) => (cid, generation, None),
+            None => match self.ops.get_mut(id) {
+                Some(Op::Recv { conn, mode }) => {
+                    let owned = match mode {
+                        RecvMode::Owned(buf) => Some(&**buf),
+                        _ => None,
+                    };
+                    (conn.id, conn.generation, owned)
+                }
+                _ => return,
+            },
         };
-        let conn = *conn;
-        let cid = conn.id;
+        // The id names the generation (in the slot) or a slab key the old op still holds
+        // (in the slab): a connection that reused the key never matches.
         let slot = self
             .conns
             .get_mut(cid)
@@ -609,9 +661,9 @@ impl UringReactor {
             if res > 0 {
                 self.counters.reads += 1;
                 let n = res as usize;
-                let bytes = match (&*mode, bid, &self.bufs) {
-                    (RecvMode::Owned(buf), _, _) => buf.get(..n),
-                    (_, Some(bid), Some(bufs)) => bufs.filled(bid, n),
+                let bytes = match (owned, bid, &self.bufs) {
+                    (Some(buf), _, _) => buf.get(..n),
+                    (None, Some(bid), Some(bufs)) => bufs.filled(bid, n),
                     _ => None,
                 };
                 if let Some(bytes) = bytes {
@@ -660,17 +712,20 @@ impl UringReactor {
                     slot.recv = None;
                     self.arm_recv(cid);
                 }
-                _ => self.closed_conn_op_finished(conn),
+                _ => self.closed_conn_op_finished(cid, generation),
             }
         }
     }
 
     /// The final completion of an op whose connection was closed (its key may be in use by
     /// another connection already): the last such op closes the socket.
-    fn closed_conn_op_finished(&mut self, conn: ConnRef) {
-        let Entry::Occupied(mut closed) = self.closed.entry(conn.fd) else {
+    fn closed_conn_op_finished(&mut self, conn: ConnId, generation: u32) {
+        let Entry::Occupied(mut closed) = self.closed.entry((conn, generation)) else {
             // Every op of a connection is named by its slot until `close` counts it here.
-            debug_assert!(false, "an op of fd {} outlived its socket", conn.fd);
+            debug_assert!(
+                false,
+                "an op of connection {conn} (generation {generation}) outlived its socket"
+            );
             return;
         };
         closed.get_mut().ops -= 1;
@@ -695,7 +750,7 @@ impl UringReactor {
         }
         let slot = match self.conns.get_mut(conn.id) {
             Some(Some(slot)) if slot.send == Some(id) => slot,
-            _ => return self.closed_conn_op_finished(conn),
+            _ => return self.closed_conn_op_finished(conn.id, conn.generation),
         };
         slot.send = None;
         slot.sent = Sent(res);
@@ -749,7 +804,7 @@ impl Reactor for UringReactor {
         // The shard closes a key before reusing it; were one still open, overwriting its
         // slot would close its socket under its ops.
         self.close(conn);
-        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation = next_generation(self.next_generation);
         self.conns[conn] = Some(ConnSlot {
             stream,
             recv: None,
@@ -872,6 +927,7 @@ impl Reactor for UringReactor {
         outbox.set_in_flight(len);
         let conn_ref = ConnRef {
             id: conn,
+            generation: slot.generation,
             fd: slot.stream.as_raw_fd(),
         };
         self.counters.sendmsg += 1;
@@ -900,16 +956,23 @@ impl Reactor for UringReactor {
         };
         // Cancel, then wait: the ops keep their buffers, and `closed` the socket, until
         // their final completions, which find no connection naming their op and report
-        // nothing. Without ops in flight, the socket is closed here.
+        // nothing. A recv kept in the slot is counted like a slab op: its completions carry
+        // (key, generation), which find the socket here. Without ops in flight, the socket
+        // is closed here.
         let mut ops = 0;
         for op in [slot.recv, slot.send].into_iter().flatten() {
             self.cancel(op);
             ops += 1;
         }
         if ops > 0 {
-            let fd = slot.stream.as_raw_fd();
             let stream = slot.stream;
-            self.closed.insert(fd, Closed { stream, ops });
+            let previous = self
+                .closed
+                .insert((conn, slot.generation), Closed { stream, ops });
+            // Unique (see `Closed`); were it not, dropping the previous socket here would
+            // close it under its ops, so it is leaked instead.
+            debug_assert!(previous.is_none());
+            std::mem::forget(previous);
         }
     }
 
@@ -919,8 +982,10 @@ impl Reactor for UringReactor {
 
     fn reserve_conns(&mut self, conns: usize) {
         self.conns.reserve(conns);
-        // Each connection keeps a recv in flight; sends and the rest come and go.
-        self.ops.reserve(conns + conns / 2);
+        // Each connection keeps a recv in flight, in the slab only without a buffer ring;
+        // sends and the rest come and go.
+        let recvs = if self.bufs.is_some() { 0 } else { conns };
+        self.ops.reserve(recvs + conns / 2);
     }
 
     fn counters(&self) -> IoCounters {
@@ -942,7 +1007,9 @@ impl Drop for UringReactor {
             self.close(conn);
         }
         self.ready.clear();
-        if self.ops.is_empty() || self.disabled {
+        // Recvs kept in connections' slots are not in the slab: `close` cancelled them and
+        // counts them in `closed` until their final completions.
+        if (self.ops.is_empty() && self.closed.is_empty()) || self.disabled {
             // Never enabled: no SQE ever reached the kernel.
             return;
         }
@@ -961,7 +1028,7 @@ impl Drop for UringReactor {
                 Err(_) => break,
             }
             self.reap(&mut |_| {});
-            if self.ops.is_empty() {
+            if self.ops.is_empty() && self.closed.is_empty() {
                 return;
             }
         }

@@ -3,11 +3,17 @@
 //! through a shared handle; a connection's fd number is the exception: the reactor owns
 //! that socket and closes it only after the last op on it finished, see `ConnRef`).
 //!
-//! Owns: the op slab and the user_data encoding. An op leaves the slab only through
-//! [`Ops::finish`], which the reactor calls for a completion without IORING_CQE_F_MORE, or
-//! never (the reactor leaks the slab when it cannot drain the ring). So no buffer can be
-//! freed while the kernel may still use it: that is structural, not a convention.
-//! Must never: build an SQE from memory it does not own.
+//! Owns: the op slab and the user_data encoding, which names either a slab op ([`OpId`]'s
+//! slot key and sequence number) or a connection's recv that lives in the connection's own
+//! slot instead ([`OpId::conn_recv`]: key and generation, tagged by the top bit). The slot
+//! form is only for recvs that take their buffer from the provided-buffer ring: their SQE
+//! points at no memory of ours, only at the socket's fd, which the reactor keeps open until
+//! their final completion. An op leaves the slab only through [`Ops::finish`], which the
+//! reactor calls for a completion without IORING_CQE_F_MORE, or never (the reactor leaks
+//! the slab when it cannot drain the ring). So no buffer can be freed while the kernel may
+//! still use it: that is structural, not a convention.
+//! Must never: build an SQE from memory it does not own; give a slab op and a connection's
+//! recv, or either and [`CANCEL_USER_DATA`], the same user_data.
 
 use std::net::TcpListener;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -19,10 +25,12 @@ use slab::Slab;
 
 use super::super::{ConnId, Waker};
 
-/// A connection as an op sees it: the key and the socket's fd number. The key may be
-/// reused at once after `close`; the reactor tells the connections under one key apart by
-/// the op itself (a connection's slot names its ops in flight, and no two ops in the slab
-/// share an [`OpId`]), so the op needs no generation of its own.
+/// A connection as an op sees it: the key, the connection's generation and the socket's fd
+/// number. The key may be reused at once after `close`; the reactor tells the connections
+/// under one key apart by the op itself (a connection's slot names its ops in flight, and no
+/// two ops in the slab share an [`OpId`]). The generation finds the socket of a closed
+/// connection in the reactor's table of closing sockets, which is keyed by (key,
+/// generation) because a recv kept in the connection's slot has no fd in its user_data.
 ///
 /// The fd is a number, not a handle: the reactor owns the socket, in the connection's slot
 /// and after `close` in its table of closing sockets, until the last op that names the fd
@@ -32,6 +40,7 @@ use super::super::{ConnId, Waker};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ConnRef {
     pub id: ConnId,
+    pub generation: u32,
     pub fd: RawFd,
 }
 
@@ -253,22 +262,7 @@ impl Op {
                     .multi(true)
                     .build()
             }
-            Op::Recv { conn, mode } => {
-                let fd = types::Fd(conn.fd);
-                match mode {
-                    RecvMode::Multishot { group } => opcode::RecvMulti::new(fd, *group).build(),
-                    RecvMode::Select { group, len } => {
-                        opcode::Recv::new(fd, std::ptr::null_mut(), *len)
-                            .buf_group(*group)
-                            .build()
-                            .flags(squeue::Flags::BUFFER_SELECT)
-                    }
-                    RecvMode::Owned(buf) => {
-                        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-                        opcode::Recv::new(fd, buf.as_mut_ptr(), len).build()
-                    }
-                }
-            }
+            Op::Recv { conn, mode } => recv_entry(conn.fd, mode),
             Op::Send { conn, buf } => {
                 // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of
                 // raising SIGPIPE.
@@ -288,21 +282,80 @@ impl Op {
     }
 }
 
-/// user_data = slot key (low 32 bits) | the op's sequence number (high 32 bits). A key is
-/// reused once its op finished; the sequence number keeps a late cancel from hitting the
-/// op that reused the key. Sequence numbers run from 1 to `u32::MAX - 1`: never 0, so an id
-/// is never 0 and `Option<OpId>` fits in 8 bytes (two per connection slot), and never
-/// `u32::MAX`, so no id is [`CANCEL_USER_DATA`].
+/// The SQE of a recv into `mode`'s buffer from socket `fd`. For `Owned` it points into the
+/// buffer, which the caller must own until the op's final completion; the others point at
+/// no memory (the kernel picks a buffer of the provided-buffer ring).
+pub(super) fn recv_entry(fd: RawFd, mode: &mut RecvMode) -> squeue::Entry {
+    let fd = types::Fd(fd);
+    match mode {
+        RecvMode::Multishot { group } => opcode::RecvMulti::new(fd, *group).build(),
+        RecvMode::Select { group, len } => opcode::Recv::new(fd, std::ptr::null_mut(), *len)
+            .buf_group(*group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT),
+        RecvMode::Owned(buf) => {
+            let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+            opcode::Recv::new(fd, buf.as_mut_ptr(), len).build()
+        }
+    }
+}
+
+/// The user_data of an op, in one of two forms told apart by the top bit:
+///
+/// - a slab op: slot key (low 32 bits) | the op's sequence number (bits 32..63, top bit
+///   clear). A key is reused once its op finished; the sequence number keeps a late cancel
+///   from hitting the op that reused the key. Sequence numbers run from 1 to 2^31 - 1:
+///   never 0, so an id is never 0 and `Option<OpId>` fits in 8 bytes (two per connection
+///   slot), and never with the top bit, so no slab id is a connection's recv or
+///   [`CANCEL_USER_DATA`].
+/// - a connection's recv kept in its slot ([`OpId::conn_recv`]): [`CONN_RECV_TAG`] |
+///   generation (bits 32..63, below 2^31) | connection key (low 32 bits, below
+///   `u32::MAX`, so that the all-ones [`CANCEL_USER_DATA`] is never one).
+///
+/// A connection's recv has the same id each time it is re-armed (the previous one had its
+/// final completion first). So a cancel that lands late, after the recv it was meant for
+/// finished, can hit only a later recv of the same connection (a connection under a reused
+/// key has another generation): that recv then ends with ECANCELED and is re-armed, as
+/// after a pause, which costs one SQE and loses no input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct OpId(NonZeroU64);
 
 /// Multiplying by this shifts a sequence number into the high 32 bits.
 const SEQ_SHIFT: NonZeroU64 = NonZeroU64::new(1 << 32).unwrap();
+/// The top bit: set in the ids of connections' recvs, clear in slab ids.
+const CONN_RECV_TAG: u64 = 1 << 63;
+/// Connection generations run from 0 to this - 1 (31 bits, below the tag).
+pub(super) const GENERATIONS: u32 = 1 << 31;
+
+/// The generation after `generation`, wrapping at [`GENERATIONS`].
+pub(super) fn next_generation(generation: u32) -> u32 {
+    generation.wrapping_add(1) % GENERATIONS
+}
 
 impl OpId {
     fn new(key: usize, seq: NonZeroU32) -> OpId {
         // Cannot saturate: a u32 times 2^32 fits in a u64.
         OpId(NonZeroU64::from(seq).saturating_mul(SEQ_SHIFT) | key as u64)
+    }
+
+    /// The id of connection `key`'s recv in generation `generation` (below
+    /// [`GENERATIONS`]), kept in the connection's slot rather than the slab; `None` if the
+    /// key does not fit (a key of `u32::MAX` or more: the reactor then uses the slab).
+    pub(super) fn conn_recv(key: usize, generation: u32) -> Option<OpId> {
+        let key = u32::try_from(key).ok().filter(|k| *k < u32::MAX)?;
+        debug_assert!(generation < GENERATIONS);
+        let generation = u64::from(generation % GENERATIONS);
+        NonZeroU64::new(CONN_RECV_TAG | generation << 32 | u64::from(key)).map(OpId)
+    }
+
+    /// The connection key and generation, if this is a connection's recv kept in its slot.
+    pub(super) fn as_conn_recv(self) -> Option<(usize, u32)> {
+        let data = self.0.get();
+        if data & CONN_RECV_TAG == 0 {
+            return None;
+        }
+        let generation = ((data & !CONN_RECV_TAG) >> 32) as u32;
+        Some(((data & u64::from(u32::MAX)) as usize, generation))
     }
 
     /// The op a completion's user_data names; `None` for 0, which no op has.
@@ -322,10 +375,10 @@ impl OpId {
 /// user_data of cancel requests: owns nothing, its completion is ignored.
 pub(super) const CANCEL_USER_DATA: u64 = u64::MAX;
 
-/// The sequence number after `seq`, wrapping from `u32::MAX - 1` to 1 (see [`OpId`]).
+/// The sequence number after `seq`, wrapping from 2^31 - 1 to 1 (see [`OpId`]).
 fn next_seq(seq: NonZeroU32) -> NonZeroU32 {
     seq.checked_add(1)
-        .filter(|s| s.get() < u32::MAX)
+        .filter(|s| s.get() < 1 << 31)
         .unwrap_or(NonZeroU32::MIN)
 }
 
@@ -367,7 +420,8 @@ impl Ops {
         (id, sqe)
     }
 
-    /// The op a completion belongs to, if it is still in flight.
+    /// The op a completion belongs to, if it is still in flight. A connection's recv kept
+    /// in its slot finds nothing: its id has the tag bit, which no slab id has.
     pub(super) fn get_mut(&mut self, id: OpId) -> Option<&mut Op> {
         self.slots
             .get_mut(id.key())
@@ -476,11 +530,11 @@ mod tests {
 
     #[test]
     fn op_ids_are_never_zero_nor_the_cancel_user_data() {
-        let last = NonZeroU32::new(u32::MAX - 1).unwrap();
+        let last = NonZeroU32::new((1 << 31) - 1).unwrap();
         assert_eq!(
             next_seq(last),
             NonZeroU32::MIN,
-            "wraps to 1, skipping u32::MAX"
+            "wraps to 1, never reaching the tag bit"
         );
         assert_eq!(next_seq(NonZeroU32::MIN).get(), 2);
         let key = u32::MAX as usize;
@@ -493,6 +547,43 @@ mod tests {
         }
         assert_eq!(OpId::from_user_data(0), None);
         assert_eq!(std::mem::size_of::<Option<OpId>>(), 8);
+    }
+
+    #[test]
+    fn a_connections_recv_id_is_never_a_slab_id_nor_the_cancel_user_data() {
+        let top = GENERATIONS - 1;
+        assert_eq!(
+            next_generation(top),
+            0,
+            "generations wrap below the tag bit"
+        );
+        assert_eq!(next_generation(0), 1);
+        let last_key = u32::MAX as usize - 1;
+        for (key, generation) in [(0, 0), (7, 1), (last_key, top), (0, top), (last_key, 0)] {
+            let id = OpId::conn_recv(key, generation).unwrap();
+            assert_eq!(id.as_conn_recv(), Some((key, generation)));
+            assert_ne!(id.user_data(), CANCEL_USER_DATA);
+            assert_eq!(OpId::from_user_data(id.user_data()), Some(id));
+        }
+        assert_ne!(OpId::conn_recv(3, 4), OpId::conn_recv(3, 5));
+        assert_ne!(OpId::conn_recv(3, 4), OpId::conn_recv(4, 4));
+        assert_eq!(OpId::conn_recv(u32::MAX as usize, 0), None);
+        assert_eq!(OpId::conn_recv(u32::MAX as usize + 1, 0), None);
+        // Slab ids, whatever their key and sequence number, are never connections' recvs.
+        let seq = NonZeroU32::new((1 << 31) - 1).unwrap();
+        for key in [0, 7, u32::MAX as usize] {
+            assert_eq!(OpId::new(key, seq).as_conn_recv(), None);
+            assert_eq!(OpId::new(key, NonZeroU32::MIN).as_conn_recv(), None);
+        }
+        // And the slab finds nothing under a connection's recv id, even at its key.
+        let mut ops = Ops::default();
+        let (slab_id, _) = ops.start(Op::WakerPoll {
+            waker: Waker::new().unwrap(),
+        });
+        let recv = OpId::conn_recv(slab_id.key(), 1).unwrap();
+        assert!(ops.get_mut(recv).is_none());
+        assert!(ops.finish(recv).is_none());
+        assert!(ops.finish(slab_id).is_some());
     }
 
     #[test]

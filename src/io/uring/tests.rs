@@ -33,9 +33,20 @@ enum Seen {
     Wake,
 }
 
+/// Every feature the kernel has (multishot recvs kept in their connections' slots); the
+/// buffer ring without multishot recv (one-shot recvs, kept in the slots too); nothing
+/// (recvs with their own buffers, in the slab).
 fn feature_sets() -> Vec<FeatureSet> {
     let probed = probe().expect("io_uring on the test machine").features;
-    vec![probed, FeatureSet::NONE]
+    let ring_only = probed.intersect(FeatureSet::NONE.with(Feature::BufRing));
+    let mut sets = vec![probed, ring_only, FeatureSet::NONE];
+    sets.dedup();
+    sets
+}
+
+/// Whether connections' recvs live in their slots (a buffer ring) rather than the slab.
+fn recv_in_slot(features: FeatureSet) -> bool {
+    features.contains(Feature::BufRing)
 }
 
 struct Harness {
@@ -107,15 +118,55 @@ impl Harness {
         self.reactor.add_conn(conn, stream).unwrap();
     }
 
-    /// Polls until only the waker's read, the listener's accept and `extra` ops are left.
+    /// Ops in flight: the slab's and the recvs kept in open connections' slots (a closed
+    /// connection's are counted in `closed`).
+    fn in_flight(&self) -> usize {
+        let in_slots = self
+            .reactor
+            .conns
+            .iter()
+            .flatten()
+            .filter(|s| s.recv.is_some_and(|id| id.as_conn_recv().is_some()))
+            .count();
+        self.reactor.ops.len() + in_slots
+    }
+
+    /// Polls until only the waker's read, the listener's accept and `extra` ops are left,
+    /// and every closed connection's ops have finished.
     fn settle(&mut self, extra: usize) {
         for _ in 0..ROUNDS {
-            if self.reactor.ops.len() <= 2 + extra {
+            if self.in_flight() <= 2 + extra && self.reactor.closed.is_empty() {
                 return;
             }
             self.poll(STEP);
         }
-        panic!("{} ops still in flight", self.reactor.ops.len());
+        panic!(
+            "{} ops still in flight, {} sockets closing",
+            self.in_flight(),
+            self.reactor.closed.len()
+        );
+    }
+
+    /// Accepts one connection and returns its stream, not yet registered.
+    fn accept_stream(&mut self) -> TcpStream {
+        let seen = self.poll_until("an accept", |s| {
+            s.iter().any(|e| matches!(e, Seen::Accepted(_)))
+        });
+        let mut rest = Vec::new();
+        let mut stream = None;
+        for event in seen {
+            match event {
+                Seen::Accepted(s) if stream.is_none() => stream = Some(s),
+                other => rest.push(other),
+            }
+        }
+        self.seen = rest;
+        stream.unwrap()
+    }
+
+    /// The id of `conn`'s recv in flight.
+    fn recv_of(&self, conn: ConnId) -> OpId {
+        self.reactor.conns[conn].as_ref().unwrap().recv.unwrap()
     }
 }
 
@@ -399,7 +450,7 @@ fn dropping_the_reactor_with_ops_in_flight_closes_everything() {
         let mut outbox = Outbox::default();
         outbox.push(Arc::from(vec![b'd'; 8 << 20]));
         fill_until_send_blocks(&mut h, 0, &mut outbox);
-        assert!(h.reactor.ops.len() >= 4, "waker, accept, recv, send");
+        assert!(h.in_flight() >= 4, "waker, accept, recv, send");
         drop(h);
         // The outbox may be dropped now: the op had its own references.
         drop(outbox);
@@ -488,13 +539,159 @@ fn input_completed_before_a_pause_is_held_and_delivered_in_order_after_resume() 
     );
 }
 
-/// Every idle connection holds a slot and keeps a recv in the ops slab: their sizes are
-/// the reactor's part of the memory per connection (results/memory/2026-12-06-uring-slot).
+/// Every idle connection holds a slot; with a buffer ring its recv lives in the slot, not
+/// in the ops slab, so the slot is the reactor's whole part of the memory per idle
+/// connection (results/memory/2026-12-06-uring-recv). Sends still use the slab.
 #[test]
-fn an_idle_connection_costs_a_40_byte_slot_and_an_op_of_at_most_40() {
+fn an_idle_connection_costs_a_40_byte_slot_and_no_op() {
     assert_eq!(std::mem::size_of::<Option<ConnSlot>>(), 40);
     assert_eq!(std::mem::size_of::<Option<OpId>>(), 8);
     assert!(std::mem::size_of::<Op>() <= 40);
+}
+
+#[test]
+fn an_idle_connections_recv_is_in_its_slot_with_a_buffer_ring_and_in_the_slab_without() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        h.settle(0);
+        let slab_before = h.reactor.ops.len();
+        let mut clients = Vec::new();
+        for conn in 0..3 {
+            clients.push(h.connect());
+            h.accept_as(conn);
+        }
+        let in_slot = recv_in_slot(h.reactor.features());
+        for conn in 0..3 {
+            let id = h.recv_of(conn);
+            let generation = h.reactor.conns[conn].as_ref().unwrap().generation;
+            if in_slot {
+                assert_eq!(id.as_conn_recv(), Some((conn, generation)));
+            } else {
+                assert_eq!(id.as_conn_recv(), None);
+            }
+        }
+        let per_conn = if in_slot { 0 } else { 1 };
+        assert_eq!(h.reactor.ops.len(), slab_before + 3 * per_conn);
+        // Input still flows through the recv, re-armed or multishot.
+        for (conn, client) in clients.iter_mut().enumerate() {
+            client.write_all(&[b'a' + conn as u8; 3]).unwrap();
+        }
+        let seen = h.poll_until("every input", |s| (0..3).all(|c| received(s, c).len() == 3));
+        for conn in 0..3 {
+            assert_eq!(received(&seen, conn), [b'a' + conn as u8; 3]);
+        }
+        assert_eq!(h.reactor.ops.len(), slab_before + 3 * per_conn);
+        for conn in 0..3 {
+            h.reactor.close(conn);
+        }
+        h.settle(0);
+    }
+}
+
+/// A connection closed while its recv is in flight, its key given at once to the next
+/// connection: the old recv's completions (input that raced the close, then the
+/// cancellation) are never reported under the key, its socket stays open until the
+/// recv's final completion and is closed then.
+#[test]
+fn a_closed_connections_recv_is_not_reported_under_the_reused_key_and_closes_its_socket() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        h.settle(0);
+        let before = fd_count();
+        let mut old = h.connect();
+        h.accept_as(0);
+        let mut new = h.connect();
+        let new_stream = h.accept_stream();
+        let old_name = socket_name(&h.reactor.conns[0].as_ref().unwrap().stream);
+        let old_recv = h.recv_of(0);
+
+        h.reactor.close(0);
+        h.reactor.add_conn(0, new_stream).unwrap();
+        assert_ne!(h.recv_of(0), old_recv, "the same key, another recv");
+        // The old recv is in flight (its cancel is not even submitted): its socket waits.
+        assert!(open_sockets().contains(&old_name));
+        assert_eq!(h.reactor.closed.len(), 1);
+        let _ = old.write_all(b"stale");
+        new.write_all(b"fresh").unwrap();
+        let seen = h.poll_until("the new connection's input", |s| received(s, 0) == b"fresh");
+        assert_eq!(
+            count(&seen, |e| matches!(e, Seen::Eof(0) | Seen::Failed(0))),
+            0
+        );
+        h.settle(1); // the new connection's recv
+        assert!(received(&h.seen, 0).is_empty(), "stale input: {:?}", h.seen);
+        assert!(h.reactor.closed.is_empty());
+        assert!(!open_sockets().contains(&old_name), "the old socket leaked");
+
+        // The new connection is whole: more input, then its end.
+        new.write_all(b"more").unwrap();
+        new.shutdown(Shutdown::Write).unwrap();
+        let seen = h.poll_until("more, then eof", |s| {
+            s.iter().any(|e| matches!(e, Seen::Eof(0)))
+        });
+        assert_eq!(received(&seen, 0), b"more");
+        h.reactor.close(0);
+        h.settle(0);
+        drop((old, new));
+        assert_eq!(fd_count(), before, "descriptors leaked");
+    }
+}
+
+/// A cancel reaches the connection's recv: a pause ends it (nothing reported, the input
+/// stays in the kernel), a resume starts it again under the same id. A cancel that lands
+/// on a later recv of the same connection (the slot form reuses the id) only re-arms it.
+#[test]
+fn a_cancel_reaches_the_connections_recv_and_a_stray_one_only_re_arms_it() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(5);
+        let first = h.recv_of(5);
+        h.reactor.pause_reading(5);
+        for _ in 0..ROUNDS {
+            if h.reactor.conns[5].as_ref().unwrap().recv.is_none() {
+                break;
+            }
+            h.poll(STEP);
+        }
+        assert!(
+            h.reactor.conns[5].as_ref().unwrap().recv.is_none(),
+            "the cancel never ended the recv"
+        );
+        assert_eq!(h.in_flight(), 2, "only the waker's read and the accept");
+        client.write_all(b"kept").unwrap();
+        for _ in 0..5 {
+            h.poll(STEP);
+        }
+        assert!(received(&h.seen, 5).is_empty(), "input while paused");
+        h.reactor.resume_reading(5);
+        if recv_in_slot(h.reactor.features()) {
+            assert_eq!(h.recv_of(5), first, "a connection's recv keeps its id");
+        }
+        h.poll_until("kept", |s| received(s, 5) == b"kept");
+
+        // A stray cancel for the recv in flight, as a late one would land.
+        let id = h.recv_of(5);
+        h.reactor.cancel(id);
+        for _ in 0..5 {
+            h.poll(STEP);
+        }
+        assert!(
+            h.reactor.conns[5].as_ref().unwrap().recv.is_some(),
+            "re-armed after the cancel"
+        );
+        client.write_all(b"after").unwrap();
+        let seen = h.poll_until("after", |s| received(s, 5) == b"after");
+        assert_eq!(
+            count(&seen, |e| matches!(e, Seen::Eof(5) | Seen::Failed(5))),
+            0
+        );
+        h.reactor.close(5);
+        h.settle(0);
+    }
 }
 
 #[test]
