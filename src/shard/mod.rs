@@ -164,9 +164,9 @@ impl<R: Reactor> Shard<R> {
         let now = clock();
         // Room for every connection the loop may hold, reserved once: address space only
         // (pages are touched as connections come), where a doubling slab or heap left the
-        // copies it outgrew in the loop's malloc arena (+36 B per idle connection in the
-        // two-loop patterns: results/memory/2026-12-06-after-diet). Capped, so that a huge
-        // descriptor limit does not reserve gigabytes.
+        // copies it outgrew in the loop's malloc arena (26 B more per idle connection with
+        // two loops than with one: results/memory/2026-12-06-after-diet). Capped, so that a
+        // huge descriptor limit does not reserve gigabytes.
         let reserved = config.max_conns.min(RESERVED_CONNS);
         io.reserve_conns(reserved);
         Shard {

@@ -170,7 +170,7 @@ impl State {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            if heartbeat::entry(id, conn.serial).1 != serial || !conn.ws.is_open() {
+            if heartbeat::entry(id, conn.serial) != (key, serial) || !conn.ws.is_open() {
                 continue; // replaced, or closing under its own deadline
             }
             let epoch = self.epoch;
