@@ -12,7 +12,7 @@ use crate::io::sys::{FdLimit, raise_fd_limit};
 use crate::io::uring::{self, FeatureSet};
 use crate::net::Backlog;
 use crate::tls::{TlsConfig, TlsSetupError};
-use crate::ws::Limits;
+use crate::ws::{Limits, MAX_MESSAGE_LIMIT};
 
 /// Descriptors kept free for listeners, epoll, eventfds, stdio and the connections that are
 /// accepted only to be told 503.
@@ -90,8 +90,10 @@ pub enum ConfigError {
         "--max-conns {requested} exceeds what the open-file limit allows ({allowed}); raise the hard limit (ulimit -Hn) or lower --max-conns"
     )]
     MaxConnsOverFdLimit { requested: u64, allowed: u64 },
-    #[error("--max-message must be at least 125 bytes (a control frame's payload)")]
-    MaxMessageTooSmall,
+    #[error(
+        "--max-message must be between 125 bytes (a control frame's payload) and 1GiB (a connection keeps its limits in 4 bytes)"
+    )]
+    MaxMessageOutOfRange,
     #[error(
         "--close-timeout, --handshake-timeout and --shutdown-timeout must be between 1ms and 24h; --ping-interval and --idle-timeout 0s (off) or between 1ms and 24h"
     )]
@@ -118,8 +120,8 @@ impl Config {
             Some(requested) => requested,
             None => allowed,
         };
-        if args.max_message < 125 {
-            return Err(ConfigError::MaxMessageTooSmall);
+        if !(125..=MAX_MESSAGE_LIMIT).contains(&args.max_message) {
+            return Err(ConfigError::MaxMessageOutOfRange);
         }
         // Deadlines are `now + timeout`: bounding the timeout keeps that sum representable.
         let in_range = |d: Duration| (Duration::from_millis(1)..=MAX_TIMEOUT).contains(&d);
@@ -384,6 +386,18 @@ mod tests {
             Err(ConfigError::TimeoutOutOfRange)
         ));
         assert!(config(&["--handshake-timeout", "500ms"]).is_ok());
+    }
+
+    #[test]
+    fn the_message_limit_is_bounded() {
+        for bad in ["124", "2GiB"] {
+            assert!(matches!(
+                config(&["--max-message", bad]),
+                Err(ConfigError::MaxMessageOutOfRange)
+            ));
+        }
+        assert!(config(&["--max-message", "125"]).is_ok());
+        assert!(config(&["--max-message", "1GiB"]).is_ok());
     }
 
     #[test]

@@ -17,13 +17,20 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Outbox {
     frames: Frames,
-    /// Bytes of `frames[0]` already written.
-    head_offset: usize,
     /// Unsent bytes in total (for the slow-consumer limit).
     queued: usize,
-    /// Bytes at the front handed to the kernel and not yet confirmed (always <= `queued`).
-    in_flight: usize,
+    /// Bytes of `frames[0]` already written. 4 bytes, as is `in_flight` (8 bytes less for
+    /// every connection): a frame is at most `MAX_FRAME` bytes.
+    head_offset: u32,
+    /// Bytes at the front handed to the kernel and not yet confirmed (always <= `queued`);
+    /// a completion reactor hands at most `MAX_FRAME` bytes at a time.
+    in_flight: u32,
 }
+
+/// The longest frame an outbox takes, and the most bytes in flight at once: the server's
+/// frames are bounded far below it (a message of at most 1 GiB, `ws::MAX_MESSAGE_LIMIT`,
+/// plus its header and a chat prefix).
+pub const MAX_FRAME: usize = u32::MAX as usize;
 
 /// The frames of an outbox: the first held inline, the others in a queue that exists only
 /// while there are two or more, boxed so that an outbox without it is small. Most flushes
@@ -99,6 +106,7 @@ impl Frames {
 
 impl Outbox {
     pub fn push(&mut self, frame: Arc<[u8]>) {
+        debug_assert!(frame.len() <= MAX_FRAME);
         self.queued += frame.len();
         self.frames.push_back(frame);
     }
@@ -116,7 +124,7 @@ impl Outbox {
     pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
         self.frames.iter().enumerate().map(|(i, f)| {
             if i == 0 {
-                &f[self.head_offset..]
+                &f[self.head_offset as usize..]
             } else {
                 &f[..]
             }
@@ -128,24 +136,26 @@ impl Outbox {
         self.frames
             .iter()
             .enumerate()
-            .map(|(i, f)| (f, if i == 0 { self.head_offset } else { 0 }))
+            .map(|(i, f)| (f, if i == 0 { self.head_offset as usize } else { 0 }))
     }
 
     /// Bytes at the front handed to the kernel and not yet confirmed.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight as usize
     }
 
-    /// Records that the first `n` unsent bytes were handed to the kernel.
+    /// Records that the first `n` unsent bytes (at most `MAX_FRAME`) were handed to the
+    /// kernel.
     pub fn set_in_flight(&mut self, n: usize) {
-        self.in_flight = n.min(self.queued);
+        debug_assert!(n <= MAX_FRAME);
+        self.in_flight = to_u32(n.min(self.queued));
     }
 
     /// Settles the bytes in flight, of which the kernel reports `sent` as sent: those leave
     /// the outbox, the rest become plain unsent bytes again. Returns (bytes, frames)
     /// completed. After [`Outbox::clear`] nothing is in flight, so a late report is a no-op.
     pub fn complete_in_flight(&mut self, sent: usize) -> (usize, usize) {
-        let sent = sent.min(self.in_flight);
+        let sent = sent.min(self.in_flight());
         self.in_flight = 0;
         (sent, self.advance(sent))
     }
@@ -155,12 +165,12 @@ impl Outbox {
         debug_assert!(n <= self.queued);
         n = n.min(self.queued);
         self.queued -= n;
-        self.in_flight = self.in_flight.saturating_sub(n);
+        self.in_flight = to_u32(self.in_flight().saturating_sub(n));
         let mut completed = 0;
         while let Some(front) = self.frames.front() {
-            let left = front.len() - self.head_offset;
+            let left = front.len() - self.head_offset as usize;
             if n < left {
-                self.head_offset += n;
+                self.head_offset += to_u32(n);
                 break;
             }
             n -= left;
@@ -176,7 +186,7 @@ impl Outbox {
     pub fn drop_unstarted(&mut self) -> usize {
         // Bytes of the kept frames, counted from the start of the first: everything written
         // or in flight must stay covered.
-        let started = self.head_offset + self.in_flight;
+        let started = self.head_offset as usize + self.in_flight();
         let mut start = 0;
         let keep = self
             .frames
@@ -191,7 +201,7 @@ impl Outbox {
         self.frames.truncate(keep);
         // A non-zero head offset means the first frame was started, so it is kept.
         let kept: usize = self.frames.iter().map(|f| f.len()).sum();
-        self.queued = kept - self.head_offset.min(kept);
+        self.queued = kept - (self.head_offset as usize).min(kept);
         dropped
     }
 
@@ -204,9 +214,21 @@ impl Outbox {
     }
 }
 
+/// A byte count below `MAX_FRAME` (an offset into a frame, bytes in flight) as stored.
+fn to_u32(n: usize) -> u32 {
+    debug_assert!(n <= MAX_FRAME);
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection holds one.
+    #[test]
+    fn an_outbox_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<Outbox>(), 40);
+    }
 
     #[test]
     fn an_emptied_outbox_holds_no_buffer() {

@@ -100,7 +100,7 @@ impl<R: Reactor> Shard<R> {
                 state.hub.release_conn();
                 continue;
             }
-            state.next_serial += 1;
+            state.next_serial = state.next_serial.wrapping_add(1);
             entry.insert(Conn {
                 ws: Connection::new(state.config.limits, state.now),
                 outbox: Outbox::default(),

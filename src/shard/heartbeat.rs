@@ -22,18 +22,18 @@ use crate::io::ConnId;
 const SLOTS: usize = 64;
 const TICKS_PER_INTERVAL: u32 = 32;
 
-/// A connection's key and the low 32 bits of its serial, 8 bytes where the full pair took
-/// 16 (every open connection has one): an entry for a connection that was replaced is
-/// ignored. A newer connection under the same key whose serial agrees in its low 32 bits
-/// would need four billion connections to come and go meanwhile, and even then it would
-/// only be looked at early: the check reads its real times.
+/// A connection's key and serial, 8 bytes (every open connection has one): an entry for a
+/// connection that was replaced is ignored. A newer connection under the same key with the
+/// same (wrapping, 32-bit) serial would need four billion connections to come and go
+/// meanwhile, and even then it would only be looked at early: the check reads its real
+/// times.
 pub type Entry = (u32, u32);
 
 /// The entry of connection `id` whose serial is `serial`.
-pub fn entry(id: ConnId, serial: u64) -> Entry {
+pub fn entry(id: ConnId, serial: u32) -> Entry {
     // A key never reaches u32::MAX (keys are below --max-conns); if one did, its entry
     // would name no connection and be ignored.
-    (u32::try_from(id).unwrap_or(u32::MAX), serial as u32)
+    (u32::try_from(id).unwrap_or(u32::MAX), serial)
 }
 
 #[derive(Debug)]

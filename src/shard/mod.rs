@@ -88,7 +88,7 @@ struct State {
     index: usize,
     hub: Arc<Hub>,
     conns: Slab<Conn>,
-    next_serial: u64,
+    next_serial: u32,
     chat: Chat<MemberId>,
     /// Connections to flush and re-examine at the end of the iteration, in the order they
     /// became dirty: the receivers of the iteration's first message are flushed first.

@@ -21,7 +21,7 @@ pub const THREAD_HEADER: &str = "X-Wschat-Thread";
 #[derive(Debug)]
 pub(super) struct Parked {
     pub(super) conn: ConnId,
-    pub(super) serial: u64,
+    pub(super) serial: u32,
     pub(super) room: RoomName,
     pub(super) name: Option<Name>,
     /// Peers whose `RoomReady` is still to come.

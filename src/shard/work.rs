@@ -35,7 +35,7 @@ use crate::ws::Message;
 pub struct WorkItem {
     pub conn: ConnId,
     /// Tells this connection from a later one that reuses its key.
-    pub serial: u64,
+    pub serial: u32,
     pub name: Name,
     pub message: Message,
 }
@@ -44,7 +44,7 @@ pub struct WorkItem {
 #[derive(Debug)]
 pub struct WorkDone {
     pub conn: ConnId,
-    pub serial: u64,
+    pub serial: u32,
     pub intent: Intent,
 }
 

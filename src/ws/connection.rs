@@ -57,6 +57,16 @@ pub const CONTROL_FRAMES_PER_INPUT: u32 = 32;
 /// (`ProtocolError::InflateFlood`).
 pub const INFLATE_RATIO: u64 = 64;
 
+/// The largest `Limits::max_message` a connection keeps (it stores the limit in 4 bytes):
+/// 1 GiB, so that a frame of a whole message plus its header and a chat prefix still fits
+/// the 4-byte offsets of an outbox. The server's configuration rejects more.
+pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
+
+/// `max_message` as a connection keeps it: at most `MAX_MESSAGE_LIMIT`.
+fn clamp_max_message(max_message: usize) -> u32 {
+    u32::try_from(max_message.min(MAX_MESSAGE_LIMIT)).unwrap_or(u32::MAX)
+}
+
 /// Per-connection limits, from the server configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -223,8 +233,9 @@ pub struct Connection {
     /// Application frames may be queued: the upgrade is done and our Close not yet taken.
     accepts_messages: bool,
     /// From the `Limits` (the handshake timeout is used at once): the two kept, not a copy
-    /// of all three, since every connection holds them.
-    max_message: usize,
+    /// of all three, since every connection holds them. 4 bytes: a larger limit is clamped
+    /// (`MAX_MESSAGE_LIMIT`).
+    max_message: u32,
     /// In milliseconds (4 bytes where a `Duration` takes 16).
     close_timeout_ms: u32,
     /// Since `take_frames_received`, which the owner calls after every input.
@@ -234,8 +245,8 @@ pub struct Connection {
     /// Control frames parsed from the current input (see `CONTROL_FRAMES_PER_INPUT`).
     control_frames_in_input: u32,
     /// Bytes this connection may still inflate: starts at `max_message`, grows by
-    /// `INFLATE_RATIO` per compressed byte received, never above `max_message`.
-    inflate_credit: u64,
+    /// `INFLATE_RATIO` per compressed byte received, never above `max_message` (so 4 bytes).
+    inflate_credit: u32,
     /// Set by `hold_after_message`: input stops being parsed after each complete message
     /// until `resume_input`.
     one_message_at_a_time: bool,
@@ -321,12 +332,12 @@ impl Connection {
             message: None,
             queue: Queue::default(),
             accepts_messages: false,
-            max_message: limits.max_message,
+            max_message: clamp_max_message(limits.max_message),
             close_timeout_ms: u32::try_from(limits.close_timeout.as_millis()).unwrap_or(u32::MAX),
             frames_received: 0,
             deflate: None,
             control_frames_in_input: 0,
-            inflate_credit: limits.max_message as u64,
+            inflate_credit: clamp_max_message(limits.max_message),
             one_message_at_a_time: false,
             held: None,
             heard: false,
@@ -603,6 +614,11 @@ impl Connection {
         self.deflate
     }
 
+    /// The largest message this connection accepts, in bytes.
+    fn max_message(&self) -> usize {
+        self.max_message as usize
+    }
+
     /// Whether application messages may be sent (the upgrade is done and no Close was sent).
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
@@ -769,9 +785,9 @@ impl Connection {
                     }),
                 })
             });
-            let limit = self.max_message as u64;
+            let limit = u64::from(self.max_message);
             let too_big = ProtocolError::MessageTooBig {
-                limit: self.max_message,
+                limit: self.max_message as usize,
             };
             match &mut message.inflate {
                 Some(inflating) => {
@@ -807,7 +823,7 @@ impl Connection {
         chunk: &[u8],
     ) -> Result<(), ProtocolError> {
         let key = header.mask.unwrap_or_default();
-        let limit = self.max_message;
+        let limit = self.max_message();
         let (target, start) = if header.opcode.is_control() {
             let start = control.len();
             (control, start)
@@ -819,10 +835,10 @@ impl Connection {
                     scratch.clear();
                     scratch.extend_from_slice(chunk);
                     apply_mask(scratch, key, (offset % 4) as usize);
-                    self.inflate_credit = self
-                        .inflate_credit
-                        .saturating_add(INFLATE_RATIO * chunk.len() as u64)
-                        .min(limit as u64);
+                    let grown = u64::from(self.inflate_credit)
+                        .saturating_add(INFLATE_RATIO.saturating_mul(chunk.len() as u64))
+                        .min(u64::from(self.max_message));
+                    self.inflate_credit = u32::try_from(grown).unwrap_or(self.max_message);
                     let credit = &mut self.inflate_credit;
                     inflate_within(credit, limit, &mut message.data, |out, cap| {
                         inflating.inflater.inflate(scratch, out, cap)
@@ -868,7 +884,7 @@ impl Connection {
                     && let Some(mut message) = self.message.take()
                 {
                     if let Some(mut inflating) = message.inflate.take() {
-                        let limit = self.max_message;
+                        let limit = self.max_message();
                         let start = message.data.len();
                         let credit = &mut self.inflate_credit;
                         inflate_within(credit, limit, &mut message.data, |out, cap| {
@@ -955,7 +971,7 @@ impl PartialMessage {
 /// Runs one inflate step into `out` (the message so far) within both the message limit and
 /// the connection's inflate credit, and charges what it produced to the credit.
 fn inflate_within(
-    credit: &mut u64,
+    credit: &mut u32,
     limit: usize,
     out: &mut Vec<u8>,
     step: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), InflateError>,
@@ -965,7 +981,8 @@ fn inflate_within(
     let cap = limit.min(allowed);
     match step(out, cap) {
         Ok(()) => {
-            *credit = credit.saturating_sub((out.len() - before) as u64);
+            let inflated = u32::try_from(out.len() - before).unwrap_or(u32::MAX);
+            *credit = credit.saturating_sub(inflated);
             Ok(())
         }
         Err(InflateError::TooBig) if cap < limit => Err(ProtocolError::InflateFlood),
@@ -989,6 +1006,12 @@ mod idle_state {
         let mut frame = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
         frame.extend_from_slice(payload);
         frame
+    }
+
+    /// Every connection holds one, idle or not (see the README's Memory section).
+    #[test]
+    fn a_connection_is_80_bytes() {
+        assert_eq!(std::mem::size_of::<Connection>(), 80);
     }
 
     #[test]

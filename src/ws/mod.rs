@@ -21,7 +21,7 @@ pub mod out_message;
 pub mod utf8;
 
 pub use close::CloseCode;
-pub use connection::{Connection, Event, Finish, Limits, Message, MessageKind};
+pub use connection::{Connection, Event, Finish, Limits, MAX_MESSAGE_LIMIT, Message, MessageKind};
 pub use error::{HandshakeError, ProtocolError};
 pub use frame::{Opcode, SharedFrame};
 pub use handshake::{Request, Upgrade};

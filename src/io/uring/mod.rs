@@ -13,7 +13,8 @@
 //! | multishot-recv     | one recv SQE per connection, ever         | a recv re-armed per completion  |
 //! | single-issuer, defer-taskrun, coop-taskrun | completions batched into our wait | the kernel interrupts us |
 //!
-//! Sends: at most one sendmsg per connection in flight. `send` hands the outbox's front bytes
+//! Sends: at most one send per connection in flight (a plain send of a lone frame, a
+//! sendmsg of several). `send` hands the outbox's front bytes
 //! to the kernel and marks them in flight in the outbox; the completion is remembered and
 //! reported as [`Event::Writable`]; the shard then calls `send` again, which settles the
 //! completed bytes (a short send leaves the rest at the front, sent next) and starts the next
@@ -23,7 +24,8 @@
 //! `listener_wakeups` accept completions (exclusive: one per connection handed to us) or poll
 //! completions (`AcceptWakeup::All`); `futile_accepts` listener wake-ups whose accept found
 //! nothing (EAGAIN: only possible with `All`, since an exclusive accept waits in the kernel);
-//! `reads` recv completions carrying data; `sendmsg` IORING_OP_SENDMSG submissions;
+//! `reads` recv completions carrying data; `sendmsg` sends submitted (IORING_OP_SENDMSG, or
+//! IORING_OP_SEND for a lone frame);
 //! `epoll_ctl` 0.
 //!
 //! Per idle connection the reactor holds one `ConnSlot` and nothing else: with a buffer
@@ -139,9 +141,10 @@ impl Sent {
     }
 }
 
-/// A connection. Kept small, as every idle connection holds one: 40 bytes, where it was
+/// A connection. Kept small, as every idle connection holds one: 32 bytes, where it was
 /// 112 with the held input inline, a 16-byte `Option<OpId>`, a 16-byte send result and the
-/// socket behind an `Arc` (results/memory/2026-12-06-uring-slot).
+/// socket behind an `Arc` (results/memory/2026-12-06-uring-slot), and 40 with a pointer to
+/// held input, now in `UringReactor::held`.
 struct ConnSlot {
     /// Owned here, not shared with the ops (they name its fd number): `close` moves it to
     /// `UringReactor::closed` while any op of the connection is in flight.
@@ -152,8 +155,6 @@ struct ConnSlot {
     /// (`OpId::conn_recv`) names the old generation, so a new one's ops have other ids.
     recv: Option<OpId>,
     send: Option<OpId>,
-    /// Only while paused with input held: most connections never have any.
-    held: Option<Box<Held>>,
     /// Distinguishes this connection from earlier ones under the same key: in the id of its
     /// recv kept in this slot, in the key of `UringReactor::closed`, and in a `Ready::Conn`
     /// entry, which lives until the next `poll`. 31 bits (`ops::GENERATIONS`): it wraps
@@ -217,6 +218,10 @@ pub struct UringReactor {
     /// finished. While a socket is here its fd stays open, so no other socket can have its
     /// number meanwhile.
     closed: HashMap<(ConnId, u32), Closed>,
+    /// Input that arrived for a paused connection (a recv completed before its cancel
+    /// landed), until it resumes: a few connections at a time have any, so it is kept here
+    /// rather than in every slot.
+    held: HashMap<ConnId, Held>,
     next_generation: u32,
     ready: Vec<Ready>,
     spare_recv_bufs: Vec<Box<[u8]>>,
@@ -267,6 +272,7 @@ impl UringReactor {
             listeners: Vec::new(),
             conns: Vec::new(),
             closed: HashMap::new(),
+            held: HashMap::new(),
             next_generation: 0,
             ready: Vec::new(),
             spare_recv_bufs: Vec::new(),
@@ -459,7 +465,7 @@ impl UringReactor {
         if slot.paused {
             return; // paused again before we got here: keep holding
         }
-        let Held { bytes, end } = slot.held.take().map(|h| *h).unwrap_or_default();
+        let Held { bytes, end } = self.held.remove(&conn).unwrap_or_default();
         if !bytes.is_empty() {
             on_event(Event::Received {
                 conn,
@@ -516,7 +522,7 @@ impl UringReactor {
             Some(Op::Accept { listener, .. }) => Kind::Accept(*listener),
             Some(Op::ListenerPoll { listener, .. }) => Kind::ListenerPoll(*listener),
             Some(Op::Recv { .. }) => Kind::Recv,
-            Some(Op::Send { .. }) => Kind::Send,
+            Some(Op::Send { .. } | Op::SendFrame { .. }) => Kind::Send,
             Some(Op::WakerRead { .. } | Op::WakerPoll { .. }) => Kind::Waker,
             None => return,
         };
@@ -668,7 +674,7 @@ impl UringReactor {
                 };
                 if let Some(bytes) = bytes {
                     if slot.paused {
-                        let held = slot.held.get_or_insert_default();
+                        let held = self.held.entry(cid).or_default();
                         held.bytes.extend_from_slice(bytes);
                     } else {
                         on_event(Event::Received { conn: cid, bytes });
@@ -684,7 +690,7 @@ impl UringReactor {
                 if let Some(end) = end {
                     slot.input_ended = true;
                     if slot.paused {
-                        slot.held.get_or_insert_default().end = Some(end);
+                        self.held.entry(cid).or_default().end = Some(end);
                     } else {
                         match end {
                             InputEnd::Eof => on_event(Event::Eof { conn: cid }),
@@ -738,16 +744,20 @@ impl UringReactor {
         if more {
             return; // sendmsg completes once; nothing to release before the final one
         }
-        let Some(Op::Send { conn, mut buf }) = self.ops.finish(id) else {
-            return;
-        };
         // The frames the op held are released here, after the kernel is done with them; the
         // buffer is kept for a later send unless it grew large (one burst to a slow reader
         // must not pin IOV_MAX iovecs for good) or enough are kept already.
-        buf.recycle();
-        if buf.worth_keeping() && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
-            self.spare_send_bufs.push(buf);
-        }
+        let conn = match self.ops.finish(id) {
+            Some(Op::Send { conn, mut buf }) => {
+                buf.recycle();
+                if buf.worth_keeping() && self.spare_send_bufs.len() < SPARE_SEND_BUFS {
+                    self.spare_send_bufs.push(buf);
+                }
+                conn
+            }
+            Some(Op::SendFrame { conn, .. }) => conn,
+            _ => return,
+        };
         let slot = match self.conns.get_mut(conn.id) {
             Some(Some(slot)) if slot.send == Some(id) => slot,
             _ => return self.closed_conn_op_finished(conn.id, conn.generation),
@@ -809,7 +819,6 @@ impl Reactor for UringReactor {
             stream,
             recv: None,
             send: None,
-            held: None,
             generation: self.next_generation,
             sent: Sent::NONE,
             paused: false,
@@ -843,7 +852,7 @@ impl Reactor for UringReactor {
             return;
         }
         slot.paused = false;
-        if slot.held.is_some() {
+        if self.held.contains_key(&conn) {
             let generation = slot.generation;
             self.ready.push(Ready::Conn(conn, generation));
         } else {
@@ -912,29 +921,47 @@ impl Reactor for UringReactor {
                 outbox.complete_in_flight(0);
             }
         }
-        if outbox.is_empty() {
-            return Ok(outcome);
-        }
-        let mut buf = self
-            .spare_send_bufs
-            .pop()
-            .unwrap_or_else(|| Box::new(SendBuf::empty()));
-        let len = buf.fill(outbox.pending().take(IOV_MAX));
-        if len == 0 {
-            self.spare_send_bufs.push(buf);
-            return Ok(outcome);
-        }
-        outbox.set_in_flight(len);
         let conn_ref = ConnRef {
             id: conn,
             generation: slot.generation,
             fd: slot.stream.as_raw_fd(),
         };
+        let lone = {
+            let mut pending = outbox.pending();
+            match (pending.next(), pending.next()) {
+                (None, _) => return Ok(outcome),
+                // A frame that a short send cut goes as the rest of a message (rare).
+                (Some((frame, 0)), None) if !frame.is_empty() => Some(frame.clone()),
+                _ => None,
+            }
+        };
+        let op = match lone {
+            Some(frame) => {
+                outbox.set_in_flight(frame.len());
+                Op::SendFrame {
+                    conn: conn_ref,
+                    frame,
+                }
+            }
+            None => {
+                let mut buf = self
+                    .spare_send_bufs
+                    .pop()
+                    .unwrap_or_else(|| Box::new(SendBuf::empty()));
+                let len = buf.fill(outbox.pending().take(IOV_MAX));
+                if len == 0 {
+                    self.spare_send_bufs.push(buf);
+                    return Ok(outcome);
+                }
+                outbox.set_in_flight(len);
+                Op::Send {
+                    conn: conn_ref,
+                    buf,
+                }
+            }
+        };
         self.counters.sendmsg += 1;
-        let id = self.start(Op::Send {
-            conn: conn_ref,
-            buf,
-        });
+        let id = self.start(op);
         if let Some(Some(slot)) = self.conns.get_mut(conn) {
             slot.send = Some(id);
         }
@@ -954,6 +981,7 @@ impl Reactor for UringReactor {
         let Some(slot) = self.conns.get_mut(conn).and_then(Option::take) else {
             return;
         };
+        self.held.remove(&conn);
         // Cancel, then wait: the ops keep their buffers, and `closed` the socket, until
         // their final completions, which find no connection naming their op and report
         // nothing. A recv kept in the slot is counted like a slab op: its completions carry

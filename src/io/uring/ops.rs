@@ -63,6 +63,10 @@ pub(super) const COPY_FRAME_MAX: usize = 256;
 /// that stopped reading waits in the kernel with what it holds, so what it holds stays
 /// about what IOV_MAX references would (32 KiB).
 pub(super) const COPY_BYTES_MAX: usize = 16 * 1024;
+/// A send takes no further frame once it carries this many bytes: a socket's send buffer
+/// holds a few MiB at most, so a longer send would only come back short, and what is in
+/// flight must stay within `outbox::MAX_FRAME` (one frame of at most that, past this).
+const SEND_BYTES_MAX: usize = 16 << 20;
 /// A finished send's buffer is kept for reuse only if it has room for this many iovecs and
 /// copied bytes or fewer.
 const SPARE_IOVECS: usize = 16;
@@ -181,14 +185,21 @@ impl SendBuf {
     }
 }
 
-/// The non-empty unsent bytes of each frame, with the frame.
+/// The non-empty unsent bytes of each frame, with the frame, until `SEND_BYTES_MAX` is reached.
 fn unsent<'a>(
     slices: impl Iterator<Item = (&'a Arc<[u8]>, usize)>,
 ) -> impl Iterator<Item = (&'a Arc<[u8]>, &'a [u8])> {
-    slices.filter_map(|(frame, offset)| {
-        let bytes = frame.get(offset..).filter(|b| !b.is_empty())?;
-        Some((frame, bytes))
-    })
+    let mut before = 0;
+    slices
+        .filter_map(|(frame, offset)| {
+            let bytes = frame.get(offset..).filter(|b| !b.is_empty())?;
+            Some((frame, bytes))
+        })
+        .take_while(move |(_, bytes)| {
+            let full = before >= SEND_BYTES_MAX;
+            before += bytes.len();
+            !full
+        })
 }
 
 /// Whether a send that has copied `so_far` bytes copies `bytes` too.
@@ -225,6 +236,13 @@ pub(super) enum Op {
     Send {
         conn: ConnRef,
         buf: Box<SendBuf>,
+    },
+    /// A send of one whole frame, most sends of a fan-out and every heartbeat ping: the op
+    /// holds a reference to the frame, so it needs no `SendBuf` (no iovec, no header, no
+    /// copy), and the kernel copies no iovec array.
+    SendFrame {
+        conn: ConnRef,
+        frame: Arc<[u8]>,
     },
     /// An 8-byte read of the waker's eventfd.
     WakerRead {
@@ -268,6 +286,13 @@ impl Op {
                 // raising SIGPIPE.
                 opcode::SendMsg::new(types::Fd(conn.fd), &*buf.msg)
                     .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
+            Op::SendFrame { conn, frame } => {
+                // The length fits: a frame is at most `outbox::MAX_FRAME` (u32) bytes.
+                let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+                opcode::Send::new(types::Fd(conn.fd), frame.as_ptr(), len)
+                    .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
             Op::WakerPoll { waker } => {
@@ -469,6 +494,17 @@ mod tests {
             })
             .copied()
             .collect()
+    }
+
+    #[test]
+    fn a_send_stops_taking_frames_past_its_byte_bound() {
+        let big: Arc<[u8]> = vec![b'B'; SEND_BYTES_MAX / 2 + 1].into();
+        let frames = [big.clone(), big.clone(), big.clone()];
+        let mut buf = SendBuf::empty();
+        let len = buf.fill(frames.iter().map(|f| (f, 0)));
+        // The second frame starts below the bound and is taken whole; the third is not.
+        assert_eq!(len, 2 * big.len());
+        assert_eq!(buf.iov.len(), 2);
     }
 
     #[test]
