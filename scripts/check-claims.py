@@ -19,7 +19,9 @@ The rule, piece by piece:
   A sentence without links takes those of its whole paragraph or list item (a paragraph
   usually cites once, at the end). A table row without links takes the links of the table's
   caption, the nearest block before the table in the same section (paragraph, list item or
-  heading) that has local links, and of its header row.
+  heading) that has local links, and of its header row. A heading without links takes the
+  links of the block under it. (scripts/bench/summarize.py writes a "Source:" link to the
+  run's directory before every table of results/README.md, so generated tables pass.)
 - A *figure* is a number, outside `code spans`, fenced code blocks, HTML comments and link
   targets, that
     * has a decimal point (7.35), or
@@ -59,6 +61,10 @@ The rule, piece by piece:
   A marker on a line of its own, or at the very start of a block, covers that block (a
   paragraph, a list item or a whole table); anywhere else it covers the sentence it is in
   (or the table row).
+
+What it cannot tell: a figure is looked for anywhere in its sources, so a wrong figure that
+happens to equal another number there passes. Two-digit figures linked to a large table or a
+directory of JSON are checked weakly; link the narrowest file that holds the figure.
 
 Prints each problem as `page:line: ...`, then a summary; exits 1 if there is any problem.
 --verbose also prints every figure with where it was found.
@@ -227,8 +233,7 @@ def figures(text):
         separated = re.search(SEP, m.group("int")) is not None
         if not (m.group("frac") or unit or separated):
             continue
-        text_of = m.group(0) + ("" if unit is None else "")
-        out.append(Figure(text_of.strip(), number_value(m), len(m.group("frac") or ".") - 1, unit or None,
+        out.append(Figure(m.group(0).strip(), number_value(m), len(m.group("frac") or ".") - 1, unit or None,
                           m.group("sign"), bool(APPROX.search(text[:m.start()])), m.start()))
     return out
 
@@ -528,7 +533,7 @@ def main():
         print(f"check-claims: warning: {w}")
     for p in problems:
         print(f"check-claims: {p}")
-    print(f"check-claims: {s['claims']} claims, {s['figures']} figures: {s['found']} found in their "
+    print(f"check-claims: {s['claims']} claims with figures, {s['figures']} figures: {s['found']} found in their "
           f"files, {s['computed']} computed from other figures, {s['exempt']} exempt (not-measured), "
           f"{s['unverified']} marked unverified; "
           f"{len(problems)} problem(s)")
