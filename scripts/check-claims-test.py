@@ -114,6 +114,12 @@ class CheckClaims(unittest.TestCase):
         self.fails("Costs 8.74 µs against 6.56 µs (45 % more) ([r](results/r.md)).\n", files,
                    'figure "45%" not found')
 
+    def test_a_signed_figure_must_be_in_the_file_or_a_difference_of_the_claims(self):
+        files = {"results/m.txt": "before 319.7 B, after 271.7 B\n"}
+        self.passes("From 319.7 to 271.7 B: -48 B ([m](results/m.txt)).\n", files)
+        self.fails("From 319.7 to 271.7 B: -52 B ([m](results/m.txt)).\n", files, 'figure "-52B" not found')
+        self.passes("About 3.4x the CPU ([m](results/m.txt)).\n", files)  # a ratio: taken as computed
+
     def test_a_linked_directory_stands_for_the_text_files_under_it(self):
         files = {"results/run/sub/a.txt": "took 123.456 ms\n", "results/run/b.gz": "9.99\n"}
         self.passes("See [the run](results/run/): 123.5 ms.\n", files)

@@ -44,10 +44,10 @@ The rule, piece by piece:
 - *Computed* figures need not be in a file. A percentage not found passes when two other
   figures of the same claim give it, as a ratio (a/b in %) or a relative difference
   (a/b - 1, 1 - a/b, in %), to within one unit of its last digit: "8.74 against 6.56 µs
-  (+33 %)" needs only 8.74 and 6.56 in the file. An "x"/"×" ratio (3.4x) or a sign-prefixed
-  number (+1.9 %, -48 B, "+13 to +33 MiB") is looked for like any figure, but when it is not
-  found it is taken as computed (a ratio or difference of figures that are checked where
-  they are quoted) and passes: the operands of such a figure are often in a table above.
+  (+33 %)" needs only 8.74 and 6.56 in the file; a sign-prefixed number that is not a
+  percentage (-48 B) may likewise be the difference of two figures of the claim. An "x"/"×"
+  ratio (3.4x) is looked for like any figure, but when it is not found it is taken as
+  computed and passes: its operands are usually in a table above, checked there.
 - A figure whose claim has no local link at all is an *unlinked figure*: an error, like a
   figure not found.
 - Markers, HTML comments a reader does not see (any text may follow the word, e.g.
@@ -286,12 +286,12 @@ def find(fig, files):
 
 
 def computed(fig, others):
-    """True for a figure that is computed rather than read: an "x"/"×" ratio or a sign-prefixed
-    number (a difference) not found in a file is taken as computed, and a percentage must be
-    given by two other figures of the claim."""
-    if fig.unit in ("x", "×") or fig.sign:
+    """True for a figure that is computed rather than read: an "x"/"×" ratio not found in a
+    file is taken as computed; a percentage must be a ratio or relative difference of two other
+    figures of the claim, and any other sign-prefixed number their difference."""
+    if fig.unit in ("x", "×"):
         return True
-    if fig.unit != "%":
+    if fig.unit != "%" and not fig.sign:
         return False
     t = 10 ** -fig.decimals + 1e-9  # one unit of the last digit: the operands are rounded too
     target = fig.value
@@ -300,7 +300,10 @@ def computed(fig, others):
         for b in vals:
             if a is b:
                 continue
-            results = [a - b, a / b, a / b * 100, (a / b - 1) * 100, (1 - a / b) * 100]
+            if fig.unit == "%":
+                results = [a / b * 100, (a / b - 1) * 100, (1 - a / b) * 100]
+            else:
+                results = [a - b]
             if any(abs(abs(r) - target) <= t for r in results):
                 return True
     return False
