@@ -62,7 +62,8 @@ skip() {
 run "layer check" bash scripts/check-layers.sh
 run "layer check self-test" bash scripts/check-layers-test.sh
 run "tune-kernel test" bash scripts/tune-kernel-test.sh
-run "link check" python3 scripts/check-links.py
+run "claim check" python3 scripts/check-claims.py
+run "claim check self-test" python3 scripts/check-claims-test.py
 run "cargo test" cargo test --workspace --all-targets
 run "doc tests" cargo test --workspace --doc
 

@@ -367,18 +367,23 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
     m = load(mpath) if os.path.exists(mpath) else {}
     b = m.get("bench", {})
     groups = groups if groups is not None else cells(run_dir)
+    # Every table is captioned with a link to the run's directory (its JSON, summary.md and
+    # logs), so that scripts/check-claims.py can find each figure in the files it comes from.
+    here = link_prefix or "./"
+    source = f"Source: [{os.path.basename(os.path.normpath(run_dir))}/]({here})."
     parts = []
     parts.append(f"Machine **{m.get('machine', '?')}**: {m.get('cpu_model')} ({m.get('hypervisor') or 'bare metal'}), "
                  f"{m.get('cpus_online')} CPUs, kernel {m.get('kernel')}, fd limit {m.get('fd_limit', {}).get('hard')}, "
                  f"somaxconn {m.get('sysctls', {}).get('net.core.somaxconn')}. "
-                 f"Run {b.get('started_utc', '?')} (mode {b.get('mode', '?')}, {b.get('runs', '?')} run(s) per cell, "
+                 f"Run [{b.get('started_utc', '?')}]({here}) (mode {b.get('mode', '?')}, {b.get('runs', '?')} run(s) per cell, "
                  f"{b.get('duration_s', '?')} s measured each) of commit `{b.get('git_head', '?')[:12]}`"
                  + (f" with {b.get('git_dirty_server_files')} uncommitted server/client file(s)"
                     if b.get("git_dirty_server_files", "0") not in ("0", 0) else "")
                  + f", produced by `{b.get('command', '?')}`.")
     notes = os.path.join(run_dir, "notes.md")  # written by hand after a run, kept with it
     if os.path.exists(notes):
-        parts.append("> " + open(notes).read().strip().replace("\n", "\n> "))
+        parts.append(f"> Notes ([notes.md]({link_prefix}notes.md)): "
+                     + open(notes).read().strip().replace("\n", "\n> "))
     skipped = os.path.join(run_dir, "skipped.txt")
     if os.path.exists(skipped):
         parts.append("Skipped: " + "; ".join(open(skipped).read().split("\n")).strip("; "))
@@ -392,7 +397,8 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
                 continue
             sub = f"report/{layout}-{scenario}"
             parts.append(f"#### {title(scenario, group)} — {layout}\n\n{LAYOUT_NOTES[layout]} "
-                         f"Messages: {messages_of(group)}. Command (per run, server address elided): `{command_of(group)}`.\n\n"
+                         f"Messages: {messages_of(group)}. Command (per run, server address elided): `{command_of(group)}`. "
+                         f"{source}\n\n"
                          + RENDER[scenario](group)
                          + (f"\n\nPer-run rows and plots: [{sub}/report.md]({link_prefix}{sub}/report.md), "
                             f"[latency]({link_prefix}{sub}/latency.svg), [throughput]({link_prefix}{sub}/throughput.svg)."
@@ -406,7 +412,7 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
                     raise SystemExit(f"summarize.py: bench-client report failed for {sub}: {r.stderr.strip()}")
     sc = syscall_table(run_dir)
     if sc:
-        parts.append("#### Syscalls per delivery (untimed run)\n\n" + sc)
+        parts.append("#### Syscalls per delivery (untimed run)\n\n" + sc.replace("\n\n", f" {source}\n\n", 1))
     return "\n\n".join(parts) + "\n"
 
 
@@ -433,18 +439,18 @@ server's start-up line and every bench-client summary). Re-render with
 - **p50/p99/p99.9 µs**: latency from each message's *scheduled* send time to its arrival
   (coordinated-omission free; lost deliveries count at the time waited for them).
 - **send_lag p99 µs**: how late the loader itself sent (actual send − scheduled). On this VM a
-  sleeping thread wakes 50–100 µs late typically and milliseconds late at the tail, so read
+  <!-- unverified: no file kept --> sleeping thread wakes 50–100 µs late typically and milliseconds late at the tail, so read
   latency *together with* send_lag: a p99 close to send_lag p99 is the machine, not the server.
 - **correct**: runs whose every delivery was accounted for (received == expected, nothing
   lost, reordered, duplicated or malformed), and what went wrong otherwise; **delivered/expected**
   adds the runs up. A 1008 kick is the server disconnecting a slow consumer (`--max-outbound`).
-- **other load**: the most CPU that processes other than the server and the loader used during
+- <!-- not-measured: thresholds --> **other load**: the most CPU that processes other than the server and the loader used during
   any run of the cell, in % of the whole machine (`host_noise` in the run's JSON, from
   /proc/stat). bench.sh waits up to 60 s for a quiet machine before each run; **bold** (≥ 5 %)
   means something else ran alongside (a compile, a test suite) and the cell is suspect. Treat it
   as a flag, not a measurement: /proc/stat's busy ticks have been seen to exceed wall × CPUs on
   this VM under heavy load (values over 100 %), a known open question of the pipeline.
-- **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
+- <!-- not-measured: threshold --> **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
   numbers may describe the loader rather than the server; max is its busiest run.
 - Rates rise until latency breaks: where delivered/s stops following the offered rate × 49,
   the server (or, on this machine, the one core it has) is saturated and latency grows with the
@@ -464,9 +470,9 @@ server's start-up line and every bench-client summary). Re-render with
 
 ## The machine and its limits
 
-2 vCPUs (KVM), loopback only (127.0.0.1), hard fd limit 20,000. Loopback means the kernel
+2 vCPUs (KVM), loopback only (127.0.0.1), hard fd limit 20,000 <!-- not-measured: a setting -->. Loopback means the kernel
 runs the receiver's side of every send in the sender's context: a chat server's CPU is
-mostly syscalls (`write` of an 80-byte frame ≈ 5.5 µs), which is why syscalls per delivery are
+mostly syscalls (`write` of an 80-byte frame ≈ 5.5 µs <!-- unverified: no file kept -->), which is why syscalls per delivery are
 counted in a separate untimed run (perf or strace slow the server down; never in a timed run).
 One loader process on one core; no `merge` of several load machines.
 
