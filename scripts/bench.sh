@@ -32,6 +32,8 @@
 #                        fastwebsockets-mt (multi-thread runtime, 2 workers), both from
 #                        scripts/baselines/fastwebsockets. Not in --smoke unless given.
 #   --no-syscalls, --syscalls   skip / do the syscall-count runs (default: full mode only)
+#   --no-kernel-floor, --kernel-floor   skip / do the kernel-floor probe after the timed runs
+#                        (default: full mode only; see "The kernel floor" below)
 #   --no-build           use the existing release binaries (in $CARGO_TARGET_DIR, else target/)
 #   --quiet-wait SECS    before each run, wait at most SECS for the machine to be < 10 % busy
 #                        (default 60; smoke 0). Other load is recorded per run either way.
@@ -79,6 +81,16 @@
 # server, or `strace -c -f` when perf cannot count tracepoints. Neither is needed by CI;
 # install with `apt-get install linux-perf strace` (Debian) if missing.
 #
+# The kernel floor: after the timed runs (and the syscall runs), scripts/baselines/kernel-floor.sh
+# (a hand-written probe, no WebSocket server: a writev loop over 19 loopback sockets, 80-byte
+# frames, 1, 4 and 16 frames per call; about 10 s) writes DIR/kernel-floor.json, its sender
+# pinned to the split layout's first server CPU and its reader to the first loader CPU. The
+# tables of chat, cpu and saturate then give the floor in their caption, and the chat tables
+# "× floor" (server µs/delivery over the 1-frame-per-call floor). It needs gcc: when the probe
+# fails, that is a note in skipped.txt, not a failed matrix. By hand, into an existing run:
+#   scripts/baselines/kernel-floor.sh --sender-cpu 0 --reader-cpu 1 --out DIR/kernel-floor.json
+#   python3 scripts/bench/summarize.py --run-dir DIR && python3 scripts/bench/summarize.py --readme results
+#
 # The Node baseline (scripts/baselines/node-ws, label pattern=node-ws io=libuv) needs node and
 # npm; its node_modules is installed with `npm ci` from the committed package-lock.json.
 # --baselines adds others (each README.md says what differs from wschat's protocol): uws-js
@@ -109,7 +121,7 @@ ios="epoll"
 layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_rate=
 server_cpus=0 loader_cpus=1
 deflate_rates=
-node=true syscalls= build=true quiet_max= baselines=
+node=true syscalls= build=true quiet_max= baselines= kernel_floor=
 while (($#)); do
     case $1 in
         --cluster) shift; exec "$root/deploy/bench-cluster.sh" "$@" ;;
@@ -135,6 +147,8 @@ while (($#)); do
         --baselines) baselines=${2?}; shift ;;
         --no-syscalls) syscalls=false ;;
         --syscalls) syscalls=true ;;
+        --no-kernel-floor) kernel_floor=false ;;
+        --kernel-floor) kernel_floor=true ;;
         --no-build) build=false ;;
         --quiet-wait) quiet_max=${2:?}; shift; [[ $quiet_max =~ ^[0-9]+$ ]] || die "--quiet-wait takes whole seconds" ;;
         -h | --help) usage; exit 0 ;;
@@ -151,12 +165,12 @@ case $mode in
         : "${shared_scenarios:=chat saturate cpu}" "${rates:=1000 2000 5000 10000}"
         : "${shared_rates:=2000 5000}" "${runs:=3}" "${duration:=5}"
         warmup=1 connect_conns=5000
-        : "${syscalls:=true}" ;;
+        : "${syscalls:=true}" "${kernel_floor:=true}" ;;
     quick)
         : "${layouts:=split}" "${scenarios:=chat saturate ping}" "${shared_scenarios:=}"
         : "${rates:=1000 5000}" "${shared_rates:=2000}" "${runs:=1}" "${duration:=2}"
         warmup=1 connect_conns=2000
-        : "${syscalls:=false}" ;;
+        : "${syscalls:=false}" "${kernel_floor:=false}" ;;
     smoke)
         [[ $patterns == "single-thread acceptor-readers work-queue multi-accept reuseport" ]] &&
             patterns="single-thread reuseport"
@@ -164,7 +178,7 @@ case $mode in
         : "${rates:=500}" "${shared_rates:=500}" "${runs:=1}" "${duration:=2}" "${tls_rate:=500}"
         : "${deflate_rates:=500}"
         conns=50 rooms=5 warmup=0.5 connect_conns=200
-        : "${syscalls:=false}"
+        : "${syscalls:=false}" "${kernel_floor:=false}"
         smoke_extra=(--require-correct) ;;
 esac
 : "${tls_rate:=2000}" "${deflate_rates:=200 1000 2000}"
@@ -289,7 +303,7 @@ python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
     "deflate_rates=$deflate_rates" \
     "runs=$runs" "duration_s=$duration" "node=$node" "baselines=$baselines" \
     "split_server_cpus=$server_cpus" "split_loader_cpus=$loader_cpus" \
-    "split_threads=$(threads_for split)" "shared_threads=$(threads_for shared)"
+    "split_threads=$(threads_for split)" "shared_threads=$(threads_for shared)" "kernel_floor=$kernel_floor"
 note "results in $dir (machine $machine, mode $mode)"
 
 # ---- servers --------------------------------------------------------------------------------
@@ -586,6 +600,29 @@ for entry in "${servers[@]}"; do
         syscall_run "$name" "$io" || failures+=("$name-$io-syscalls (server start)")
     fi
 done
+
+# ---- the kernel floor (untimed by bench-client; its own probe) ----------------------------------
+# On the split layout's CPUs: the first server CPU sends, the first loader CPU reads. A failure
+# (no gcc, a CPU this process may not use) is a note, not a failure of the matrix.
+if $kernel_floor; then
+    read -r floor_sender _ <<<"$server_set"
+    read -r floor_reader _ <<<"$loader_set"
+    if ((quiet_max > 0)); then
+        read -r quiet_waited quiet_busy < <(python3 scripts/bench/noise.py wait-quiet "$quiet_max")
+        ((quiet_busy >= 10)) && note "machine still ${quiet_busy}% busy after ${quiet_waited} s: running the kernel floor anyway (see other_load_pct)"
+    fi
+    status=0
+    timeout --kill-after=5 120 scripts/baselines/kernel-floor.sh --sender-cpu "$floor_sender" \
+        --reader-cpu "$floor_reader" --out "$dir/kernel-floor.json" >"$dir/logs/kernel-floor" 2>&1 || status=$?
+    if ((status == 0)) && [[ -s $dir/kernel-floor.json ]]; then
+        printf '  [%4ds] %-60s %s\n' "$((SECONDS - started))" "kernel-floor (cpu$floor_sender -> cpu$floor_reader)" \
+            "$(python3 scripts/bench/summarize.py --one-line "$dir/kernel-floor.json" 2>/dev/null || echo '-')" >&2
+    else
+        rm -f "$dir/kernel-floor.json"
+        note "SKIPPED the kernel floor: scripts/baselines/kernel-floor.sh exit $status (see $dir/logs/kernel-floor)"
+        echo "kernel floor not measured: scripts/baselines/kernel-floor.sh exit $status (logs/kernel-floor)" >>"$dir/skipped.txt"
+    fi
+fi
 
 # ---- report -------------------------------------------------------------------------------
 note "rendering the report"

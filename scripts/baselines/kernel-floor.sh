@@ -2,8 +2,8 @@
 # The kernel's floor for a chat delivery on loopback TCP: what one 80-byte frame costs the
 # sender in CPU when it is written alone (write) or K to a call (writev), with no WebSocket
 # server in the way. A hand-written probe (sendcost.c beside this file, a copy of
-# /work/shared/tools/sendcost.c): a sender thread pinned to cpu0 writes to N connected
-# sockets in turn, a reader thread on cpu1 drains them; it prints the sender's CPU (user +
+# /work/shared/tools/sendcost.c): a sender thread pinned to cpu0 (--sender-cpu) writes to N
+# connected sockets in turn, a reader thread on cpu1 (--reader-cpu) drains them; it prints the sender's CPU (user +
 # system, getrusage RUSAGE_THREAD) per delivered frame. On loopback the kernel runs the
 # receiver's side of each send in the sender's context, so this is the syscall-bound cost
 # every server in scripts/bench.sh pays per delivery, and the floor under its "server
@@ -13,16 +13,21 @@
 # softirq share, softirq_pct).
 #
 #   scripts/baselines/kernel-floor.sh [--frames "1 4 16"] [--bytes 80] [--conns 19]
-#                                     [--seconds 3] [--out FILE]
+#                                     [--seconds 3] [--sender-cpu 0] [--reader-cpu 1] [--out FILE]
+#
+# scripts/bench.sh runs it after a full matrix with the split layout's first server CPU as
+# --sender-cpu and its first loader CPU as --reader-cpu, into the run's kernel-floor.json
+# (scripts/bench/summarize.py puts it beside the chat tables).
 #
 # Writes one JSON object (machine, command, one row per frames-per-call) to --out, else to
-# stdout; the probe's own lines go to stderr. Needs gcc and 2 CPUs (it pins to cpu0 and cpu1).
+# stdout; the probe's own lines go to stderr. Needs gcc and 2 CPUs (by default it pins to cpu0 and
+# cpu1).
 # Each probe run is bounded by --seconds (killed at --seconds + 10). Other load on the machine
 # distorts it: each row records the CPU share used by anything but the probe (other_load_pct).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-frames="1 4 16" bytes=80 conns=19 seconds=3 out=
+frames="1 4 16" bytes=80 conns=19 seconds=3 out= sender_cpu=0 reader_cpu=1
 die() { echo "kernel-floor.sh: $*" >&2; exit 2; }
 while (($#)); do
     case $1 in
@@ -31,6 +36,8 @@ while (($#)); do
         --conns) conns=${2:?}; shift ;;
         --seconds) seconds=${2:?}; shift ;;
         --out) out=${2:?}; shift ;;
+        --sender-cpu) sender_cpu=${2:?}; shift ;;
+        --reader-cpu) reader_cpu=${2:?}; shift ;;
         -h | --help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown option: $1" ;;
     esac
@@ -42,7 +49,10 @@ done
 [[ $bytes =~ ^[0-9]+$ ]] && ((bytes >= 2 && bytes <= 127)) || die "--bytes: 2..127 (a frame with a 7-bit length)"
 [[ $conns =~ ^[0-9]+$ ]] && ((conns >= 1 && conns <= 4000)) || die "--conns: 1..4000"
 [[ $seconds =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--seconds must be a number"
-(($(nproc) >= 2)) || die "needs 2 CPUs (the probe pins its sender to cpu0 and its reader to cpu1)"
+[[ $sender_cpu =~ ^[0-9]+$ && $reader_cpu =~ ^[0-9]+$ ]] || die "--sender-cpu / --reader-cpu: one CPU number each"
+((sender_cpu != reader_cpu)) || die "--sender-cpu and --reader-cpu must differ"
+(($(nproc) >= 2)) || die "needs 2 CPUs (the probe pins its sender to cpu$sender_cpu and its reader to cpu$reader_cpu)"
+taskset -c "$sender_cpu,$reader_cpu" true 2>/dev/null || die "cannot run on cpu$sender_cpu and cpu$reader_cpu (see --sender-cpu / --reader-cpu)"
 command -v gcc >/dev/null || die "gcc is required"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kernel-floor.XXXXXX")
@@ -50,11 +60,12 @@ trap 'rm -rf "$tmp"' EXIT
 gcc -O2 -pthread -o "$tmp/sendcost" "$root/scripts/baselines/sendcost.c"
 
 python3 - "$tmp/sendcost" "$conns" "$bytes" "$seconds" "$(nproc)" \
-    "scripts/baselines/kernel-floor.sh --frames \"$frames\" --bytes $bytes --conns $conns --seconds $seconds" \
-    $frames <<'PY' >"${out:-/dev/stdout}"
+    "scripts/baselines/kernel-floor.sh --frames \"$frames\" --bytes $bytes --conns $conns --seconds $seconds --sender-cpu $sender_cpu --reader-cpu $reader_cpu" \
+    "$sender_cpu" "$reader_cpu" $frames <<'PY' >"${out:-/dev/stdout}"
 import datetime, json, os, platform, re, resource, subprocess, sys
 
 probe, conns, nbytes, secs, ncpu, command = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+sender_cpu, reader_cpu = int(sys.argv[7]), int(sys.argv[8])
 hz = os.sysconf("SC_CLK_TCK")
 
 def machine():
@@ -67,9 +78,9 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 runs = []
-for k in sys.argv[7:]:
+for k in sys.argv[9:]:
     (b0, q0, t0), c0 = machine(), children_cpu()
-    line = subprocess.run([probe, str(conns), str(nbytes), k, str(secs)], capture_output=True,
+    line = subprocess.run([probe, str(conns), str(nbytes), k, str(secs), str(sender_cpu), str(reader_cpu)], capture_output=True,
                           text=True, timeout=secs + 10, check=True).stdout.strip()
     (b1, q1, t1), c1 = machine(), children_cpu()
     print(line, file=sys.stderr)
@@ -113,6 +124,7 @@ print(json.dumps({
     "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "machine": {"cpu": model, "cpus": ncpu, "kernel": platform.release()},
     "connections": conns, "frame_bytes": nbytes, "seconds_per_run": secs,
+    "sender_cpu": sender_cpu, "reader_cpu": reader_cpu,
     "irq_time_accounting": irq_time_accounting(),
     "note": "other_load_pct: CPU time (user+nice+system+softirq, in % of one CPU) not used by the "
             "probe's threads; above a few % the numbers are disturbed. softirq_pct: softirq time "

@@ -6,10 +6,20 @@
                                                from `bench-client report`, when BIN is given)
     summarize.py --readme ROOT                 ROOT/README.md: how to read the tables, then the
                                                newest run of each machine under ROOT/<machine>/
+    summarize.py --pattern-pages DIR [--pages patterns]
+                                               in each patterns/<pattern>.md, the block between
+                                               <!-- measured:begin --> and <!-- measured:end -->
+                                               (under "## Measured numbers"): that pattern's cells
+                                               of the run DIR beside the baselines of the run
 
 A cell is (pattern, io, layout, scenario, rate); its runs are the files
 <pattern>-<io>-<layout>-<scenario>[-rate]-run<k>.json. Each number is the median of the runs
 with [min–max]; the correctness columns add the runs up (a cell is correct only if every run is).
+
+When DIR/kernel-floor.json is there (scripts/baselines/kernel-floor.sh: the sender CPU of one
+80-byte frame on loopback, written alone and 4 or 16 to a writev), the chat, cpu and saturate
+tables say the floor in their caption and the chat tables add "× floor": server µs/delivery
+divided by the 1-frame-per-call floor.
 """
 import argparse
 import glob
@@ -42,7 +52,7 @@ def load(path):
 
 def run_files(run_dir):
     return sorted(p for p in glob.glob(os.path.join(run_dir, "*.json"))
-                  if os.path.basename(p) != "machine.json")
+                  if os.path.basename(p) not in ("machine.json", KERNEL_FLOOR))
 
 
 def pctl(doc, hist, key):
@@ -77,6 +87,9 @@ def med(values, digits=0):
 
 def one_line(path):
     d = load(path)
+    if "probe" in d and "runs" in d:  # kernel-floor.json
+        return "sender CPU per frame: " + ", ".join(
+            f"{fmt(r['sender_ns_per_frame'])} ns at {r['frames_per_call']}/call" for r in d["runs"])
     c = d.get("counters", {})
     kind = d.get("kind")
     if kind == "connect":
@@ -153,9 +166,120 @@ def noise_col(docs):
     return f"**{m:.0f}%**" if m >= 5 else f"{m:.0f}%"
 
 
-def table(headers, rows):
+# ---- cells of a table, shared by summary.md and the pattern pages --------------------------
+
+def server_us_col(docs):
+    """Server CPU per delivery, µs: median [min–max]."""
+    return med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2)
+
+
+def delivered_col(docs):
+    return med([d["rates"].get("delivered_per_s") for d in docs])
+
+
+def pctl_col(docs, key, hist="latency_us"):
+    return med([pctl(d, hist, key) for d in docs])
+
+
+def handshakes_col(docs):
+    return med([d["rates"].get("handshakes_per_s") for d in docs])
+
+
+def failed_col(docs):
+    failed = sum(d["counters"].get("failed", 0) for d in docs)
+    att = sum(d["counters"].get("attempted", 0) for d in docs)
+    return f"{failed}/{att}" if not failed else f"**{failed}**/{att}"
+
+
+def kept_up_col(docs):
+    """Runs whose server kept up (bench-client's verdicts.kept_up); "–" for files without it."""
+    v = [(d.get("verdicts") or {}).get("kept_up") for d in docs]
+    v = [x for x in v if x is not None]
+    if not v:
+        return "–"
+    good = sum(1 for x in v if x)
+    return f"yes ({good}/{len(v)})" if good == len(v) else f"**NO** ({good}/{len(v)})"
+
+
+def times_floor_col(docs, floor_us):
+    """The median server µs/delivery over the kernel floor (µs per frame): a ratio, "4.8×"."""
+    vals = [(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs]
+    vals = [v for v in vals if v is not None]
+    if not vals or not floor_us:
+        return "–"
+    return f"{statistics.median(vals) / floor_us:.1f}×"
+
+
+# ---- the kernel floor (scripts/baselines/kernel-floor.sh) -----------------------------------
+
+KERNEL_FLOOR = "kernel-floor.json"
+
+
+def kernel_floor(run_dir):
+    """The run's kernel-floor.json as {"doc": the JSON, "us": {frames per call: sender µs per
+    frame}, "bytes": frame bytes}, or None when there is none (or it is unreadable)."""
+    path = os.path.join(run_dir, KERNEL_FLOOR)
+    if not os.path.exists(path):
+        return None
+    try:
+        doc = load(path)
+        us = {int(r["frames_per_call"]): r["sender_ns_per_frame"] / 1000 for r in doc["runs"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"summarize.py: ignoring {path}: {e}", file=sys.stderr)
+        return None
+    if not us:
+        return None
+    return {"doc": doc, "us": us, "bytes": doc.get("frame_bytes", 80)}
+
+
+def fmt_us(x):
+    """A floor in µs as its file has it in ns: 1531 ns -> 1.53, 396 ns -> 0.396."""
+    return f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def floor_unit(kf):
+    """The floor a chat delivery is compared with: 1 frame per call (each delivery of a chat
+    message goes to its own connection, so a server writing frames as they come pays at
+    least that); the smallest batch measured if 1 was not."""
+    return min(kf["us"]) if kf else None
+
+
+def floor_sentence(kf, link, cpu_model=None):
+    """One sentence for a table's caption, linking the file its figures are in. cpu_model: the
+    run's (machine.json), to say so when the floor was measured on another CPU."""
+    parts = []
+    for k in sorted(kf["us"]):
+        us = fmt_us(kf["us"][k])
+        if k == 1:
+            parts.append(f"{us} µs per {kf['bytes']}-byte frame written alone")
+        elif not parts:
+            parts.append(f"{us} µs per {kf['bytes']}-byte frame at {k} per call")
+        else:
+            parts.append(f"{us} µs at {k} per call")
+    loads = [r.get("other_load_pct") for r in kf["doc"].get("runs", []) if r.get("other_load_pct") is not None]
+    load_note = ""
+    if loads:
+        worst = max(loads)
+        load_note = f" (other load during the probe: up to {'**' if worst >= 5 else ''}{worst:.0f} %{'**' if worst >= 5 else ''})"
+    where = "same machine, this run"
+    probe_cpu = (kf["doc"].get("machine") or {}).get("cpu")
+    if cpu_model and probe_cpu and probe_cpu != cpu_model:
+        where = f"measured on {probe_cpu}, not this run's CPU"
+    return f"Kernel floor ({where}): {', '.join(parts)}{load_note} — [{KERNEL_FLOOR}]({link})."
+
+
+def floor_ratio_sentence(kf):
+    k = floor_unit(kf)
+    alone = "written alone" if k == 1 else f"at {k} per call"
+    return (f"× floor: server µs/delivery ÷ the floor of a frame {alone} (each delivery goes to its "
+            "own connection, so a server that writes frames as they come pays at least that; "
+            "below it, the server wrote several frames per call).")
+
+
+def table(headers, rows, left=3):
+    """A markdown table: the first `left` columns aligned left, the others right."""
     lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|"]
+             "|" + "|".join("---" if i < left else "---:" for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -170,25 +294,26 @@ def wire_bytes_per_delivery(d):
     return c["wire_bytes_received"] / c["received"] if c.get("received") and "wire_bytes_received" in c else None
 
 
-def chat_table(group, wire=False):
-    """wire: add the bytes on the wire per delivery (the deflate scenario)."""
+def chat_table(group, wire=False, floor_us=None):
+    """wire: add the bytes on the wire per delivery (the deflate scenario). floor_us: add
+    "× floor", server µs/delivery over this kernel floor (µs per frame)."""
     headers = ["rate msg/s", "pattern", "io", "runs", "server µs/delivery", "delivered/s",
                "p50 µs", "p99 µs", "p99.9 µs", "send_lag p99 µs", "correct", "delivered/expected",
                "loader-bound", "other load"]
     if wire:
         headers.insert(6, "wire bytes/delivery")
+    if floor_us:
+        headers.insert(5, "× floor")
     rows = []
     for (pattern, io, rate), docs in sorted_cells(group):
-        row = [fmt(rate_num(rate)), f"**{pattern}**", io, len(docs),
-               med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
-               med([d["rates"].get("delivered_per_s") for d in docs]),
-               med([pctl(d, "latency_us", "p50") for d in docs]),
-               med([pctl(d, "latency_us", "p99") for d in docs]),
-               med([pctl(d, "latency_us", "p99_9") for d in docs]),
-               med([pctl(d, "send_lag_us", "p99") for d in docs]),
+        row = [fmt(rate_num(rate)), f"**{pattern}**", io, len(docs), server_us_col(docs),
+               delivered_col(docs), pctl_col(docs, "p50"), pctl_col(docs, "p99"), pctl_col(docs, "p99_9"),
+               pctl_col(docs, "p99", "send_lag_us"),
                *correctness(docs), loader_col(docs), noise_col(docs)]
         if wire:
             row.insert(6, med([wire_bytes_per_delivery(d) for d in docs]))
+        if floor_us:
+            row.insert(5, times_floor_col(docs, floor_us))
         rows.append(row)
     return table(headers, rows)
 
@@ -198,10 +323,8 @@ def saturate_table(group):
                "correct", "delivered/expected", "loader-bound", "other load"]
     rows = []
     for (pattern, io, _), docs in sorted_cells(group):
-        rows.append([f"**{pattern}**", io, len(docs), med([d["rates"].get("delivered_per_s") for d in docs]),
-                     med([(d.get("server") or {}).get("cpu_us_per_delivery") for d in docs], 2),
-                     med([pctl(d, "latency_us", "p50") for d in docs]),
-                     med([pctl(d, "latency_us", "p99") for d in docs]),
+        rows.append([f"**{pattern}**", io, len(docs), delivered_col(docs), server_us_col(docs),
+                     pctl_col(docs, "p50"), pctl_col(docs, "p99"),
                      *correctness(docs), loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
@@ -212,8 +335,8 @@ def ping_table(group):
     rows = []
     for (pattern, io, _), docs in sorted_cells(group):
         rows.append([f"**{pattern}**", io, len(docs),
-                     *(med([pctl(d, "latency_us", k) for d in docs]) for k in ("p50", "p90", "p99", "p99_9")),
-                     med([pctl(d, "send_lag_us", "p99") for d in docs]),
+                     *(pctl_col(docs, k) for k in ("p50", "p90", "p99", "p99_9")),
+                     pctl_col(docs, "p99", "send_lag_us"),
                      *correctness(docs), loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
@@ -228,13 +351,9 @@ def connect_table(group):
             s, c = d.get("server") or {}, d.get("counters", {})
             if s.get("user_s") is not None and c.get("handshakes"):
                 per_hs.append((s["user_s"] + s["sys_s"]) * 1e6 / c["handshakes"])
-        failed = sum(d["counters"].get("failed", 0) for d in docs)
-        att = sum(d["counters"].get("attempted", 0) for d in docs)
-        rows.append([f"**{pattern}**", io, len(docs), med([d["rates"].get("handshakes_per_s") for d in docs]),
-                     med([pctl(d, "connect_us", "p99") for d in docs]),
-                     med([pctl(d, "upgrade_us", "p50") for d in docs]),
-                     med([pctl(d, "upgrade_us", "p99") for d in docs]),
-                     med(per_hs, 1), (f"{failed}/{att}" if not failed else f"**{failed}**/{att}"),
+        rows.append([f"**{pattern}**", io, len(docs), handshakes_col(docs),
+                     pctl_col(docs, "p99", "connect_us"), pctl_col(docs, "p50", "upgrade_us"),
+                     pctl_col(docs, "p99", "upgrade_us"), med(per_hs, 1), failed_col(docs),
                      loader_col(docs), noise_col(docs)])
     return table(headers, rows)
 
@@ -337,6 +456,10 @@ RENDER = {"chat": chat_table, "cpu": chat_table, "saturate": saturate_table, "pi
           "deflate-chat": lambda group: chat_table(group, wire=True)}
 
 
+# The tables whose caption gives the kernel floor (the chat ones also get "× floor").
+FLOOR_SCENARIOS = ("chat", "cpu", "saturate")
+
+
 def messages_of(group):
     """Which messages the runs sent (config.messages); files from before bench-client sent
     text say nothing, and those runs sent binary."""
@@ -371,6 +494,7 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
     # logs), so that scripts/check-claims.py can find each figure in the files it comes from.
     here = link_prefix or "./"
     source = f"Source: [{os.path.basename(os.path.normpath(run_dir))}/]({here})."
+    kf = kernel_floor(run_dir)
     parts = []
     parts.append(f"Machine **{m.get('machine', '?')}**: {m.get('cpu_model')} ({m.get('hypervisor') or 'bare metal'}), "
                  f"{m.get('cpus_online')} CPUs, kernel {m.get('kernel')}, fd limit {m.get('fd_limit', {}).get('hard')}, "
@@ -396,10 +520,19 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
             if not group or (only is not None and (layout, scenario) not in only):
                 continue
             sub = f"report/{layout}-{scenario}"
+            # The kernel floor goes in the same paragraph as the source link: a table's rows
+            # are checked against the links of the paragraph before it (check-claims.py).
+            floor = ""
+            if kf and scenario in FLOOR_SCENARIOS:
+                floor = " " + floor_sentence(kf, f"{link_prefix}{KERNEL_FLOOR}", m.get("cpu_model"))
+                if scenario == "chat":
+                    floor += " " + floor_ratio_sentence(kf)
+            rendered = (chat_table(group, floor_us=kf["us"][floor_unit(kf)]) if kf and scenario == "chat"
+                        else RENDER[scenario](group))
             parts.append(f"#### {title(scenario, group)} — {layout}\n\n{LAYOUT_NOTES[layout]} "
                          f"Messages: {messages_of(group)}. Command (per run, server address elided): `{command_of(group)}`. "
-                         f"{source}\n\n"
-                         + RENDER[scenario](group)
+                         f"{source}{floor}\n\n"
+                         + rendered
                          + (f"\n\nPer-run rows and plots: [{sub}/report.md]({link_prefix}{sub}/report.md), "
                             f"[latency]({link_prefix}{sub}/latency.svg), [throughput]({link_prefix}{sub}/throughput.svg)."
                             if bench or os.path.exists(os.path.join(run_dir, sub, "report.md")) else ""))
@@ -423,7 +556,9 @@ the text below the tables comes from `scripts/bench/summarize.py`). Each run liv
 `<machine>/<UTC timestamp>/`: `machine.json` (CPU, kernel, sysctls, fd limits, tool versions,
 the exact `scripts/bench.sh` command and git commit), one raw bench-client JSON per run
 (`<pattern>-<io>-<layout>-<scenario>[-rate]-run<k>.json`, with its HdrHistograms),
-`summary.md` (the tables below), `notes.md` (optional, by hand: what happened during the run), `report/<layout>-<scenario>/` (`bench-client report`: per-run
+`summary.md` (the tables below), `notes.md` (optional, by hand: what happened during the run),
+`kernel-floor.json` (full mode: `scripts/baselines/kernel-floor.sh`, the kernel's own cost of a
+frame on loopback), `report/<layout>-<scenario>/` (`bench-client report`: per-run
 rows, latency and throughput plots), `syscalls/` (perf or strace counts) and `logs/` (every
 server's start-up line and every bench-client summary). Re-render with
 `python3 scripts/bench/summarize.py --run-dir DIR --bench target/release/bench-client`.
@@ -436,6 +571,11 @@ server's start-up line and every bench-client summary). Re-render with
   divided by the deliveries measured. A chat delivery is one message reaching one receiver, so
   a message in a room of 50 is 49 deliveries. This is the number to compare patterns by while
   the server is not saturated, in the **split** layout.
+- **× floor** (when the run has a `kernel-floor.json`): server µs/delivery divided by the
+  kernel floor, the sender CPU of one 80-byte frame written alone to a loopback socket by a
+  hand-written probe (`scripts/baselines/kernel-floor.sh`, same machine, after the timed runs;
+  each caption gives it, and the floor at 4 and 16 frames per `writev`). Close to the floor, the server
+  costs little beyond the syscalls it must make; below it, it writes several frames per call.
 - **p50/p99/p99.9 µs**: latency from each message's *scheduled* send time to its arrival
   (coordinated-omission free; lost deliveries count at the time waited for them).
 - **send_lag p99 µs**: how late the loader itself sent (actual send − scheduled). On this VM a
@@ -526,16 +666,191 @@ def readme(root):
     print(f"wrote {os.path.join(root, 'README.md')}", file=sys.stderr)
 
 
+# ---- the pattern pages (--pattern-pages) ---------------------------------------------------
+
+WSCHAT_PATTERNS = PATTERN_ORDER[:5]
+BASELINES = PATTERN_ORDER[5:]
+MEASURED_BEGIN, MEASURED_END = "<!-- measured:begin -->", "<!-- measured:end -->"
+MEASURED_BLOCK = re.compile(r"<!-- measured:begin\b.*?-->.*?<!-- measured:end\b.*?-->", re.S)
+# What a page holds between the markers until a run is rendered into it (no figures).
+MEASURED_PLACEHOLDER = ("Generated by `scripts/bench/summarize.py --pattern-pages` from the newest "
+                        "matrix run: none rendered yet.")
+# The scenarios of a page's tables, in their order: chat-like ones share a table.
+PAGE_CHAT, PAGE_CONNECT, PAGE_PING = ("chat", "cpu", "saturate"), ("connect",), ("ping",)
+IO_ORDER = ["epoll", "uring"]
+
+
+def page_cells(groups, pattern, scenarios):
+    """[(layout, scenario, rate, [(name, io, docs)])]: each cell of the pattern (its io backends
+    in IO_ORDER), then the baselines' cells of the same layout, scenario and rate."""
+    out = []
+    for layout in ("split", "shared"):
+        for scenario in scenarios:
+            group = groups.get((layout, scenario)) or {}
+            for rate in sorted({r for (p, _, r) in group if p == pattern}, key=rate_num):
+                mine = [(p, io, docs) for (p, io, r), docs in group.items() if p == pattern and r == rate]
+                mine.sort(key=lambda t: (IO_ORDER.index(t[1]) if t[1] in IO_ORDER else len(IO_ORDER), t[1]))
+                base = [(p, io, docs) for (p, io, r), docs in group.items() if p in BASELINES and r == rate]
+                base.sort(key=lambda t: (order_key(t[0]), t[1]))
+                out.append((layout, scenario, rate, mine + base))
+    return out
+
+
+def page_table(headers, cells_, pattern, row, rates=True):
+    """One table of a pattern page: row(scenario, docs) gives the cells after the server's
+    name, io and runs; layout, scenario and rate (rates=False: the layout only, for a table
+    of one scenario) are printed where they change."""
+    rows, last = [], None
+    for layout, scenario, rate, servers in cells_:
+        key = [layout] + ([scenario, fmt(rate_num(rate)) if rate != "na" else "–"] if rates else [])
+        for name, io, docs in servers:
+            lead = [""] * len(key) if key == last else key
+            last = key
+            rows.append(lead + [f"**{name}**" if name == pattern else name, io, len(docs)] + row(scenario, docs))
+    lead = ["layout"] + (["scenario", "rate msg/s"] if rates else [])
+    return table(lead + ["server", "io", "runs"] + headers, rows, left=len(lead) + 2)
+
+
+def pattern_block(run_dir, pattern, pages_dir, groups=None, kf=None):
+    """The text between a pattern page's markers for this run, or None when the run has no
+    cell of the pattern. Every table's caption links the run's summary.md (which holds each
+    figure as printed here) and, for the floor, kernel-floor.json."""
+    groups = groups if groups is not None else cells(run_dir)
+    if not any(p == pattern for g in groups.values() for (p, _, _) in g):
+        return None
+    m = load(os.path.join(run_dir, "machine.json")) if os.path.exists(os.path.join(run_dir, "machine.json")) else {}
+    b = m.get("bench", {})
+    rel = os.path.relpath(run_dir, pages_dir).replace(os.sep, "/")
+    stamp = os.path.basename(os.path.normpath(run_dir))
+    summary_link = f"[{stamp}/summary.md]({rel}/summary.md)"
+    mine = {k: g for k, g in groups.items() if any(p == pattern for (p, _, _) in g)}
+    baselines = sorted({p for g in mine.values() for (p, _, _) in g if p in BASELINES}, key=order_key)
+    kinds = sorted({messages_of(g) for (_, sc), g in mine.items() if "connect" not in sc})
+    messages = f", messages {' and '.join(kinds)}" if kinds else ""
+    layouts = {layout for (layout, _), g in mine.items()}
+    notes = []
+    if "split" in layouts:
+        cpus = (f" (server on CPUs {b['split_server_cpus']}, bench-client on {b.get('split_loader_cpus')})"
+                if b.get("split_server_cpus") else "")
+        notes.append(f"split, server and loader pinned apart{cpus}: the server's CPU per delivery "
+                     "without the loader in the way")
+    if "shared" in layouts:
+        notes.append("shared, both unpinned: the multi-thread patterns get another core but compete "
+                     "with the loader for it (see the loader-bound columns of the summary)")
+    parts = [
+        f"Generated by `scripts/bench/summarize.py --pattern-pages` (do not edit by hand) from the "
+        f"matrix run {summary_link} ([its directory]({rel}/): one JSON per run, machine.json, logs) on "
+        f"**{m.get('machine', '?')}** ({m.get('cpu_model')}, {m.get('hypervisor') or 'bare metal'}, "
+        f"{m.get('cpus_online')} CPUs, kernel {m.get('kernel')}), commit `{b.get('git_head', '?')[:12]}`, "
+        f"mode {b.get('mode', '?')}, {b.get('runs', '?')} run(s) per cell of {b.get('duration_s', '?')} s "
+        f"measured each{messages}. "
+        f"Each figure is the median of the runs with [min–max] beside it; **{pattern}** is this page's "
+        f"pattern, "
+        + (f"the other rows are the baselines of the same run ({', '.join(baselines)}: other servers, "
+           f"same loader, same machine). " if baselines else "and the run had no baseline beside it. ")
+        + ("Layouts: " + "; ".join(notes) + "." if notes else "")]
+    floor_us = kf["us"][floor_unit(kf)] if kf else None
+
+    def caption(scenarios):
+        titles = []
+        for sc in scenarios:
+            g = groups.get(("split", sc)) or groups.get(("shared", sc))
+            if g and any(p == pattern for (p, _, _) in g):
+                titles.append(title(sc, g))
+        text = f"{'; '.join(titles)}. Source: {summary_link}."
+        if kf and scenarios == PAGE_CHAT:
+            text += " " + floor_sentence(kf, f"{rel}/{KERNEL_FLOOR}", m.get("cpu_model"))
+            text += " " + floor_ratio_sentence(kf)
+        return text
+
+    chat = page_cells(groups, pattern, PAGE_CHAT)
+    if chat:
+        headers = ["deliveries/s", "server µs/delivery"] + (["× floor"] if kf else []) + [
+            "p50 µs", "p99 µs", "correct", "kept up"]
+
+        def chat_row(scenario, docs):
+            return ([delivered_col(docs), server_us_col(docs)]
+                    + ([times_floor_col(docs, floor_us) if scenario == "chat" else "–"] if kf else [])
+                    + [pctl_col(docs, "p50"), pctl_col(docs, "p99"), correctness(docs)[0], kept_up_col(docs)])
+        parts.append(caption(PAGE_CHAT) + "\n\n" + page_table(headers, chat, pattern, chat_row))
+    connect = page_cells(groups, pattern, PAGE_CONNECT)
+    if connect:
+        parts.append(caption(PAGE_CONNECT) + "\n\n" + page_table(
+            ["handshakes/s", "failed/attempted", "loader-bound"], connect, pattern,
+            lambda scenario, docs: [handshakes_col(docs), failed_col(docs), loader_col(docs)], rates=False))
+    ping = page_cells(groups, pattern, PAGE_PING)
+    if ping:
+        parts.append(caption(PAGE_PING) + "\n\n" + page_table(
+            ["RTT p50 µs", "p99 µs", "correct"], ping, pattern,
+            lambda scenario, docs: [pctl_col(docs, "p50"), pctl_col(docs, "p99"), correctness(docs)[0]], rates=False))
+    if not (chat or connect or ping):
+        parts.append(f"This run has {pattern} only in scenarios these tables leave out; see {summary_link}.")
+    return "\n\n".join(parts)
+
+
+def replace_measured(text, body):
+    """text with body between the measured markers; where the page has none yet, the markers
+    go under "## Measured numbers", in place of its "None published yet." paragraph if any."""
+    block = f"{MEASURED_BEGIN}\n{body.strip()}\n{MEASURED_END}"
+    if MEASURED_BLOCK.search(text):
+        return MEASURED_BLOCK.sub(lambda _: block, text, count=1)
+    h = re.search(r"^## Measured numbers[ \t]*\n", text, re.M)
+    if not h:
+        raise ValueError('no "## Measured numbers" section')
+    rest = text[h.end():]
+    p = re.match(r"\s*None published yet\..*?(?=\n[ \t]*\n|\Z)", rest, re.S)
+    if p:
+        return text[:h.end()] + "\n" + block + rest[p.end():]
+    return text[:h.end()] + "\n" + block + "\n" + rest
+
+
+def pattern_pages(run_dir, pages_dir):
+    """Rewrites the measured block of pages_dir/<pattern>.md for each pattern the run has."""
+    summary_md = os.path.join(run_dir, "summary.md")
+    if not os.path.exists(summary_md):
+        raise SystemExit(f"summarize.py: no {summary_md}: render it first (--run-dir {run_dir}); "
+                         "the pages link to it for every figure")
+    groups, kf = cells(run_dir), kernel_floor(run_dir)
+    with open(summary_md) as f:
+        shows_floor = KERNEL_FLOOR in f.read()
+    if kf and not shows_floor:
+        print(f"summarize.py: warning: {summary_md} does not show the run's {KERNEL_FLOOR} yet: "
+              f"re-render it (--run-dir {run_dir})", file=sys.stderr)
+    for pattern in WSCHAT_PATTERNS:
+        page = os.path.join(pages_dir, f"{pattern}.md")
+        if not os.path.exists(page):
+            print(f"summarize.py: no {page}: skipped", file=sys.stderr)
+            continue
+        body = pattern_block(run_dir, pattern, pages_dir, groups, kf)
+        if body is None:
+            print(f"summarize.py: {run_dir} has no cell of {pattern}: {page} left as it was", file=sys.stderr)
+            continue
+        with open(page) as f:
+            text = f.read()
+        try:
+            new = replace_measured(text, body)
+        except ValueError as e:
+            raise SystemExit(f"summarize.py: {page}: {e}")
+        with open(page, "w") as f:
+            f.write(new)
+        print(f"wrote {page}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--one-line", metavar="RUN_JSON")
     g.add_argument("--run-dir", metavar="DIR")
     g.add_argument("--readme", metavar="ROOT")
+    g.add_argument("--pattern-pages", metavar="DIR", help="a run directory whose cells go to the pattern pages")
     ap.add_argument("--bench", metavar="BIN", help="bench-client binary, to render report/ plots")
+    ap.add_argument("--pages", metavar="DIR", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "patterns"),
+                    help="the pattern pages' directory, for --pattern-pages (default: the repository's patterns/)")
     a = ap.parse_args()
     if a.one_line:
         print(one_line(a.one_line))
+    elif a.pattern_pages:
+        pattern_pages(a.pattern_pages, os.path.normpath(a.pages))
     elif a.run_dir:
         text = summary(a.run_dir, a.bench)
         with open(os.path.join(a.run_dir, "summary.md"), "w") as f:
