@@ -52,7 +52,11 @@ done
 [[ $sender_cpu =~ ^[0-9]+$ && $reader_cpu =~ ^[0-9]+$ ]] || die "--sender-cpu / --reader-cpu: one CPU number each"
 ((sender_cpu != reader_cpu)) || die "--sender-cpu and --reader-cpu must differ"
 (($(nproc) >= 2)) || die "needs 2 CPUs (the probe pins its sender to cpu$sender_cpu and its reader to cpu$reader_cpu)"
-taskset -c "$sender_cpu,$reader_cpu" true 2>/dev/null || die "cannot run on cpu$sender_cpu and cpu$reader_cpu (see --sender-cpu / --reader-cpu)"
+# Each CPU alone: a list is accepted when any of its CPUs is usable, and sendcost's pinning
+# would fail silently (an unpinned thread) on one that is not.
+for c in "$sender_cpu" "$reader_cpu"; do
+    taskset -c "$c" true 2>/dev/null || die "cannot run on cpu$c (see --sender-cpu / --reader-cpu; this process may use $(nproc) CPUs)"
+done
 command -v gcc >/dev/null || die "gcc is required"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kernel-floor.XXXXXX")

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 static int N, MSG, K, SCPU = 0, RCPU = 1; static double SECS; static int *rd; static volatile int done;
-static void pin(int c){cpu_set_t s;CPU_ZERO(&s);CPU_SET(c,&s);pthread_setaffinity_np(pthread_self(),sizeof s,&s);}
+static void pin(int c){cpu_set_t s;CPU_ZERO(&s);CPU_SET(c,&s);if(pthread_setaffinity_np(pthread_self(),sizeof s,&s)){fprintf(stderr,"sendcost: cannot pin to cpu%d\n",c);exit(2);}}
 static void *reader(void *a){(void)a;pin(RCPU);int ep=epoll_create1(0);char buf[1<<16];
  for(int i=0;i<N;i++){struct epoll_event e={.events=EPOLLIN,.data.fd=rd[i]};epoll_ctl(ep,EPOLL_CTL_ADD,rd[i],&e);}
  struct epoll_event ev[256];while(!done){int n=epoll_wait(ep,ev,256,100);for(int i=0;i<n;i++)while(read(ev[i].data.fd,buf,sizeof buf)==sizeof buf);}return 0;}
