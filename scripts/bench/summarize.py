@@ -578,9 +578,9 @@ server's start-up line and every bench-client summary). Re-render with
   costs little beyond the syscalls it must make; below it, it writes several frames per call.
 - **p50/p99/p99.9 µs**: latency from each message's *scheduled* send time to its arrival
   (coordinated-omission free; lost deliveries count at the time waited for them).
-- **send_lag p99 µs**: how late the loader itself sent (actual send − scheduled). On this VM a
-  <!-- unverified: no file kept --> sleeping thread wakes 50–100 µs late typically and milliseconds late at the tail, so read
-  latency *together with* send_lag: a p99 close to send_lag p99 is the machine, not the server.
+- **send_lag p99 µs**: how late the loader itself sent (actual send − scheduled). On a VM a
+  sleeping thread wakes late, by far more at the tail than at the median, so read latency
+  *together with* send_lag: a p99 close to send_lag p99 is the machine, not the server.
 - **correct**: runs whose every delivery was accounted for (received == expected, nothing
   lost, reordered, duplicated or malformed), and what went wrong otherwise; **delivered/expected**
   adds the runs up. A 1008 kick is the server disconnecting a slow consumer (`--max-outbound`).
@@ -612,7 +612,8 @@ server's start-up line and every bench-client summary). Re-render with
 
 2 vCPUs (KVM), loopback only (127.0.0.1), hard fd limit 20,000 <!-- not-measured: a setting -->. Loopback means the kernel
 runs the receiver's side of every send in the sender's context: a chat server's CPU is
-mostly syscalls (`write` of an 80-byte frame ≈ 5.5 µs <!-- unverified: no file kept -->), which is why syscalls per delivery are
+mostly syscalls (what one `write` of an 80-byte frame costs is the kernel floor line under
+each chat table), which is why syscalls per delivery are
 counted in a separate untimed run (perf or strace slow the server down; never in a timed run).
 One loader process on one core; no `merge` of several load machines.
 

@@ -256,6 +256,48 @@ fn accept_receive_send_round_trip() {
     }
 }
 
+/// A lone whole frame goes as a plain send that holds the frame; several frames go as one
+/// sendmsg. (The rest of a frame that a short send cut goes as a sendmsg too:
+/// `client_closes_while_a_large_send_is_in_flight` sends one 8 MiB frame that way.)
+#[test]
+fn a_lone_whole_frame_goes_as_a_plain_send() {
+    let _fds = fd_lock();
+    for features in feature_sets() {
+        let mut h = Harness::new(features, AcceptWakeup::Sole);
+        let mut client = h.connect();
+        h.accept_as(3);
+        let op_in_flight = |h: &mut Harness| {
+            let id = h.reactor.conns[3].as_ref().unwrap().send.unwrap();
+            match h.reactor.ops.get_mut(id) {
+                Some(Op::SendFrame { .. }) => "send",
+                Some(Op::Send { .. }) => "sendmsg",
+                _ => "none",
+            }
+        };
+        let mut outbox = Outbox::default();
+        for frames in [&[&b"lone"[..]][..], &[b"two ", b"frames"]] {
+            for frame in frames {
+                outbox.push(Arc::from(*frame));
+            }
+            h.reactor.send(3, &mut outbox).unwrap();
+            let expected = if frames.len() == 1 { "send" } else { "sendmsg" };
+            assert_eq!(op_in_flight(&mut h), expected);
+            h.poll_until("writable", |s| {
+                s.iter().any(|e| matches!(e, Seen::Writable(3)))
+            });
+            h.seen.clear();
+            let outcome = h.reactor.send(3, &mut outbox).unwrap();
+            assert_eq!(outcome.frames, frames.len());
+            assert!(outbox.is_empty());
+        }
+        let mut got = [0; 14];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"lonetwo frames");
+        h.reactor.close(3);
+        h.settle(0);
+    }
+}
+
 /// Sends `outbox` until a send stays in flight (the client does not read, so the socket
 /// buffers fill): returns with a sendmsg pending in the kernel.
 fn fill_until_send_blocks(h: &mut Harness, conn: ConnId, outbox: &mut Outbox) {
