@@ -152,7 +152,7 @@ pub struct Args {
     pub max_conns: Option<u64>,
 
     /// Largest message accepted (sum of its fragments); larger closes with 1009.
-    /// Bytes, with an optional KiB/MiB/GiB suffix.
+    /// Bytes, with an optional KiB/MiB/GiB suffix; from 125 bytes to 1GiB.
     #[arg(long, env = "WSCHAT_MAX_MESSAGE", default_value = "1MiB", value_parser = parse_bytes)]
     pub max_message: usize,
 

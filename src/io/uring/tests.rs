@@ -532,7 +532,7 @@ fn a_shared_listener_wakes_through_poll() {
 }
 
 /// Input the kernel completed before a pause landed is held (only then is a `Held`
-/// allocated), reported after resume in order with what followed, and the slot lets go of
+/// allocated), reported after resume in order with what followed, and the reactor lets go of
 /// it again.
 #[test]
 fn input_completed_before_a_pause_is_held_and_delivered_in_order_after_resume() {
