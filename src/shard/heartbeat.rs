@@ -77,18 +77,29 @@ impl HeartbeatWheel {
             .map(|t| self.origin + self.tick * t as u32)
     }
 
-    /// Moves every entry whose tick has come by `now` into `due`.
-    pub fn expire(&mut self, now: Instant, due: &mut Vec<Entry>) {
+    /// Moves the entries whose tick has come by `now` into `due`, until `due` holds `max`:
+    /// the rest stay filed, in their slot, and `next_deadline` (passed already) brings the
+    /// loop back at once for them. A clump of connections that came in together is pinged
+    /// a budget at a time, so one iteration neither stalls on it nor has thousands of sends
+    /// in flight at once (each holding memory until it completes).
+    pub fn expire(&mut self, now: Instant, due: &mut Vec<Entry>, max: usize) {
         let now_tick =
             now.saturating_duration_since(self.origin).as_nanos() / self.tick.as_nanos().max(1);
         let now_tick = now_tick as u64;
         // A long stall passes every slot once, not once per missed round.
         let last = now_tick.min(self.next_tick + SLOTS as u64 - 1);
         while self.len > 0 && self.next_tick <= last {
+            let room = max.saturating_sub(due.len());
+            let slot = &mut self.slots[(self.next_tick % SLOTS as u64) as usize];
+            if slot.len() > room {
+                due.extend(slot.drain(slot.len() - room..));
+                self.len -= room;
+                return;
+            }
             // Taken, not drained: a slot keeps no buffer between rounds (a slot that once
             // held a clump of entries would otherwise keep its size for good: about 100
             // bytes per connection after a round of heartbeats, results/memory/2026-12-06).
-            let slot = std::mem::take(&mut self.slots[(self.next_tick % SLOTS as u64) as usize]);
+            let slot = std::mem::take(slot);
             self.len -= slot.len();
             due.extend(slot);
             self.next_tick += 1;
@@ -120,12 +131,12 @@ mod tests {
         wheel.insert(t0 + 95 * MS, (2, 0));
         assert_eq!(wheel.next_deadline(), Some(t0 + 30 * MS));
         let mut due = Vec::new();
-        wheel.expire(t0 + 29 * MS, &mut due);
+        wheel.expire(t0 + 29 * MS, &mut due, usize::MAX);
         assert!(due.is_empty());
-        wheel.expire(t0 + 30 * MS, &mut due);
+        wheel.expire(t0 + 30 * MS, &mut due, usize::MAX);
         assert_eq!(due, [(1, 0)]);
         assert_eq!(wheel.next_deadline(), Some(t0 + 100 * MS));
-        wheel.expire(t0 + 500 * MS, &mut due);
+        wheel.expire(t0 + 500 * MS, &mut due, usize::MAX);
         assert_eq!(due, [(1, 0), (2, 0)]);
         assert!(wheel.is_empty() && wheel.next_deadline().is_none());
     }
@@ -136,7 +147,7 @@ mod tests {
         let mut wheel = HeartbeatWheel::new(320 * MS, t0);
         wheel.insert(t0 + 10_000 * MS, (7, 3));
         let mut due = Vec::new();
-        wheel.expire(t0 + 630 * MS, &mut due);
+        wheel.expire(t0 + 630 * MS, &mut due, usize::MAX);
         assert_eq!(due, [(7, 3)], "comes round at the horizon, to be re-filed");
     }
 
@@ -145,9 +156,40 @@ mod tests {
         let t0 = Instant::now();
         let mut wheel = HeartbeatWheel::new(320 * MS, t0);
         let mut due = Vec::new();
-        wheel.expire(t0 + 1000 * MS, &mut due);
+        wheel.expire(t0 + 1000 * MS, &mut due, usize::MAX);
         wheel.insert(t0, (4, 0));
-        wheel.expire(t0 + 1010 * MS, &mut due);
+        wheel.expire(t0 + 1010 * MS, &mut due, usize::MAX);
         assert_eq!(due, [(4, 0)]);
+    }
+
+    #[test]
+    fn a_clump_expires_a_budget_at_a_time_and_stays_due_meanwhile() {
+        let t0 = Instant::now();
+        let mut wheel = HeartbeatWheel::new(320 * MS, t0); // 10 ms ticks
+        for key in 0..5 {
+            wheel.insert(t0 + 10 * MS, (key, 0));
+        }
+        wheel.insert(t0 + 20 * MS, (9, 0));
+        let mut taken = Vec::new();
+        for expected in [2, 2, 2] {
+            let mut due = Vec::new();
+            wheel.expire(t0 + 25 * MS, &mut due, 2);
+            assert_eq!(due.len(), expected);
+            taken.extend(due);
+            // Whatever is left is due already: the loop comes back without waiting.
+            if !wheel.is_empty() {
+                assert!(wheel.next_deadline().unwrap() <= t0 + 25 * MS);
+            }
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (9, 0)]);
+        assert!(wheel.is_empty());
+        // Filed afterwards, an entry waits for its own tick as before.
+        wheel.insert(t0 + 60 * MS, (5, 0));
+        let mut due = Vec::new();
+        wheel.expire(t0 + 55 * MS, &mut due, 2);
+        assert!(due.is_empty());
+        wheel.expire(t0 + 60 * MS, &mut due, 2);
+        assert_eq!(due, [(5, 0)]);
     }
 }

@@ -15,6 +15,13 @@ use crate::io::{ConnId, Reactor};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 
+/// Heartbeat checks (a ping, a close, or a re-filing) one loop iteration makes at most;
+/// the rest of a clump comes the next iteration, at once. Half the io_uring submission
+/// queue: a round of pings to thousands of connections that came in together otherwise
+/// put a send per connection in flight at once (about 50 bytes each in the ops slab, kept
+/// resident after) and held the loop for the whole round.
+const HEARTBEAT_CHECKS_PER_ITERATION: usize = 512;
+
 /// A moment of the loop's clock in whole milliseconds since its [`Epoch`], rounded up (a
 /// deadline never fires early): 8 bytes where an `Instant` takes 16, and an
 /// `Option<Stamp>` 8 as well. Every connection keeps four, and the timer heap one per
@@ -163,7 +170,7 @@ impl State {
             return;
         };
         let mut due = std::mem::take(&mut self.heartbeats_due);
-        wheel.expire(self.now, &mut due);
+        wheel.expire(self.now, &mut due, HEARTBEAT_CHECKS_PER_ITERATION);
         let beat = self.config.heartbeat;
         for (key, serial) in due.drain(..) {
             let id = key as ConnId;
