@@ -14,6 +14,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use serde_json::json;
+
 use wschat::ws::deflate::{Compressor, Inflater};
 
 #[global_allocator]
@@ -88,7 +90,7 @@ fn main() {
     drop(inflater);
     drop(profiler);
 
-    let samples: Vec<String> = SAMPLES
+    let samples: Vec<serde_json::Value> = SAMPLES
         .iter()
         .map(|(name, text)| {
             let bytes = text.as_bytes();
@@ -104,27 +106,31 @@ fn main() {
                 })
                 .collect();
             times.sort_by(f64::total_cmp);
-            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-            format!(
-                "    {{\"sample\": \"{name}\", \"bytes\": {}, \"compressed_bytes\": {size}, \
-                 \"compressed_pct\": {:.1}, \"compress_us_p50\": {:.2}, \
-                 \"compress_us_p99\": {:.2}}}",
-                bytes.len(),
-                100.0 * size as f64 / bytes.len() as f64,
-                at(0.5),
-                at(0.99)
-            )
+            let at = |q: f64| round(times[((times.len() - 1) as f64 * q) as usize], 2);
+            json!({
+                "sample": name,
+                "bytes": bytes.len(),
+                "compressed_bytes": size,
+                "compressed_pct": round(100.0 * size as f64 / bytes.len() as f64, 1),
+                "compress_us_p50": at(0.5),
+                "compress_us_p99": at(0.99),
+            })
         })
         .collect();
 
-    println!("{{");
-    println!(
-        "  \"what\": \"examples/deflate-cost.rs: ws::deflate, level 6, 15-bit window, a fresh context per message\","
-    );
-    println!("  \"rounds_per_sample\": {ROUNDS},");
-    println!("  \"compressor_heap_bytes_15bit\": {compressor_15},");
-    println!("  \"compressor_heap_bytes_9bit\": {compressor_9},");
-    println!("  \"inflater_heap_bytes\": {inflater_bytes},");
-    println!("  \"samples\": [\n{}\n  ]", samples.join(",\n"));
-    println!("}}");
+    let report = json!({
+        "what": "examples/deflate-cost.rs: ws::deflate, level 6, 15-bit window, a fresh context per message",
+        "rounds_per_sample": ROUNDS,
+        "compressor_heap_bytes_15bit": compressor_15,
+        "compressor_heap_bytes_9bit": compressor_9,
+        "inflater_heap_bytes": inflater_bytes,
+        "samples": samples,
+    });
+    println!("{report:#}");
+}
+
+/// `x` to `digits` decimals, as the report prints it.
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
 }
