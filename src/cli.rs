@@ -134,7 +134,7 @@ pub struct Args {
     pub pin: bool,
     /// io_uring features to use where the kernel has them: `all`, `none`, or a comma list of
     /// multishot-accept, multishot-recv, buf-ring, single-issuer, defer-taskrun,
-    /// coop-taskrun (the others fall back; `none` tests every fallback).
+    /// coop-taskrun, registered-files (the others fall back; `none` tests every fallback).
     #[arg(long, env = "WSCHAT_URING_FEATURES", default_value = "all")]
     pub uring_features: FeatureSet,
 

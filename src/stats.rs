@@ -100,6 +100,10 @@ counters! {
     /// Vectored sends started (`IoCounters::sendmsg`): sendmsg(2) calls under epoll,
     /// IORING_OP_SENDMSG submissions under io_uring.
     Counter sendmsg,
+    /// io_uring sends (counted in `sendmsg` too) that named their socket by its entry in the
+    /// ring's table of registered files (`--uring-features registered-files`), sparing the
+    /// kernel the fd lookup; 0 under epoll.
+    Counter registered_sends,
     /// epoll_ctl system calls.
     Counter epoll_ctl,
     /// Receivers disconnected with 1008 for exceeding --max-outbound.

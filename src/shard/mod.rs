@@ -323,6 +323,7 @@ impl State {
         set(&c.listener_wakeups, io.listener_wakeups);
         set(&c.futile_accepts, io.futile_accepts);
         set(&c.sendmsg, io.sendmsg);
+        set(&c.registered_sends, io.registered_sends);
         set(&c.epoll_ctl, io.epoll_ctl);
         if let Some(work) = &self.work {
             set(&c.queue_depth, work.depth() as u64);

@@ -254,11 +254,19 @@ pub(super) enum Op {
     WakerPoll {
         waker: Waker,
     },
+    /// Puts socket `fd` into entry `index` of the ring's table of registered files, or
+    /// clears the entry (`fd` -1). The kernel reads the fd from the op's own memory.
+    FilesUpdate {
+        index: u32,
+        fd: Box<RawFd>,
+    },
 }
 
 impl Op {
-    /// The SQE that starts this op. Its pointers point into memory `self` owns.
-    fn entry(&mut self) -> squeue::Entry {
+    /// The SQE that starts this op. Its pointers point into memory `self` owns. A send names
+    /// its socket by `registered` (its entry in the ring's table of registered files) when
+    /// given, else by the fd number.
+    fn entry(&mut self, registered: Option<types::Fixed>) -> squeue::Entry {
         match self {
             Op::Accept {
                 socket, multishot, ..
@@ -282,17 +290,31 @@ impl Op {
             }
             Op::Recv { conn, mode } => recv_entry(conn.fd, mode),
             Op::Send { conn, buf } => {
+                let msg = &*buf.msg;
+                match registered {
+                    Some(index) => opcode::SendMsg::new(index, msg),
+                    None => opcode::SendMsg::new(types::Fd(conn.fd), msg),
+                }
                 // MSG_NOSIGNAL: a send to a reset connection fails with EPIPE instead of
                 // raising SIGPIPE.
-                opcode::SendMsg::new(types::Fd(conn.fd), &*buf.msg)
-                    .flags(libc::MSG_NOSIGNAL as u32)
-                    .build()
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
             }
             Op::SendFrame { conn, frame } => {
                 // The length fits: a frame is at most `outbox::MAX_FRAME` (u32) bytes.
                 let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-                opcode::Send::new(types::Fd(conn.fd), frame.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
+                match registered {
+                    Some(index) => opcode::Send::new(index, frame.as_ptr(), len),
+                    None => opcode::Send::new(types::Fd(conn.fd), frame.as_ptr(), len),
+                }
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+            }
+            Op::FilesUpdate { index, fd } => {
+                // The index fits: the table has at most `MAX_REGISTERED` entries.
+                let offset = i32::try_from(*index).unwrap_or(i32::MAX);
+                opcode::FilesUpdate::new(&raw const **fd, 1)
+                    .offset(offset)
                     .build()
             }
             Op::WakerPoll { waker } => {
@@ -436,12 +458,22 @@ impl Ops {
     /// Stores `op` and returns its id with the SQE that starts it. The SQE is valid for as
     /// long as the op stays in the slab.
     pub(super) fn start(&mut self, op: Op) -> (OpId, squeue::Entry) {
+        self.start_on(op, None)
+    }
+
+    /// Like `start`, for a send that names its socket by its entry in the ring's table of
+    /// registered files, if `registered` is given (see [`Op::entry`]).
+    pub(super) fn start_on(
+        &mut self,
+        op: Op,
+        registered: Option<types::Fixed>,
+    ) -> (OpId, squeue::Entry) {
         let seq = self.next_seq;
         self.next_seq = next_seq(seq);
         let entry = self.slots.vacant_entry();
         let id = OpId::new(entry.key(), seq);
         let slot = entry.insert(Slot { seq, op });
-        let sqe = slot.op.entry().user_data(id.user_data());
+        let sqe = slot.op.entry(registered).user_data(id.user_data());
         (id, sqe)
     }
 

@@ -35,16 +35,20 @@ pub enum Feature {
     /// Completion work is not forced on us by an interrupt; used when DEFER_TASKRUN is
     /// absent or off (5.19).
     CoopTaskrun,
+    /// Sends name their socket by its entry in a table of registered files, so the kernel
+    /// neither looks the fd up nor counts a reference per send (sparse tables: 5.19).
+    RegisteredFiles,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] = [
+    pub const ALL: [Feature; 7] = [
         Feature::MultishotAccept,
         Feature::MultishotRecv,
         Feature::BufRing,
         Feature::SingleIssuer,
         Feature::DeferTaskrun,
         Feature::CoopTaskrun,
+        Feature::RegisteredFiles,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,12 +59,16 @@ impl Feature {
             Feature::SingleIssuer => "single-issuer",
             Feature::DeferTaskrun => "defer-taskrun",
             Feature::CoopTaskrun => "coop-taskrun",
+            Feature::RegisteredFiles => "registered-files",
         }
     }
 
     pub fn min_kernel(self) -> &'static str {
         match self {
-            Feature::MultishotAccept | Feature::BufRing | Feature::CoopTaskrun => "5.19",
+            Feature::MultishotAccept
+            | Feature::BufRing
+            | Feature::CoopTaskrun
+            | Feature::RegisteredFiles => "5.19",
             Feature::MultishotRecv | Feature::SingleIssuer => "6.0",
             Feature::DeferTaskrun => "6.1",
         }
@@ -100,6 +108,11 @@ impl FeatureSet {
     #[must_use]
     pub fn with(self, feature: Feature) -> FeatureSet {
         FeatureSet(self.0 | feature.bit())
+    }
+
+    #[must_use]
+    pub fn without(self, feature: Feature) -> FeatureSet {
+        FeatureSet(self.0 & !feature.bit())
     }
 
     #[must_use]
@@ -252,6 +265,9 @@ pub fn probe() -> Result<Probed, Unavailable> {
     }
     // The trials below share one ring; any failure simply leaves the feature out.
     if let Ok(mut trial) = IoUring::new(8) {
+        let files = opcodes.is_supported(opcode::FilesUpdate::CODE)
+            && trial.submitter().register_files_sparse(1).is_ok();
+        features = features.with_if(Feature::RegisteredFiles, files);
         let bufs = BufRing::new(2, 64).ok();
         let registered = bufs.as_ref().is_some_and(|b| b.register(&trial, 0).is_ok());
         if registered {

@@ -61,6 +61,9 @@ impl Harness {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut reactor = UringReactor::new(Waker::new().unwrap(), features).unwrap();
+        // As the shard does: with every feature, connections get entries in the table of
+        // registered files.
+        reactor.reserve_conns(64);
         reactor.add_listener(listener, wakeup).unwrap();
         Harness {
             reactor,
@@ -604,6 +607,8 @@ fn an_idle_connections_recv_is_in_its_slot_with_a_buffer_ring_and_in_the_slab_wi
             h.accept_as(conn);
         }
         let in_slot = recv_in_slot(h.reactor.features());
+        // Until the updates that put them in the table of registered files have completed.
+        h.settle(3);
         for conn in 0..3 {
             let id = h.recv_of(conn);
             let generation = h.reactor.conns[conn].as_ref().unwrap().generation;
@@ -811,4 +816,128 @@ fn connections_closed_with_ops_in_flight_close_once_the_ops_finish() {
         drop(clients);
         assert_eq!(fd_count(), before, "descriptors leaked");
     }
+}
+
+/// The entry of `conn` in the table of registered files.
+fn entry(h: &Harness, conn: ConnId) -> Option<Registered> {
+    h.reactor.registered.get(conn).copied()
+}
+
+/// Reads until EOF: the server really closed the socket (a table entry still holding it
+/// would keep it open, and this would time out).
+fn read_to_eof(client: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("EOF from the server, not a timeout");
+    rest
+}
+
+#[test]
+fn sends_name_the_registered_entry_once_it_is_set_and_a_closed_socket_really_closes() {
+    let _fds = fd_lock();
+    let probed = probe().unwrap().features;
+    if !probed.contains(Feature::RegisteredFiles) {
+        eprintln!("registered files are not available here; tested by the fallback only");
+        return;
+    }
+    let mut h = Harness::new(probed, AcceptWakeup::Sole);
+    let mut client = h.connect();
+    h.accept_as(5);
+    // The update that sets the entry is an op: until it completes, sends name the fd.
+    assert_eq!(entry(&h, 5), Some(Registered::Setting));
+    for _ in 0..ROUNDS {
+        if entry(&h, 5) == Some(Registered::Set) {
+            break;
+        }
+        h.poll(STEP);
+    }
+    assert_eq!(entry(&h, 5), Some(Registered::Set));
+    let mut outbox = Outbox::default();
+    outbox.push(Arc::from(&b"by entry"[..]));
+    h.reactor.send(5, &mut outbox).unwrap();
+    h.poll_until("writable", |s| {
+        s.iter().any(|e| matches!(e, Seen::Writable(5)))
+    });
+    h.reactor.send(5, &mut outbox).unwrap();
+    assert_eq!(h.reactor.counters().registered_sends, 1);
+    let mut got = [0; 8];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"by entry");
+
+    h.reactor.close(5);
+    assert_eq!(entry(&h, 5), Some(Registered::Clearing));
+    // The poll submits the clearing; the socket then really closes.
+    h.settle(0);
+    assert_eq!(read_to_eof(&mut client), b"");
+    assert_eq!(entry(&h, 5), Some(Registered::Free));
+}
+
+/// A connection that takes a key whose entry is still being cleared (or set for the one
+/// before) is named by its fd for its whole life, and its socket closes as any other.
+#[test]
+fn a_key_reused_before_its_entry_is_free_uses_the_fd() {
+    let _fds = fd_lock();
+    let probed = probe().unwrap().features;
+    if !probed.contains(Feature::RegisteredFiles) {
+        eprintln!("registered files are not available here; tested by the fallback only");
+        return;
+    }
+    let mut h = Harness::new(probed, AcceptWakeup::Sole);
+    // Closed before its set completed (no poll in between), then the key reused at once.
+    let mut first = h.connect();
+    h.accept_as(2);
+    assert_eq!(entry(&h, 2), Some(Registered::Setting));
+    h.reactor.close(2);
+    assert_eq!(entry(&h, 2), Some(Registered::SettingThenClear));
+    let mut second = h.connect();
+    let stream = h.accept_stream();
+    // (The accept's poll may have completed the set, which started the clearing.)
+    assert!(matches!(
+        entry(&h, 2),
+        Some(Registered::SettingThenClear | Registered::Clearing)
+    ));
+    h.reactor.add_conn(2, stream).unwrap();
+    assert!(matches!(
+        entry(&h, 2),
+        Some(Registered::SettingThenClear | Registered::Clearing)
+    ));
+    h.settle(1); // the second connection's recv
+    assert_eq!(read_to_eof(&mut first), b"");
+    assert_eq!(entry(&h, 2), Some(Registered::Free));
+
+    second.write_all(b"ping").unwrap();
+    h.poll_until("ping", |s| received(s, 2) == b"ping");
+    let mut outbox = Outbox::default();
+    outbox.push(Arc::from(&b"pong"[..]));
+    h.reactor.send(2, &mut outbox).unwrap();
+    h.poll_until("writable", |s| {
+        s.iter().any(|e| matches!(e, Seen::Writable(2)))
+    });
+    h.reactor.send(2, &mut outbox).unwrap();
+    let mut got = [0; 4];
+    second.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+    assert_eq!(h.reactor.counters().registered_sends, 0);
+    h.reactor.close(2);
+    assert_eq!(entry(&h, 2), Some(Registered::Free));
+    h.settle(0);
+    assert_eq!(read_to_eof(&mut second), b"");
+
+    // The next connection under the key gets the entry again.
+    let _third = h.connect();
+    h.accept_as(2);
+    assert_eq!(entry(&h, 2), Some(Registered::Setting));
+    h.reactor.close(2);
+    h.settle(0);
+    assert_eq!(entry(&h, 2), Some(Registered::Free));
+}
+
+#[test]
+fn without_the_feature_there_is_no_table() {
+    let _fds = fd_lock();
+    let probed = probe().unwrap().features;
+    let h = Harness::new(probed.without(Feature::RegisteredFiles), AcceptWakeup::Sole);
+    assert!(h.reactor.registered.is_empty());
+    assert!(!h.reactor.features().contains(Feature::RegisteredFiles));
 }
