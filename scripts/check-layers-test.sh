@@ -29,6 +29,12 @@ run() {
 }
 # append FILE TEXT: adds a line at the end of a file of the copy.
 append() { printf '%s\n' "$2" >>"$tmp/tree/$1"; }
+# table PATTERN NEW: replaces an entry of the copy's table of allowed arrows (PATTERN: sed).
+table() {
+    local script="$tmp/tree/scripts/check-layers.sh"
+    grep -q -- "$1" "$script" || { echo "table: no entry $1 in the script" >&2; exit 2; }
+    sed -i "s/$1/$2/" "$script"
+}
 # lines FILE: how many lines a file of the copy has (the line an append lands on, after).
 lines() { wc -l <"$tmp/tree/$1"; }
 
@@ -132,6 +138,18 @@ fresh
 printf '//! A layer nobody declared.\n' >"$tmp/tree/src/extra.rs"
 run
 expect_failure "a file in no layer of the table fails" "src/extra.rs: layer 'extra' is not in the table"
+
+fresh
+table "\[net\]=''" "[net]='io'"
+run
+expect_failure "a cycle in the table fails, naming it (the code need not use the arrows)" \
+    "the table has a cycle:" "net -> io"
+
+fresh
+table "\[stats\]=''" "[stats]='main'"
+run
+expect_failure "a layer naming main ('*') closes a cycle through it" \
+    "the table has a cycle: stats -> main -> stats"
 
 fresh
 append src/chat/names.rs 'fn now() -> std::time::Instant { std::time::Instant::now() }'

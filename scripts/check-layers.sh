@@ -5,6 +5,9 @@
 #   code, in a doc link, grouped as `crate::{a::X, b::Y}` over several lines or not) or
 #   `super::` climbing out of the file's layer, is an arrow that must be in the table ALLOWED
 #   below; test code (tests.rs, #[cfg(test)] modules) follows the same table;
+# - the table has no cycle: a cycle would make "dependencies point down" meaningless,
+#   whatever the code does ('*' is read as every layer but the other '*' ones, so lib and
+#   main may name each other, and a layer naming either closes a cycle);
 # - every layer of the table exists (src/<layer>.rs or src/<layer>/), and every file under
 #   src/ belongs to a layer of the table: a layer renamed, removed or added is a change to
 #   this table, made on purpose;
@@ -49,6 +52,48 @@ declare -A allowed=(
 )
 
 status=0
+
+# --- the table has no cycle -----------------------------------------------------------------
+# A depth-first walk over the arrows; an arrow back to a layer on the current path closes a
+# cycle, which is printed from that layer round to itself.
+declare -A mark=()  # on-path, or finished
+path=()
+cycles=0
+visit() {
+    local layer=$1 next i cycle
+    local -a targets=()
+    mark[$layer]=on-path
+    path+=("$layer")
+    if [[ ${allowed[$layer]} == '*' ]]; then
+        for next in "${layers[@]}"; do
+            [[ ${allowed[$next]} == '*' ]] || targets+=("$next")
+        done
+    else
+        read -ra targets <<<"${allowed[$layer]}"
+    fi
+    for next in "${targets[@]}"; do
+        [[ -n ${allowed[$next]+set} ]] || continue # not a layer of the table: nothing to follow
+        case ${mark[$next]-} in
+            on-path)
+                cycle=''
+                for ((i = ${#path[@]} - 1; i >= 0; i--)); do
+                    cycle="${path[i]} -> ${cycle:-$next}"
+                    [[ ${path[i]} == "$next" ]] && break
+                done
+                echo "check-layers: the table has a cycle: $cycle"
+                cycles=$((cycles + 1))
+                status=1
+                ;;
+            finished) ;;
+            *) visit "$next" ;;
+        esac
+    done
+    unset 'path[${#path[@]}-1]'
+    mark[$layer]=finished
+}
+for layer in "${layers[@]}"; do
+    [[ -n ${mark[$layer]-} ]] || visit "$layer"
+done
 
 # --- every layer exists, every file has a layer ---------------------------------------------
 for layer in "${layers[@]}"; do
@@ -181,8 +226,8 @@ for layer in "${layers[@]}"; do
     printf '  %-9s -> %s\n' "$layer" "${allowed[$layer]:-(nothing)}"
 done
 if [ "$status" -eq 0 ]; then
-    echo "check-layers: ok ($checked paths to other layers in ${#files[@]} files, all in the table; every layer present; ws/ and chat/ pure; unsafe only in io/)"
+    echo "check-layers: ok ($checked paths to other layers in ${#files[@]} files, all in the table; the table acyclic; every layer present; ws/ and chat/ pure; unsafe only in io/)"
 else
-    echo "check-layers: FAILED ($forbidden of $checked paths to other layers outside the table; see above)"
+    echo "check-layers: FAILED ($forbidden of $checked paths to other layers outside the table, $cycles cycles in the table; see above)"
 fi
 exit "$status"

@@ -518,7 +518,12 @@ mod tests {
             let (mut sock, _) = listener.accept().unwrap();
             // A plain-HTTP server's answer where a ServerHello should be.
             let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-            std::thread::sleep(Duration::from_millis(200));
+            // Open until the client closes: closing with its ClientHello unread would send
+            // a reset, which the client could see instead of the answer. The timeout only
+            // bounds a client that never closes.
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = sock.read_to_end(&mut Vec::new());
         });
         let client = TlsClient::new(&Trust::AnyCertificate, "127.0.0.1").unwrap();
         let (mut poll, mut transport) = connect(addr, &client);
@@ -526,6 +531,7 @@ mod tests {
             Err(e) => assert!(is_tls_error(&e), "{e}"),
             Ok(got) => assert!(got.is_empty()),
         }
+        drop(transport);
         server.join().unwrap();
     }
 

@@ -12,6 +12,8 @@
 //! 32nd of the shortest interval (at least 1 ms). Deadlines beyond the wheel's horizon wait
 //! in the last slot and are re-filed when it comes round.
 //!
+//! Owns: the wheel, one (key, serial) entry per open connection filed by its next deadline;
+//! what a due connection gets (a ping, a close, a new deadline) is decided in timers.rs.
 //! Must never: read the clock (time is passed in), or touch a connection.
 
 use std::time::{Duration, Instant};

@@ -19,7 +19,9 @@
 //! (set once at start-up). The broker reaches the shards back through [`Shards`], which the
 //! hub implements.
 //!
-//! Must never: hold a lock while doing I/O or waiting for another thread.
+//! Owns: every shard's inbox, the roster, the connection count held to `--max-conns`, and
+//! the remote peer once set. Must never: hold a lock while doing I/O or waiting for another
+//! thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

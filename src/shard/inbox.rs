@@ -4,6 +4,11 @@
 //! messages costs one eventfd write and one wake-up (memcached's `cq_push` + notify). The
 //! lock is held only to append or to swap the batch out, never while work is done, so a
 //! pushing thread (a worker, another loop) never waits for the shard.
+//!
+//! Owns: the queue of [`InboxMsg`]s, the shard's waker, and the backlog count of deliveries
+//! handed over but not yet delivered (what its peers hold back on). Must never: wake the
+//! shard for a push onto a non-empty inbox, hold the lock while a message is handled, or
+//! block a pushing thread for longer than an append.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Mutex;

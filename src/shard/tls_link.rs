@@ -5,6 +5,10 @@
 //! A slow reader's backlog therefore stays plaintext, which the slow-consumer policy can cut
 //! (frames not yet started are dropped), while records, once made, are always sent whole:
 //! TLS numbers them, and a missing one would break the stream.
+//!
+//! Owns: the session and the unsealed frames. Must never: do I/O (records go on the outbox
+//! the shard passes in, and the flush sends them), seal onto a non-empty outbox, drop or cut
+//! a record once made, or decide when a connection ends (flush.rs asks for close_notify).
 
 use crate::io::Outbox;
 use crate::tls::{Received, TlsError, TlsSession};

@@ -17,6 +17,11 @@
 //! the item in `overflow` (at most one per connection, since a connection with an item out
 //! is not read) and submits it when a slot frees; it never blocks, and no socket whose
 //! message is waiting is read, so TCP flow control pushes back on the senders.
+//!
+//! Owns: the I/O loop's end of the bounded queue and its `overflow`, the workers' loop and
+//! the synthetic cost. Must never: block the I/O loop (a full queue holds the item), reorder
+//! items (`overflow` keeps arrival order), or let a worker touch a connection or a room (it
+//! interprets and reports through the inbox; the I/O loop applies).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

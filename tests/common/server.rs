@@ -6,6 +6,7 @@
 //! keeping its output for diagnostics, signals and exit. Must never: leave a server process
 //! behind (it is killed and reaped on drop), or wait for it without a bound.
 
+use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,6 +16,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{EXIT_TIMEOUT, IO_TIMEOUT, STARTUP_TIMEOUT};
+
+/// How long a failing test waits for the output pumps to reach EOF once the server has
+/// exited. They normally end at once; the bound is for a process that left a grandchild
+/// holding the pipes open, whose last lines are then reported as far as they came.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One (execution pattern, I/O backend) combination under test.
 #[derive(Debug, Clone, Copy)]
@@ -66,16 +72,21 @@ pub struct Server {
     pub setup: Setup,
     /// Everything the server printed (stdout and stderr), for failure diagnostics.
     log: Arc<Mutex<String>>,
+    /// Disconnects when both output pumps have ended (nothing is ever sent on it).
+    pumps: mpsc::Receiver<Infallible>,
     exited: Option<ExitStatus>,
 }
 
+/// Copies `src` line by line into `log` until EOF; `done` is dropped when it ends.
 fn spawn_line_pump<R: Read + Send + 'static>(
     src: R,
     tag: &'static str,
     log: Arc<Mutex<String>>,
     first_lines: Option<mpsc::Sender<String>>,
+    done: mpsc::Sender<Infallible>,
 ) {
     thread::spawn(move || {
+        let _done = done;
         let mut reader = BufReader::new(src);
         let mut buf = Vec::new();
         loop {
@@ -99,6 +110,13 @@ fn spawn_line_pump<R: Read + Send + 'static>(
             }
         }
     });
+}
+
+/// Waits, bounded by [`OUTPUT_DRAIN_TIMEOUT`], until every pump holding a sender of `pumps`
+/// has ended: after the server exited, that is when its last lines are in the log.
+fn drain_output(pumps: &mpsc::Receiver<Infallible>) {
+    // Only a timeout or the disconnect of the last sender can end the wait.
+    let _ = pumps.recv_timeout(OUTPUT_DRAIN_TIMEOUT);
 }
 
 impl Server {
@@ -138,13 +156,21 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn wschat binary");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
+        let (pumps_done, pumps) = mpsc::channel();
         spawn_line_pump(
             child.stdout.take().unwrap(),
             "[stdout] ",
             log.clone(),
             Some(tx),
+            pumps_done.clone(),
         );
-        spawn_line_pump(child.stderr.take().unwrap(), "[stderr] ", log.clone(), None);
+        spawn_line_pump(
+            child.stderr.take().unwrap(),
+            "[stderr] ",
+            log.clone(),
+            None,
+            pumps_done,
+        );
 
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let addr = loop {
@@ -163,7 +189,7 @@ impl Server {
                 Err(_) => {
                     let _ = child.kill();
                     let status = child.wait();
-                    thread::sleep(Duration::from_millis(100));
+                    drain_output(&pumps);
                     panic!(
                         "server ({setup:?}, flags {extra:?}) printed no 'listening on' line \
                          (exit: {status:?}); output:\n{}",
@@ -177,6 +203,7 @@ impl Server {
             addr,
             setup,
             log,
+            pumps,
             exited: None,
         }
     }
@@ -234,8 +261,8 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
         if thread::panicking() {
-            // Give the pumps a moment to collect the last lines.
-            thread::sleep(Duration::from_millis(50));
+            // The process is gone: the pumps end at EOF, with its last lines logged.
+            drain_output(&self.pumps);
             let out = self.output();
             let tail: String = {
                 let start = out.len().saturating_sub(8 * 1024);
