@@ -6,10 +6,15 @@
 //! party sharing its rooms, and [`Shards`], what such a party may hand back to the shards.
 //! The shard loop talks to a list of peers and never asks which kind each one is; the
 //! broker sees the shards through [`Shards`] and never imports the shard.
+//!
+//! Also owns the one bound on what a shard may be handed and not yet have delivered
+//! ([`PEER_BACKLOG_LIMIT`]), which every party that hands shards batches keeps: a sibling
+//! shard stops reading the senders of its batches, the broker stops reading Redis.
 //! Must never: hold connection or chat state, do I/O, or block: a peer queues and returns.
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::chat::{Delivery, MemberHandle, Name, RoomName};
 
@@ -32,6 +37,41 @@ impl MemberHandle for MemberId {
 
 /// One shard iteration's room deliveries, shared by every receiving party.
 pub type Batch = Arc<[Delivery<MemberId>]>;
+
+/// How many room deliveries (and how many bytes of their frames) a shard may hold, handed
+/// to it and not yet delivered, before whoever hands it batches stops reading the source of
+/// them (a sibling shard: the batch's senders; the broker: Redis). Without a bound, a
+/// source that out-sends what a shard can deliver (the shard is busier, or its core is
+/// slower) queues without limit in that shard's inbox. 65,536 deliveries is about a quarter
+/// of a second of a loop's full rate. Reading resumes once every shard is down to half
+/// ([`backlog_caught_up`]), so that a source hovering at the limit is not paused and resumed
+/// on every batch.
+pub const PEER_BACKLOG_LIMIT: (usize, usize) = (1 << 16, 8 << 20);
+
+/// How often a party that stopped reading looks whether the shards caught up: they do not
+/// tell it when they do, and it is short next to the quarter of a second of full-rate
+/// delivery that the limit holds, so the shards do not run dry waiting for it. Only a party
+/// that stopped reading wakes up this often.
+pub const PEER_BACKLOG_RECHECK: Duration = Duration::from_millis(1);
+
+/// Whether a backlog (deliveries, bytes) is over [`PEER_BACKLOG_LIMIT`]: stop reading.
+pub fn backlog_over_limit((deliveries, bytes): (usize, usize)) -> bool {
+    let (max_deliveries, max_bytes) = PEER_BACKLOG_LIMIT;
+    deliveries > max_deliveries || bytes > max_bytes
+}
+
+/// Whether a backlog (deliveries, bytes) is down to half of [`PEER_BACKLOG_LIMIT`] in both
+/// counts: read again.
+pub fn backlog_caught_up((deliveries, bytes): (usize, usize)) -> bool {
+    let (max_deliveries, max_bytes) = PEER_BACKLOG_LIMIT;
+    deliveries <= max_deliveries / 2 && bytes <= max_bytes / 2
+}
+
+/// The bytes of a batch's frames: what a shard's backlog counts besides its deliveries.
+/// Summed once per batch by whoever hands it to several shards.
+pub fn batch_bytes(batch: &Batch) -> usize {
+    batch.iter().map(|d| d.frame.len()).sum()
+}
 
 /// A party that shares rooms with a shard. Every call queues and returns at once; the
 /// default methods are what a party that only carries messages does.
@@ -70,6 +110,10 @@ pub trait Shards: Debug + Send + Sync {
             self.deliver(shard, batch.clone());
         }
     }
+    /// The largest backlog any shard holds: room deliveries handed to it and not yet
+    /// delivered, and their frames' bytes (each the largest of its kind, possibly of two
+    /// shards). What a party that hands batches compares with [`PEER_BACKLOG_LIMIT`].
+    fn backlog(&self) -> (usize, usize);
     /// Joins to `room` that waited for it ([`Peer::join`] said false) may complete.
     fn room_ready(&self, room: &RoomName);
 }

@@ -156,6 +156,10 @@ counters! {
     Counter cluster_not_propagated,
     /// Events from other nodes handed to this node's shards.
     Counter cluster_received,
+    /// Times the broker stopped reading the subscription connection because a shard held
+    /// more room deliveries than it may (the limit of `peer_backpressure`); it reads again
+    /// when every shard has caught up by half, and Redis holds what arrives meanwhile.
+    Counter cluster_backpressure,
     /// Gaps made visible to a room's members: the link dropped while subscribed, or a
     /// publisher's sequence number jumped.
     Counter cluster_gaps,

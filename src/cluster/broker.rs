@@ -1,7 +1,9 @@
 //! The broker thread: owns the two Redis sockets and an epoll reactor of its own, and moves
 //! bytes between them and the [`Session`], which decides everything else.
 //!
-//! One iteration: connect if the session says so; wait (epoll) for the Redis sockets, the
+//! One iteration: connect if the session says so; pause or resume reading the subscription
+//! connection if the session's answer changed (it stops reading Redis while the shards
+//! hold too much of what it sent); wait (epoll) for the Redis sockets, the
 //! inbox's eventfd, or the session's next deadline (heartbeat, reconnect); hand the session
 //! what arrived (replies, subscription messages, the shards' requests) and the time; write
 //! what it queued, one writev per connection, so a wake-up that drained many publishes sends
@@ -69,6 +71,7 @@ pub fn start(
                 link: thread_link,
                 stats,
                 requests: Vec::new(),
+                sub_read: true,
             };
             if let Err(e) = broker.run() {
                 eprintln!("wschat: cluster: the broker thread stopped: {e}");
@@ -89,6 +92,9 @@ struct Broker {
     stats: Arc<ThreadStats>,
     /// The shards' requests drained from the link's inbox (kept for its capacity).
     requests: Vec<BrokerMsg>,
+    /// Whether the reactor reads `SUB` (as last told, or as opened: a new connection is
+    /// read), so that it is told only when the session's answer changes.
+    sub_read: bool,
 }
 
 impl Broker {
@@ -99,6 +105,8 @@ impl Broker {
             if self.session.poll_connect(now) {
                 self.connect(now);
             }
+            // After connecting, so that a new `SUB` is paused before its first read.
+            self.apply_sub_read();
             // Before waiting, so that no line waits for the next event.
             while let Some(line) = self.session.poll_report() {
                 eprintln!("wschat: cluster: {line}");
@@ -136,8 +144,24 @@ impl Broker {
                 self.io.close(CMD);
                 self.io.close(SUB);
             }
-            self.session.poll_deliveries();
+            self.session.poll_deliveries(now);
         }
+    }
+
+    /// Pauses or resumes reading `SUB` if the session's answer changed. While the link is
+    /// down there is no `SUB` and the reactor ignores the call; what counts is `sub_read`,
+    /// which a new connection resets.
+    fn apply_sub_read(&mut self) {
+        let read = self.session.poll_read(Conn::Sub);
+        if read == self.sub_read {
+            return;
+        }
+        if read {
+            self.io.resume_reading(SUB);
+        } else {
+            self.io.pause_reading(SUB);
+        }
+        self.sub_read = read;
     }
 
     /// Opens both connections; the session then restores what this node had.
@@ -150,6 +174,8 @@ impl Broker {
                 self.io.close(CMD);
                 return Err(e);
             }
+            // A new connection is read until told otherwise.
+            self.sub_read = true;
             Ok(())
         });
         match opened {

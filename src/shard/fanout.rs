@@ -14,7 +14,7 @@ use super::State;
 use super::conn::Conn;
 use crate::chat::{Audience, Delivery};
 use crate::io::ConnId;
-use crate::peer::{Batch, MemberId};
+use crate::peer::{Batch, MemberId, backlog_caught_up, backlog_over_limit};
 use crate::stats::bump;
 use crate::ws::OutMessage;
 use crate::ws::deflate::Compressor;
@@ -25,16 +25,6 @@ use crate::ws::deflate::Compressor;
 /// queued 150 MiB of references before the first flush. At 245,000 deliveries a second a
 /// loop iteration plans far fewer.
 pub(super) const FANOUT_PER_ITERATION: usize = 1 << 18;
-/// How many room deliveries (and how many bytes of their frames) another shard may hold
-/// from this one's batches, not yet delivered, before this loop stops reading the senders
-/// of the batches it hands over. Without a bound, a loop whose clients out-send what a
-/// peer loop can deliver (it is busier, or its core is slower) queues without limit in that
-/// peer's inbox. 65,536 deliveries is about a quarter of a second of a loop's full rate.
-pub(super) const PEER_BACKLOG_LIMIT: (usize, usize) = (1 << 16, 8 << 20);
-/// How often a loop with throttled senders looks whether its peers caught up (to half the
-/// limit).
-pub(super) const PEER_BACKLOG_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Appends `frame` to the outbox of a receiver that accepts messages (compressed if the
 /// receiver agreed to permessage-deflate: the compressed frame is made once per message and
 /// shared like the plain one) and marks it dirty; `settle` holds it to --max-outbound after
@@ -169,13 +159,12 @@ impl State {
         }
     }
 
-    /// If a peer shard now holds more of our deliveries than `PEER_BACKLOG_LIMIT`, stops
+    /// If a peer shard now holds more of our deliveries than
+    /// [`PEER_BACKLOG_LIMIT`](crate::peer::PEER_BACKLOG_LIMIT), stops
     /// reading this batch's senders here (TCP then pushes back on them) until it has caught
     /// up by half. Connections that sent nothing in it are read as before.
     fn throttle_senders(&mut self, batch: &Batch) {
-        let (deliveries, bytes) = self.hub.peer_backlog(self.index);
-        let (max_deliveries, max_bytes) = PEER_BACKLOG_LIMIT;
-        if deliveries <= max_deliveries && bytes <= max_bytes {
+        if !backlog_over_limit(self.hub.peer_backlog(self.index)) {
             return;
         }
         for delivery in batch.iter() {
@@ -201,9 +190,7 @@ impl State {
         if self.throttled.is_empty() {
             return;
         }
-        let (deliveries, bytes) = self.hub.peer_backlog(self.index);
-        let (max_deliveries, max_bytes) = PEER_BACKLOG_LIMIT;
-        if deliveries > max_deliveries / 2 || bytes > max_bytes / 2 {
+        if !backlog_caught_up(self.hub.peer_backlog(self.index)) {
             return;
         }
         for id in std::mem::take(&mut self.throttled) {

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use super::{Inbox, InboxMsg};
 use crate::chat::{RoomName, Roster};
 use crate::io::Waker;
-use crate::peer::{Batch, Peer, Shards};
+use crate::peer::{Batch, Peer, Shards, batch_bytes};
 
 #[derive(Debug)]
 pub struct Hub {
@@ -50,9 +50,10 @@ struct Siblings {
 
 impl Peer for Siblings {
     fn publish(&self, from: usize, batch: &Batch) {
+        let bytes = batch_bytes(batch);
         for (i, inbox) in self.inboxes.iter().enumerate() {
             if i != from {
-                inbox.push(InboxMsg::Deliver(batch.clone()));
+                inbox.push_deliveries(batch.clone(), bytes);
             }
         }
     }
@@ -109,10 +110,17 @@ impl Hub {
     /// The largest backlog of room deliveries (count, bytes) that a shard other than `from`
     /// has been handed and not yet delivered.
     pub fn peer_backlog(&self, from: usize) -> (usize, usize) {
+        self.largest_backlog(Some(from))
+    }
+
+    /// The largest backlog (count, bytes; each the largest of its kind) among the shards
+    /// but `except`: for a shard, its peers' ([`Hub::peer_backlog`]); for the broker, every
+    /// shard's ([`Shards::backlog`]).
+    fn largest_backlog(&self, except: Option<usize>) -> (usize, usize) {
         self.inboxes()
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != from)
+            .filter(|(i, _)| Some(*i) != except)
             .map(|(_, inbox)| inbox.backlog())
             .fold((0, 0), |(d, b), (d2, b2)| (d.max(d2), b.max(b2)))
     }
@@ -139,8 +147,21 @@ impl Shards for Hub {
 
     fn deliver(&self, shard: usize, batch: Batch) {
         if let Some(inbox) = self.siblings.inboxes.get(shard) {
-            inbox.push(InboxMsg::Deliver(batch));
+            let bytes = batch_bytes(&batch);
+            inbox.push_deliveries(batch, bytes);
         }
+    }
+
+    /// One sum of the batch's bytes for every inbox, not one per inbox.
+    fn deliver_to_all(&self, batch: Batch) {
+        let bytes = batch_bytes(&batch);
+        for inbox in &self.siblings.inboxes {
+            inbox.push_deliveries(batch.clone(), bytes);
+        }
+    }
+
+    fn backlog(&self) -> (usize, usize) {
+        self.largest_backlog(None)
     }
 
     fn room_ready(&self, room: &RoomName) {

@@ -77,13 +77,27 @@ impl Inbox {
         self.backlog.bytes.fetch_sub(bytes, Relaxed);
     }
 
-    /// Queues `msg`; wakes the shard if it may be asleep (the inbox was empty).
+    /// Queues room deliveries, `bytes` of frames in all ([`crate::peer::batch_bytes`],
+    /// summed once by the caller however many inboxes the batch goes to), and counts them
+    /// in the backlog until the shard says they are [`Inbox::delivered`].
+    pub fn push_deliveries(&self, batch: Batch, bytes: usize) {
+        self.backlog.deliveries.fetch_add(batch.len(), Relaxed);
+        self.backlog.bytes.fetch_add(bytes, Relaxed);
+        self.enqueue(InboxMsg::Deliver(batch));
+    }
+
+    /// Queues `msg`, any message but `Deliver` (which goes through
+    /// [`Inbox::push_deliveries`], so that it is counted); wakes the shard if it may be
+    /// asleep (the inbox was empty).
     pub fn push(&self, msg: InboxMsg) {
-        if let InboxMsg::Deliver(batch) = &msg {
-            let bytes = batch.iter().map(|d| d.frame.len()).sum();
-            self.backlog.deliveries.fetch_add(batch.len(), Relaxed);
-            self.backlog.bytes.fetch_add(bytes, Relaxed);
-        }
+        debug_assert!(
+            !matches!(msg, InboxMsg::Deliver(_)),
+            "deliveries are pushed with push_deliveries, which counts them"
+        );
+        self.enqueue(msg);
+    }
+
+    fn enqueue(&self, msg: InboxMsg) {
         let was_empty = {
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = queue.is_empty();

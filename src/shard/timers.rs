@@ -8,10 +8,10 @@ use std::cmp::Reverse;
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-use super::fanout::PEER_BACKLOG_RECHECK;
 use super::heartbeat;
 use super::{Shard, State};
 use crate::io::{ConnId, Reactor};
+use crate::peer::PEER_BACKLOG_RECHECK;
 use crate::stats::bump;
 use crate::ws::CloseCode;
 

@@ -30,11 +30,13 @@ fn waker() -> Waker {
         .clone()
 }
 
-/// One shard as the broker sees it: what was handed to it.
+/// One shard as the broker sees it: what was handed to it, and the backlog it reports
+/// (set by the test: the mailbox delivers nothing by itself).
 #[derive(Debug, Default)]
 pub struct Mailbox {
     batches: Mutex<Vec<Batch>>,
     ready: Mutex<Vec<RoomName>>,
+    pub backlog: Mutex<(usize, usize)>,
 }
 
 impl Shards for Mailbox {
@@ -47,6 +49,9 @@ impl Shards for Mailbox {
     }
     fn room_ready(&self, room: &RoomName) {
         self.ready.lock().unwrap().push(room.clone());
+    }
+    fn backlog(&self) -> (usize, usize) {
+        *self.backlog.lock().unwrap()
     }
 }
 
@@ -141,10 +146,11 @@ impl Harness {
         }
     }
 
-    /// Everything handed to the shard since the last call (after [`Session::poll_deliveries`]),
-    /// as (audience, payload).
+    /// Everything handed to the shard since the last call (after [`Session::poll_deliveries`]
+    /// at `t0`: tests that need its time call it themselves first), as (audience, payload).
     pub fn handed(&mut self) -> Vec<(Audience<MemberId>, Vec<u8>)> {
-        self.session.poll_deliveries();
+        let t0 = self.t0;
+        self.session.poll_deliveries(t0);
         let batches = std::mem::take(&mut *self.shard.batches.lock().unwrap());
         let mut out = Vec::new();
         for deliveries in batches {

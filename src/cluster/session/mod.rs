@@ -6,7 +6,7 @@
 //! two connections' bytes (`commands.rs`: what is written, what each reply answers, the
 //! caps); the rooms' subscriptions, sequence numbers and gaps (`rooms.rs`, `sequence.rs`);
 //! this node's `/who` fields and the queries in flight (`roster.rs`); what the shards are
-//! handed.
+//! handed, and whether `Sub` is read while they deliver it ([`Session::poll_read`]).
 //! Must never: read the clock (every input that needs the time takes `now`), make a system
 //! call (the driver, [`super::broker`], owns the sockets and the reactor, prints the lines
 //! of [`Session::poll_report`] and seeds the randomness), block, or panic on what Redis sends.
@@ -16,19 +16,24 @@
 //! 1. [`Session::poll_connect`]`(now)`: true when the link is down and its retry is due;
 //!    then open both connections and call [`Session::handle_connected`]`(now)`, or
 //!    [`Session::handle_connect_failed`]`(reason, now)`.
-//! 2. Wait for input until [`Session::poll_timeout`], and hand in what arrived, in order:
+//! 2. [`Session::poll_read`]`(conn)`: whether to read each connection in the wait that
+//!    follows; the driver pauses or resumes reading it when the answer changes (and knows
+//!    that a connection it just opened is read).
+//! 3. Wait for input until [`Session::poll_timeout`], and hand in what arrived, in order:
 //!    [`Session::handle_input`]`(conn, bytes, now)` for bytes read from a connection,
 //!    [`Session::handle_request`]`(msg, now)` for each request drained from the shards'
 //!    [`Link`], [`Session::handle_failure`]`(reason)` for a connection that ended or failed.
-//! 3. [`Session::handle_timeout`]`(now)`: the heartbeat, when it is due.
-//! 4. [`Session::poll_transmit`]`(conn)` for each connection: the outbox to write (what the
+//! 4. [`Session::handle_timeout`]`(now)`: the heartbeat, and whether the shards caught up
+//!    with a throttled `Sub`, when due.
+//! 5. [`Session::poll_transmit`]`(conn)` for each connection: the outbox to write (what the
 //!    socket does not take stays in it); a write error is a [`Session::handle_failure`].
-//! 5. [`Session::poll_close`]`(now)`: true when the link failed during the iteration; the
+//! 6. [`Session::poll_close`]`(now)`: true when the link failed during the iteration; the
 //!    session has torn its side down (counted what is lost, told the rooms, scheduled the
 //!    retry): close both sockets.
-//! 6. [`Session::poll_deliveries`]: hands the shards this iteration's remote events and
-//!    notices, one shared batch (after `poll_close`, whose teardown adds notices).
-//! 7. [`Session::poll_report`] until `None`: lines for the log (any time; the driver drains
+//! 7. [`Session::poll_deliveries`]`(now)`: hands the shards this iteration's remote events
+//!    and notices, one shared batch (after `poll_close`, whose teardown adds notices), and
+//!    stops reading `Sub` if the shards now hold more than they may.
+//! 8. [`Session::poll_report`] until `None`: lines for the log (any time; the driver drains
 //!    them before it waits again).
 //!
 //! Answers to `/who` and [`Shards::room_ready`] go to the shards through [`Shards`] as soon
@@ -56,7 +61,9 @@ use super::wire::{self, NodeId};
 use super::{BrokerMsg, Link};
 use crate::chat::{Delivery, RoomName};
 use crate::io::Outbox;
-use crate::peer::{Batch, MemberId, Shards};
+use crate::peer::{
+    Batch, MemberId, PEER_BACKLOG_RECHECK, Shards, backlog_caught_up, backlog_over_limit,
+};
 use crate::stats::{ThreadStats, bump, set};
 use commands::{CMD_BOUNDS, Class, Expect, Pipe, sub_bounds};
 use sequence::Sequences;
@@ -120,6 +127,11 @@ pub struct Session {
     sequences: Sequences,
     /// Remote events and notices for every shard, handed over once per iteration.
     remote: Vec<Delivery<MemberId>>,
+    /// Set while `Sub` is not read because a shard held more than
+    /// [`crate::peer::PEER_BACKLOG_LIMIT`] after a batch: when to look next whether every
+    /// shard is down to half. Kept across a reconnect: it is the shards' state, not the
+    /// connection's.
+    sub_throttled: Option<Instant>,
     backoff: Duration,
     next_attempt: Instant,
     next_heartbeat: Instant,
@@ -165,6 +177,7 @@ impl Session {
             restoring: HashSet::new(),
             sequences: Sequences::default(),
             remote: Vec::new(),
+            sub_throttled: None,
             backoff: BACKOFF_MIN,
             next_attempt: now,
             next_heartbeat: now,
@@ -282,20 +295,44 @@ impl Session {
         }
     }
 
-    /// The heartbeat, if it is due at `now`.
+    /// The heartbeat, if it is due at `now`; and while `Sub` is throttled, whether every
+    /// shard is down to half the limit, so that it is read again (the shards do not tell the
+    /// broker when they catch up: it looks every [`PEER_BACKLOG_RECHECK`]).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(recheck) = self.sub_throttled
+            && now >= recheck
+        {
+            let caught_up = backlog_caught_up(self.shards.backlog());
+            self.sub_throttled = (!caught_up).then_some(now + PEER_BACKLOG_RECHECK);
+        }
         if self.up && now >= self.next_heartbeat {
             self.heartbeat(now);
         }
     }
 
     /// When the session next needs [`Session::handle_timeout`] (the link up: the next
-    /// heartbeat) or [`Session::poll_connect`] (down: the next attempt).
+    /// heartbeat; `Sub` throttled: the next look at the shards' backlog) or
+    /// [`Session::poll_connect`] (down: the next attempt).
     pub fn poll_timeout(&self) -> Instant {
-        if self.up {
+        let link = if self.up {
             self.next_heartbeat
         } else {
             self.next_attempt
+        };
+        self.sub_throttled.map_or(link, |recheck| recheck.min(link))
+    }
+
+    /// Whether the driver should read `conn` now. `Cmd` always; `Sub` not while the
+    /// shards hold more remote events than they may ([`Session::poll_deliveries`] decides,
+    /// [`Session::handle_timeout`] undoes it): what Redis sends meanwhile stays in the
+    /// kernel, then in Redis, whose `client-output-buffer-limit pubsub` bounds what it holds
+    /// for us (deploy/redis.conf), so the inboxes stay bounded however fast the other nodes
+    /// publish. `Cmd` carries this node's publishes, the heartbeat and `/who`, which the
+    /// shards' backlog does not concern.
+    pub fn poll_read(&self, conn: Conn) -> bool {
+        match conn {
+            Conn::Cmd => true,
+            Conn::Sub => self.sub_throttled.is_none(),
         }
     }
 
@@ -327,13 +364,21 @@ impl Session {
         }
     }
 
-    /// Hands this iteration's remote events and notices to every shard, one shared batch.
-    pub fn poll_deliveries(&mut self) {
+    /// Hands this iteration's remote events and notices to every shard, one shared batch;
+    /// then, if a shard holds more than [`crate::peer::PEER_BACKLOG_LIMIT`], stops reading
+    /// `Sub` ([`Session::poll_read`]) until every shard is down to half, as a shard stops
+    /// reading the senders of a batch a sibling cannot take. Looked at only when a batch was
+    /// handed: only a batch makes the backlog grow.
+    pub fn poll_deliveries(&mut self, now: Instant) {
         if self.remote.is_empty() {
             return;
         }
         let batch: Batch = std::mem::take(&mut self.remote).into();
         self.shards.deliver_to_all(batch);
+        if self.sub_throttled.is_none() && backlog_over_limit(self.shards.backlog()) {
+            self.sub_throttled = Some(now + PEER_BACKLOG_RECHECK);
+            bump(&self.stats.counters.cluster_backpressure, 1);
+        }
     }
 
     /// A line for the log (the driver prefixes it with who is speaking).
@@ -357,6 +402,15 @@ impl Session {
         self.sub_command(&[b"PING"]);
         let cmd_silent =
             !self.expect.is_empty() && now.duration_since(self.cmd.progress) > SILENCE_LIMIT;
+        // While `Sub` is throttled its PONGs are not read either, and this fails the link
+        // after SILENCE_LIMIT, on purpose. A node whose shards cannot keep up with the
+        // cluster's traffic for that long has already made Redis hold seconds of events for
+        // it, near the `pubsub` output limit at which Redis drops the connection without a
+        // word; and an unread connection shows no EOF, so this check is the only one that
+        // would notice Redis closing it. Failing here is bounded and visible: the rooms are
+        // told of the gap (`cluster_gaps`), the link is retried, and what the shards hold
+        // drains meanwhile. Exempting a throttled `Sub` would instead keep a link that
+        // may already be dead.
         let sub_silent = now.duration_since(self.sub.progress) > SILENCE_LIMIT;
         if cmd_silent || sub_silent {
             self.failed

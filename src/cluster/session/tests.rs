@@ -233,3 +233,151 @@ fn input_after_a_failure_in_the_same_iteration_is_not_read() {
     assert!(h.room_payloads().is_empty());
     assert_eq!(h.stats.counters.cluster_bad_input.load(Relaxed), 0);
 }
+
+/// A session up and subscribed to `r`, as a shard's first member made it.
+fn in_room(r: &RoomName) -> Harness {
+    let mut h = Harness::up();
+    let t = h.at(1);
+    assert!(!h.link.join(r));
+    h.requests(t);
+    h.handle_input(Conn::Sub, subscribed(r, 1).as_bytes(), t);
+    h.written(Conn::Sub);
+    h.ready();
+    h
+}
+
+/// Another node's event `seq` arrives on `Sub` at `now` and is handed to the shards.
+fn remote_event(h: &mut Harness, r: &RoomName, seq: u64, now: Instant) {
+    let push = super::harness::message(r, &super::harness::event(7, seq, b"x"));
+    h.handle_input(Conn::Sub, &push, now);
+    h.poll_deliveries(now);
+}
+
+/// What the shards report holding, delivered or not.
+fn set_backlog(h: &Harness, backlog: (usize, usize)) {
+    *h.shard.backlog.lock().unwrap() = backlog;
+}
+
+fn throttles(h: &Harness) -> u64 {
+    h.stats.counters.cluster_backpressure.load(Relaxed)
+}
+
+#[test]
+fn shards_over_their_backlog_limit_stop_the_reading_of_sub_until_all_are_down_to_half() {
+    use crate::peer::{PEER_BACKLOG_LIMIT, PEER_BACKLOG_RECHECK};
+    let (max, max_bytes) = PEER_BACKLOG_LIMIT;
+    let r = room("r");
+    let mut h = in_room(&r);
+    let t = h.at(10);
+    assert!(h.poll_read(Conn::Sub) && h.poll_read(Conn::Cmd));
+
+    // At the limit is within it; and with nothing handed over, the backlog is not looked at.
+    set_backlog(&h, (max, max_bytes));
+    remote_event(&mut h, &r, 1, t);
+    assert!(h.poll_read(Conn::Sub));
+    set_backlog(&h, (max + 1, 0));
+    h.poll_deliveries(t);
+    assert!(h.poll_read(Conn::Sub), "no batch, no look");
+
+    // A batch leaves a shard over the limit: `Sub` is not read, `Cmd` still is, and the
+    // session asks to be woken soon to look again.
+    remote_event(&mut h, &r, 2, t);
+    assert!(!h.poll_read(Conn::Sub));
+    assert!(h.poll_read(Conn::Cmd), "publishes and the heartbeat go on");
+    assert_eq!(throttles(&h), 1);
+    assert_eq!(h.poll_timeout(), t + PEER_BACKLOG_RECHECK);
+    assert_eq!(h.room_payloads().len(), 2, "what was read is handed over");
+
+    // Batches already read when it stopped are handed over, not counted again.
+    remote_event(&mut h, &r, 3, t);
+    assert_eq!(throttles(&h), 1);
+
+    // Below the limit but above half, in either count: still not read (hysteresis).
+    for backlog in [(max / 2 + 1, 0), (0, max_bytes / 2 + 1), (max, max_bytes)] {
+        set_backlog(&h, backlog);
+        let now = h.poll_timeout();
+        h.handle_timeout(now);
+        assert!(!h.poll_read(Conn::Sub), "{backlog:?}");
+        assert_eq!(h.poll_timeout(), now + PEER_BACKLOG_RECHECK);
+    }
+
+    // Exactly half: read again, but only when the look is due.
+    set_backlog(&h, (max / 2, max_bytes / 2));
+    let due = h.poll_timeout();
+    h.handle_timeout(due - Duration::from_micros(1));
+    assert!(!h.poll_read(Conn::Sub));
+    h.handle_timeout(due);
+    assert!(h.poll_read(Conn::Sub));
+    assert_eq!(h.poll_timeout(), h.at(2000), "back to the heartbeat");
+
+    // Too many bytes alone stop it too, and each stop is counted.
+    set_backlog(&h, (0, max_bytes + 1));
+    remote_event(&mut h, &r, 4, due);
+    assert!(!h.poll_read(Conn::Sub));
+    assert_eq!(throttles(&h), 2);
+}
+
+/// While `Sub` is not read its PONGs are not either: a node whose shards stay behind for
+/// SILENCE_LIMIT loses its link and tells its rooms of the gap (see `Session::heartbeat`).
+/// The throttle is the shards' state and outlives the connection: the new `Sub` is written
+/// (its CLIENT SETNAME and SUBSCRIBE) but read only once the shards caught up.
+#[test]
+fn a_throttled_sub_fails_the_link_after_the_silence_limit_and_stays_throttled_across_a_reconnect() {
+    use crate::peer::{PEER_BACKLOG_LIMIT, PEER_BACKLOG_RECHECK};
+    let r = room("r");
+    let mut h = in_room(&r);
+    let t = h.at(10);
+    set_backlog(&h, (PEER_BACKLOG_LIMIT.0 + 1, 0));
+    remote_event(&mut h, &r, 1, t);
+    assert!(!h.poll_read(Conn::Sub));
+    h.room_payloads();
+
+    // `Cmd` keeps answering; the PINGs on `Sub` are written but their replies are not read.
+    for ms in [2000, 4000, 6000] {
+        let now = h.at(ms);
+        h.handle_timeout(now);
+        assert_eq!(h.written(Conn::Sub), [["PING"]]);
+        h.handle_input(Conn::Cmd, b"+OK\r\n", now);
+        assert!(!h.poll_close(now), "at {ms} ms");
+        assert!(!h.poll_read(Conn::Sub));
+    }
+    let now = h.at(8000);
+    h.handle_timeout(now);
+    assert!(h.poll_close(now));
+    assert_eq!(h.stats.counters.cluster_gaps.load(Relaxed), 1);
+    h.poll_deliveries(now);
+    assert_eq!(
+        h.room_payloads(),
+        [super::harness::payload(&nodes::link_lost())]
+    );
+    assert!(!h.poll_read(Conn::Sub), "still the shards' backlog");
+    assert_eq!(throttles(&h), 1, "the notice is not a second stop");
+    assert_eq!(
+        h.poll_timeout(),
+        now + PEER_BACKLOG_RECHECK,
+        "the look is due before the retry"
+    );
+
+    // Reconnected while the shards are still behind: `Sub` is written, not read.
+    h.handle_timeout(now + PEER_BACKLOG_RECHECK);
+    let again = h.at(9000);
+    assert!(h.poll_connect(again));
+    h.handle_connected(again);
+    assert!(!h.poll_read(Conn::Sub));
+    let sub = h.written(Conn::Sub);
+    assert!(sub.iter().any(|c| c[0] == "SUBSCRIBE"), "{sub:?}");
+
+    // Caught up: read again, and the resubscription completes as usual.
+    set_backlog(&h, (0, 0));
+    let due = h.poll_timeout();
+    assert!(due <= again + PEER_BACKLOG_RECHECK);
+    h.handle_timeout(due);
+    assert!(h.poll_read(Conn::Sub));
+    h.handle_input(Conn::Sub, b"+OK\r\n+PONG\r\n", due);
+    h.handle_input(Conn::Sub, subscribed(&r, 1).as_bytes(), due);
+    assert_eq!(
+        h.room_payloads(),
+        [super::harness::payload(&nodes::link_restored())]
+    );
+    assert!(!h.poll_close(due));
+}

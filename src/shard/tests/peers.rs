@@ -157,7 +157,7 @@ fn a_peer_hears_every_room_change_and_may_answer_who() {
 /// else on the loop is served meanwhile, and nothing is lost once the peer catches up.
 #[test]
 fn a_backlogged_peer_throttles_the_senders_that_feed_it_and_only_them() {
-    use crate::shard::fanout::PEER_BACKLOG_LIMIT;
+    use crate::peer::PEER_BACKLOG_LIMIT;
     const MESSAGES: usize = 100;
     const SIZE: usize = 100 << 10; // 100 messages of 100 KiB: past the 8 MiB limit
     let (mut a, mut b) = two_shards();
@@ -202,4 +202,46 @@ fn a_backlogged_peer_throttles_the_senders_that_feed_it_and_only_them() {
     }
     assert_eq!(a.hub.inbox(1).backlog(), (0, 0));
     assert!(!a.net.borrow_mut().wire(ann).reading_paused);
+}
+
+/// What the broker compares with the limit: the largest backlog any shard holds, in each
+/// count; a shard's own view ([`Hub::peer_backlog`]) leaves itself out. A batch counts its
+/// frames' bytes in every inbox it reaches, however it got there.
+#[test]
+fn the_shards_backlog_is_the_largest_any_inbox_holds_and_a_shards_view_leaves_itself_out() {
+    use crate::chat::{Audience, Delivery};
+    use crate::ws::{Opcode, frame::server_frame};
+    super::fake::hold_descriptors();
+    let wakers = [(); 3].map(|_| Waker::new().unwrap());
+    let hub = Hub::new(&wakers, 10);
+    let delivery = |n: usize| Delivery {
+        frame: server_frame(Opcode::Binary, &[&vec![0; n]]).into(),
+        to: Audience::Room {
+            room: RoomName::parse("r").unwrap(),
+            except: MemberId { shard: 0, conn: 0 },
+        },
+    };
+    let batch: Batch = Arc::from(vec![delivery(10), delivery(200)]);
+    let bytes = (2 + 10) + (4 + 200); // headers: 2 bytes, 4 from a payload of 126 on
+    let shards: &dyn Shards = &*hub;
+    assert_eq!(shards.backlog(), (0, 0));
+
+    hub.peers().next().unwrap().publish(0, &batch); // shards 1 and 2
+    shards.deliver(2, batch.clone());
+    assert_eq!(hub.inbox(0).backlog(), (0, 0));
+    assert_eq!(hub.inbox(1).backlog(), (2, bytes));
+    assert_eq!(shards.backlog(), (4, 2 * bytes));
+    assert_eq!(hub.peer_backlog(2), (2, bytes));
+    assert_eq!(hub.peer_backlog(0), (4, 2 * bytes));
+
+    shards.deliver_to_all(batch);
+    assert_eq!(hub.inbox(0).backlog(), (2, bytes));
+    assert_eq!(shards.backlog(), (6, 3 * bytes));
+    hub.inbox(2).delivered(6, 3 * bytes);
+    assert_eq!(
+        shards.backlog(),
+        (4, 2 * bytes),
+        "shard 1's, now the largest"
+    );
+    assert_eq!(hub.peer_backlog(1), (2, bytes));
 }
