@@ -852,15 +852,35 @@ fn read_to_eof(client: &mut TcpStream) -> Vec<u8> {
     rest
 }
 
-#[test]
-fn sends_name_the_registered_entry_once_it_is_set_and_a_closed_socket_really_closes() {
-    let _fds = fd_lock();
+/// A harness with every feature the kernel has, if registered files are among them.
+fn with_registered_files() -> Option<Harness> {
     let probed = probe().unwrap().features;
     if !probed.contains(Feature::RegisteredFiles) {
         eprintln!("registered files are not available here; tested by the fallback only");
-        return;
+        return None;
     }
-    let mut h = Harness::new(probed, AcceptWakeup::Sole);
+    Some(Harness::new(probed, AcceptWakeup::Sole))
+}
+
+/// Sends `bytes` on `conn` and settles the send once it has completed.
+fn send_and_settle(h: &mut Harness, conn: ConnId, bytes: &[u8]) {
+    let mut outbox = Outbox::default();
+    outbox.push(Arc::from(bytes));
+    h.reactor.send(conn, &mut outbox).unwrap();
+    h.poll_until("writable", |s| {
+        s.iter()
+            .any(|e| matches!(e, Seen::Writable(c) if *c == conn))
+    });
+    h.reactor.send(conn, &mut outbox).unwrap();
+    assert!(outbox.is_empty());
+}
+
+#[test]
+fn sends_name_the_registered_entry_once_it_is_set_and_a_closed_socket_really_closes() {
+    let _fds = fd_lock();
+    let Some(mut h) = with_registered_files() else {
+        return;
+    };
     let mut client = h.connect();
     h.accept_as(5);
     // The update that sets the entry is an op: until it completes, sends name the fd.
@@ -872,13 +892,7 @@ fn sends_name_the_registered_entry_once_it_is_set_and_a_closed_socket_really_clo
         h.poll(STEP);
     }
     assert_eq!(entry(&h, 5), Some(Registered::Set));
-    let mut outbox = Outbox::default();
-    outbox.push(Arc::from(&b"by entry"[..]));
-    h.reactor.send(5, &mut outbox).unwrap();
-    h.poll_until("writable", |s| {
-        s.iter().any(|e| matches!(e, Seen::Writable(5)))
-    });
-    h.reactor.send(5, &mut outbox).unwrap();
+    send_and_settle(&mut h, 5, b"by entry");
     assert_eq!(h.reactor.counters().registered_sends, 1);
     let mut got = [0; 8];
     client.read_exact(&mut got).unwrap();
@@ -897,12 +911,9 @@ fn sends_name_the_registered_entry_once_it_is_set_and_a_closed_socket_really_clo
 #[test]
 fn a_key_reused_before_its_entry_is_free_uses_the_fd() {
     let _fds = fd_lock();
-    let probed = probe().unwrap().features;
-    if !probed.contains(Feature::RegisteredFiles) {
-        eprintln!("registered files are not available here; tested by the fallback only");
+    let Some(mut h) = with_registered_files() else {
         return;
-    }
-    let mut h = Harness::new(probed, AcceptWakeup::Sole);
+    };
     // Closed before its set completed (no poll in between), then the key reused at once.
     let mut first = h.connect();
     h.accept_as(2);
@@ -927,13 +938,7 @@ fn a_key_reused_before_its_entry_is_free_uses_the_fd() {
 
     second.write_all(b"ping").unwrap();
     h.poll_until("ping", |s| received(s, 2) == b"ping");
-    let mut outbox = Outbox::default();
-    outbox.push(Arc::from(&b"pong"[..]));
-    h.reactor.send(2, &mut outbox).unwrap();
-    h.poll_until("writable", |s| {
-        s.iter().any(|e| matches!(e, Seen::Writable(2)))
-    });
-    h.reactor.send(2, &mut outbox).unwrap();
+    send_and_settle(&mut h, 2, b"pong");
     let mut got = [0; 4];
     second.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"pong");
