@@ -11,7 +11,7 @@ use crate::cluster::resp::Decoder;
 use crate::cluster::wire::{self, Kind, NodeId};
 use crate::cluster::{BrokerMsg, ClusterConfig, Link, REMOTE};
 use crate::io::Waker;
-use crate::peer::{Batch, MemberId, Shards};
+use crate::peer::{Batch, MemberId, Peer as _, Shards};
 use crate::stats::StatsRegistry;
 use crate::ws::Opcode;
 use crate::ws::frame::{FrameHeader, server_frame};
@@ -110,6 +110,19 @@ impl Harness {
         h.handle_input(Conn::Sub, b"+OK\r\n+PONG\r\n", t0);
         assert!(h.expect.is_empty());
         while h.poll_report().is_some() {}
+        h
+    }
+
+    /// A link up with `room` subscribed and confirmed, as a shard's first member made it
+    /// (one local member); nothing written, owed or reported.
+    pub fn in_room(room: &RoomName) -> Harness {
+        let mut h = Harness::up();
+        let t = h.at(1);
+        assert!(!h.link.join(room));
+        h.requests(t);
+        h.handle_input(Conn::Sub, subscribed(room, 1).as_bytes(), t);
+        h.written(Conn::Sub);
+        h.ready();
         h
     }
 

@@ -230,18 +230,6 @@ mod tests {
     use crate::peer::Peer as _;
     use crate::stats::Section as _;
 
-    /// A link up with `room` subscribed and confirmed (one local member).
-    fn in_room(room: &RoomName) -> Harness {
-        let mut h = Harness::up();
-        let t = h.at(1);
-        assert!(!h.link.join(room));
-        h.requests(t);
-        h.handle_input(Conn::Sub, subscribed(room, 1).as_bytes(), t);
-        h.written(Conn::Sub);
-        h.ready();
-        h
-    }
-
     fn receive(h: &mut Harness, room: &RoomName, event: &[u8]) {
         let t = h.at(1);
         h.handle_input(Conn::Sub, &message(room, event), t);
@@ -292,7 +280,7 @@ mod tests {
     #[test]
     fn a_jump_in_a_nodes_numbers_tells_the_room_how_many_were_missed() {
         let r = room("r");
-        let mut h = in_room(&r);
+        let mut h = Harness::in_room(&r);
         receive(&mut h, &r, &event(7, 1, b"a"));
         receive(&mut h, &r, &event(7, 2, b"b"));
         receive(&mut h, &r, &event(8, 9, b"c")); // another node's first event
@@ -327,7 +315,7 @@ mod tests {
     #[test]
     fn a_remote_event_larger_than_a_client_may_send_is_dropped_and_counted() {
         let r = room("r");
-        let mut h = in_room(&r);
+        let mut h = Harness::in_room(&r);
         let limit = wire::max_event_len(MAX_MESSAGE);
 
         let fits = event(7, 1, &vec![b'a'; limit - event(7, 1, b"").len()]);
@@ -364,7 +352,7 @@ mod tests {
     #[test]
     fn a_flood_of_forged_node_ids_keeps_a_bounded_number_per_room() {
         let r = room("r");
-        let mut h = in_room(&r);
+        let mut h = Harness::in_room(&r);
         for node in 0..(2 * MAX_PEERS as u64) {
             receive(&mut h, &r, &event(100 + node, 5, b"x"));
         }
@@ -374,7 +362,7 @@ mod tests {
     #[test]
     fn publishes_are_numbered_per_room_and_counted_while_the_link_is_down() {
         let (r, s) = (room("r"), room("s"));
-        let mut h = in_room(&r);
+        let mut h = Harness::in_room(&r);
         let t = h.at(1);
         let reply = Delivery {
             frame: server_frame(Opcode::Text, &[b"to one member"]).into(),

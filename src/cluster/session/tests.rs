@@ -234,18 +234,6 @@ fn input_after_a_failure_in_the_same_iteration_is_not_read() {
     assert_eq!(h.stats.counters.cluster_bad_input.load(Relaxed), 0);
 }
 
-/// A session up and subscribed to `r`, as a shard's first member made it.
-fn in_room(r: &RoomName) -> Harness {
-    let mut h = Harness::up();
-    let t = h.at(1);
-    assert!(!h.link.join(r));
-    h.requests(t);
-    h.handle_input(Conn::Sub, subscribed(r, 1).as_bytes(), t);
-    h.written(Conn::Sub);
-    h.ready();
-    h
-}
-
 /// Another node's event `seq` arrives on `Sub` at `now` and is handed to the shards.
 fn remote_event(h: &mut Harness, r: &RoomName, seq: u64, now: Instant) {
     let push = super::harness::message(r, &super::harness::event(7, seq, b"x"));
@@ -267,7 +255,7 @@ fn shards_over_their_backlog_limit_stop_the_reading_of_sub_until_all_are_down_to
     use crate::peer::{PEER_BACKLOG_LIMIT, PEER_BACKLOG_RECHECK};
     let (max, max_bytes) = PEER_BACKLOG_LIMIT;
     let r = room("r");
-    let mut h = in_room(&r);
+    let mut h = Harness::in_room(&r);
     let t = h.at(10);
     assert!(h.poll_read(Conn::Sub) && h.poll_read(Conn::Cmd));
 
@@ -325,7 +313,7 @@ fn shards_over_their_backlog_limit_stop_the_reading_of_sub_until_all_are_down_to
 fn a_throttled_sub_fails_the_link_after_the_silence_limit_and_stays_throttled_across_a_reconnect() {
     use crate::peer::{PEER_BACKLOG_LIMIT, PEER_BACKLOG_RECHECK};
     let r = room("r");
-    let mut h = in_room(&r);
+    let mut h = Harness::in_room(&r);
     let t = h.at(10);
     set_backlog(&h, (PEER_BACKLOG_LIMIT.0 + 1, 0));
     remote_event(&mut h, &r, 1, t);
