@@ -382,7 +382,15 @@ impl Loader {
             if phase >= PHASE_RUN && !self.running {
                 self.start_running();
             }
-            let sending = phase == PHASE_RUN;
+            // Open loop, also in the first iteration of DRAIN: a message due before the end that
+            // a late loader had not sent when the phase changed still goes, stamped with its
+            // due time (its timetable ends at the end of the run, so nothing later is due).
+            // Sending only in RUN lost it silently (one of 200 in a busy test run). Closed
+            // loop sends nothing after the run.
+            let sending = match self.cfg.drive {
+                Drive::OpenLoop { .. } => phase == PHASE_RUN || phase == PHASE_DRAIN,
+                Drive::ClosedLoop { .. } => phase == PHASE_RUN,
+            };
             let mut timeout = IDLE_POLL;
             if sending {
                 match self.cfg.drive {

@@ -171,7 +171,8 @@ pub fn run(cfg: LoadConfig) -> anyhow::Result<LoadOutcome> {
         }
     };
 
-    // DRAIN: stop sending, wait for the stragglers.
+    // DRAIN: stop sending (an open-loop loader that was late first sends what was due before
+    // the end: `done_sending` says it has), wait for the stragglers.
     shared.phase.store(PHASE_DRAIN, Relaxed);
     let drain_started = Instant::now();
     loop {
