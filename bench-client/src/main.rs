@@ -21,7 +21,8 @@
 //! Invariants: latency is always measured from a message's *scheduled* time (open loop) or
 //! its actual send time (closed loop), never from when a loop got round to it; every
 //! delivery is classified exactly once; nothing the server sends can panic the loader; all
-//! `unsafe` is the one getrusage call in cpu.rs.
+//! `unsafe` is the getrusage call in cpu.rs and the IP_BIND_ADDRESS_NO_PORT setsockopt in
+//! net.rs.
 //!
 //! Exit codes: 0 ok, 1 run error, 2 usage error.
 

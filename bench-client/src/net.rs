@@ -63,19 +63,26 @@ pub fn parse_url(url: &str) -> anyhow::Result<WsUrl> {
 
 /// The source address of connection `index` when spreading over `source_ips` loopback
 /// addresses (127.0.0.1 ..= 127.0.0.N): each (source, destination) pair has its own
-/// ~28k ephemeral ports, so churn tests are not capped by one pair's port range.
+/// ~28k ephemeral ports (see [`start_connect`]), so churn tests are not capped by one
+/// pair's port range.
 pub fn source_ip(index: usize, source_ips: u8) -> Option<Ipv4Addr> {
     (source_ips > 1).then(|| Ipv4Addr::new(127, 0, 0, 1 + (index % source_ips as usize) as u8))
 }
 
 /// Starts a non-blocking connect (TCP_NODELAY set: the loader's messages are small and
 /// Nagle would hold them back), optionally bound to `source` first.
+///
+/// A source address is bound with IP_BIND_ADDRESS_NO_PORT, so that the port is chosen by
+/// connect(), for the whole 4-tuple: a plain bind(ip, 0) must pick a port free for every
+/// destination, cannot reuse one in TIME_WAIT, and searches longer the more there are (a
+/// storm of 50,000 churned connections slowed to ~700 handshakes/s, every connect() scanning
+/// the port range).
 pub fn start_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     if let Some(ip) = source {
-        socket.bind(&SockAddr::from(SocketAddr::new(ip.into(), 0)))?;
+        bind_source(&socket, ip)?;
     }
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
@@ -83,6 +90,35 @@ pub fn start_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Binds `socket` to `ip` and leaves its port for connect() to choose.
+fn bind_source(socket: &Socket, ip: Ipv4Addr) -> io::Result<()> {
+    bind_address_no_port(socket)?;
+    socket.bind(&SockAddr::from(SocketAddr::new(ip.into(), 0)))
+}
+
+/// Sets IP_BIND_ADDRESS_NO_PORT (Linux 4.2+), which neither socket2 nor rustix wraps.
+#[allow(unsafe_code)]
+fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is an open socket owned by `socket` for the whole call; the option
+    // value points to a live c_int and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether a connecting stream is now connected (`Ok(true)`), still connecting
@@ -195,6 +231,15 @@ mod tests {
         assert_eq!(source_ip(5, 1), None);
         assert_eq!(source_ip(0, 3), Some(Ipv4Addr::new(127, 0, 0, 1)));
         assert_eq!(source_ip(5, 3), Some(Ipv4Addr::new(127, 0, 0, 3)));
+    }
+
+    #[test]
+    fn a_source_address_is_bound_without_a_port() {
+        // The port is left to connect(), which picks it for the whole 4-tuple.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        bind_source(&socket, Ipv4Addr::new(127, 0, 0, 2)).unwrap();
+        let local = socket.local_addr().unwrap().as_socket().unwrap();
+        assert_eq!(local, SocketAddr::from(([127, 0, 0, 2], 0)));
     }
 
     #[test]
