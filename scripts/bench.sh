@@ -18,12 +18,15 @@
 #   --layouts "split shared"   CPU layouts (default full: both; quick/smoke: split)
 #   --server-cpus LIST   the split layout's server CPUs, a taskset list such as 0-15 (default: 0)
 #   --loader-cpus LIST   the split layout's bench-client CPUs (default: 1); must not overlap
-#   --scenarios "..."    of: chat saturate connect ping cpu tls deflate (default full: all)
+#   --scenarios "..."    of: chat saturate connect capped-connect ping cpu tls deflate (default
+#                        full: all)
 #   --shared-scenarios "..."   scenarios also run in the shared layout (default: chat saturate cpu)
 #   --rates "R ..."      chat rates, messages/s (default: 1000 2000 5000 10000)
 #   --shared-rates "R ..."     chat rates in the shared layout (default: 2000 5000)
 #   --tls-rate R         the one chat rate of the tls scenario (default: 2000; smoke: 500)
 #   --deflate-rates "R ..."   chat rates of the deflate scenario (default: 200 1000 2000; smoke: 500)
+#   --storm-cap PCT      the capped-connect scenario's CPU quota for the server, in % of one CPU
+#                        (1-100, default 50)
 #   --runs N             runs per cell, back to back (default full: 3)
 #   --duration SECS      measured seconds per run (default full: 5)
 #   --no-node            skip the Node baseline
@@ -53,7 +56,22 @@
 # number of the layout's server CPUs, at least 2):
 #   chat      chat --conns 1000 --rooms 20 (rooms of 50: each message reaches 49) at each --rate
 #   saturate  saturate --conns 200 --rooms 4 --window 8 (closed loop: maximum deliveries/s)
-#   connect   connect --conns 5000 --concurrency 100 --source-ips 8 on /echo (handshakes/s)
+#   connect   connect --conns 20000 --concurrency 100 --source-ips 8 on /echo (handshakes/s;
+#             quick: 20000 too, smoke: 200). On loopback the loader's core also runs the
+#             server's half of each TCP handshake (SYN handling, the child socket, wake-ups:
+#             about 19 µs of loader CPU per handshake against wschat's 14.5), so this storm is
+#             loader-bound for a fast server and does not show the server's capacity.
+#   capped-connect   the same storm, split layout only, with the server process (all its
+#             threads) held to --storm-cap % of one CPU by a cgroup CPU quota (period 10 ms;
+#             100 ms below 10 %, the kernel's quota being at least 1 ms): the server is the
+#             bottleneck again, so handshakes/s x server CPU per handshake comes out at the
+#             cap (the table's "server CPU / cap" column, ~1.0). Label cpu_cap=PCT; the
+#             JSON's cpu_cap object has the quota and cpu.stat's throttling during the run.
+#             Needs root and the cgroup cpu controller (v1 cpu.cfs_quota_us, or v2 cpu.max);
+#             without them the scenario is skipped (a line in skipped.txt). One cgroup,
+#             wschat-bench-<bench.sh PID>, removed on exit; the server is moved in after it
+#             printed its listening line and every thread of it checked to be in it before
+#             the loader starts (a thread outside is a failed run, never an uncapped one).
 #   ping      ping --conns 10 --rate 1000 on /echo (round trip)
 #   cpu       server --work-us 50; chat --conns 1000 --rooms 200 (rooms of 5) --rate 4000
 #   tls       the chat (at --tls-rate) and the connect storm above, each twice: against the
@@ -122,6 +140,7 @@ layouts= scenarios= shared_scenarios= rates= shared_rates= runs= duration= tls_r
 server_cpus=0 loader_cpus=1
 deflate_rates=
 node=true syscalls= build=true quiet_max= baselines= kernel_floor=
+storm_cap=50
 while (($#)); do
     case $1 in
         --cluster) shift; exec "$root/deploy/bench-cluster.sh" "$@" ;;
@@ -141,6 +160,7 @@ while (($#)); do
         --shared-rates) shared_rates=${2:?}; shift ;;
         --tls-rate) tls_rate=${2:?}; shift ;;
         --deflate-rates) deflate_rates=${2:?}; shift ;;
+        --storm-cap) storm_cap=${2:?--storm-cap needs a percentage}; shift ;;
         --runs) runs=${2:?}; shift ;;
         --duration) duration=${2:?}; shift ;;
         --no-node) node=false ;;
@@ -161,15 +181,15 @@ done
 conns=1000 rooms=20 smoke_extra=()
 case $mode in
     full)
-        : "${layouts:=split shared}" "${scenarios:=chat saturate connect ping cpu tls deflate}"
+        : "${layouts:=split shared}" "${scenarios:=chat saturate connect capped-connect ping cpu tls deflate}"
         : "${shared_scenarios:=chat saturate cpu}" "${rates:=1000 2000 5000 10000}"
         : "${shared_rates:=2000 5000}" "${runs:=3}" "${duration:=5}"
-        warmup=1 connect_conns=5000
+        warmup=1 connect_conns=20000
         : "${syscalls:=true}" "${kernel_floor:=true}" ;;
     quick)
         : "${layouts:=split}" "${scenarios:=chat saturate ping}" "${shared_scenarios:=}"
         : "${rates:=1000 5000}" "${shared_rates:=2000}" "${runs:=1}" "${duration:=2}"
-        warmup=1 connect_conns=2000
+        warmup=1 connect_conns=20000
         : "${syscalls:=false}" "${kernel_floor:=false}" ;;
     smoke)
         [[ $patterns == "single-thread acceptor-readers work-queue multi-accept reuseport" ]] &&
@@ -185,8 +205,15 @@ esac
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ $duration =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--duration must be seconds"
 for s in $scenarios $shared_scenarios; do
-    case $s in chat | saturate | connect | ping | cpu | tls | deflate) ;; *) die "unknown scenario: $s" ;; esac
+    case $s in chat | saturate | connect | capped-connect | ping | cpu | tls | deflate) ;;
+        *) die "unknown scenario: $s" ;; esac
 done
+[[ " $shared_scenarios " == *" capped-connect "* ]] &&
+    die "capped-connect runs in the split layout only (not in --shared-scenarios)"
+if ! [[ $storm_cap =~ ^[0-9]+$ ]] || ((10#$storm_cap < 1 || 10#$storm_cap > 100)); then
+    die "--storm-cap takes a whole percentage of one CPU, 1 to 100 (got '$storm_cap')"
+fi
+storm_cap=$((10#$storm_cap))
 for l in $layouts; do
     case $l in split | shared) ;; *) die "unknown layout: $l" ;; esac
 done
@@ -303,8 +330,100 @@ python3 scripts/bench/machine.py "$machine" "$dir/machine.json" \
     "deflate_rates=$deflate_rates" \
     "runs=$runs" "duration_s=$duration" "node=$node" "baselines=$baselines" \
     "split_server_cpus=$server_cpus" "split_loader_cpus=$loader_cpus" \
-    "split_threads=$(threads_for split)" "shared_threads=$(threads_for shared)" "kernel_floor=$kernel_floor"
+    "split_threads=$(threads_for split)" "shared_threads=$(threads_for shared)" "kernel_floor=$kernel_floor" \
+    "storm_cap_pct=$storm_cap"
 note "results in $dir (machine $machine, mode $mode)"
+
+# ---- the capped-connect scenario's CPU cap (a cgroup) -------------------------------------------
+# One cgroup for the whole run, wschat-bench-<this PID>, made once before the matrix and removed
+# by the EXIT trap; each capped server is moved into it. cgroup v1 (the cpu controller's own
+# hierarchy, cpu.cfs_period_us / cpu.cfs_quota_us) or v2 (cpu.max in a child of the root).
+# WSCHAT_BENCH_CGROUP_ROOT (default /sys/fs/cgroup) is there to test the skip path on a
+# directory that is no cgroup file system.
+cgroup_root=${WSCHAT_BENCH_CGROUP_ROOT:-/sys/fs/cgroup}
+cap_dir='' cap_version='' cap_why='' cap_period='' cap_quota=''
+
+# cap_create: the cgroup with its quota. Returns 1 with the reason in cap_why (and nothing
+# left behind) where there is no usable cgroup: not root, no cpu controller, read-only.
+cap_create() {
+    local parent dir
+    # The kernel takes no quota under 1 ms: below 10 % of a CPU, a 100 ms period.
+    cap_period=10000
+    ((storm_cap < 10)) && cap_period=100000
+    cap_quota=$((cap_period * storm_cap / 100))
+    if [[ -f $cgroup_root/cgroup.controllers ]]; then
+        cap_version=v2 parent=$cgroup_root
+        grep -qw cpu "$parent/cgroup.controllers" || { cap_why="cgroup v2 without the cpu controller"; return 1; }
+        # A child gets cpu.max only if its parent hands the controller down.
+        if ! grep -qw cpu "$parent/cgroup.subtree_control"; then
+            { echo +cpu >"$parent/cgroup.subtree_control"; } 2>/dev/null ||
+                { cap_why="cannot enable the cpu controller in $parent/cgroup.subtree_control"; return 1; }
+        fi
+    elif [[ -f $cgroup_root/cpu/cpu.cfs_quota_us ]]; then
+        cap_version=v1 parent=$cgroup_root/cpu
+    else
+        cap_why="no cgroup cpu controller under $cgroup_root (neither v2 cgroup.controllers nor v1 cpu/)"
+        return 1
+    fi
+    dir=$parent/wschat-bench-$$
+    mkdir "$dir" 2>/dev/null || { cap_why="cannot create $dir (not root? read-only?)"; return 1; }
+    cap_dir=$dir
+    if [[ $cap_version == v2 ]]; then
+        { echo "$cap_quota $cap_period" >"$dir/cpu.max"; } 2>/dev/null
+    else
+        { echo "$cap_period" >"$dir/cpu.cfs_period_us" && echo "$cap_quota" >"$dir/cpu.cfs_quota_us"; } 2>/dev/null
+    fi || { cap_why="cannot set the quota in $dir"; cap_remove; return 1; }
+    note "capped-connect: server held to $storm_cap % of one CPU ($cap_quota µs per $cap_period µs) in $dir (cgroup $cap_version)"
+}
+
+# cap_add_server PID: moves the whole process (cgroup.procs takes every thread) into the
+# cgroup, then checks each thread in /proc/PID/task against the cgroup's own list (v1 tasks,
+# v2 cgroup.threads): a thread left outside would run uncapped.
+cap_add_server() {
+    local pid=$1 t listed
+    { echo "$pid" >"$cap_dir/cgroup.procs"; } 2>/dev/null || { note "cannot move $pid into $cap_dir"; return 1; }
+    listed=$(cat "$cap_dir/$([[ $cap_version == v2 ]] && echo cgroup.threads || echo tasks)")
+    for t in /proc/"$pid"/task/*; do
+        grep -qx "${t##*/}" <<<"$listed" || { note "thread ${t##*/} of $pid is not in $cap_dir"; return 1; }
+    done
+}
+
+# cap_stat: "periods throttled throttled_us" so far, from cpu.stat (v1 counts the time in ns).
+cap_stat() {
+    awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { n = $2 }
+         $1 == "throttled_time" { t = $2 / 1000 } $1 == "throttled_usec" { t = $2 }
+         END { printf "%d %d %.0f\n", p, n, t }' "$cap_dir/cpu.stat"
+}
+
+# cap_annotate JSON STAT0 STAT1: the quota and the throttling during the run, into the run's JSON.
+cap_annotate() {
+    python3 - "$@" "$storm_cap" "$cap_quota" "$cap_period" "$cap_version" <<'PY'
+import json, sys
+path, s0, s1, pct, quota, period, version = sys.argv[1:]
+d0, d1 = [int(x) for x in s0.split()], [int(x) for x in s1.split()]
+with open(path) as f:
+    doc = json.load(f)
+doc["cpu_cap"] = {"about": "scripts/bench.sh capped-connect: the server in a cgroup with this CPU quota; "
+                           "throttling from its cpu.stat over the run",
+                  "pct_of_one_cpu": int(pct), "quota_us": int(quota), "period_us": int(period),
+                  "cgroup": version, "periods": d1[0] - d0[0], "throttled_periods": d1[1] - d0[1],
+                  "throttled_ms": round((d1[2] - d0[2]) / 1000, 1)}
+with open(path, "w") as f:
+    json.dump(doc, f, indent=2)
+PY
+}
+
+# cap_remove: the cgroup, once empty (a server just reaped may still be leaving it).
+cap_remove() {
+    [[ -n $cap_dir ]] || return 0
+    local i
+    for ((i = 0; i < 50; i++)); do
+        rmdir "$cap_dir" 2>/dev/null && { cap_dir=; return 0; }
+        sleep 0.1
+    done
+    note "could not remove $cap_dir (a process still in it?)"
+    return 1
+}
 
 # ---- servers --------------------------------------------------------------------------------
 server_pid=
@@ -327,7 +446,7 @@ stop_server() {
     wait "$pid" 2>/dev/null || status=$?
     return "$status"
 }
-trap 'stop_server || true' EXIT
+trap 'stop_server || true; cap_remove || true' EXIT
 trap 'exit 130' INT TERM
 
 # start_server NAME LAYOUT IO WORK_US LOG [VARIANT]: starts wschat (or a baseline) on a free
@@ -470,8 +589,21 @@ cell() {
             failures+=("$tag (server start)")
             continue
         fi
+        local stat0=
+        if [[ $scenario == capped-connect ]]; then
+            if ! cap_add_server "$server_pid"; then
+                note "FAILED $tag: the server is not all in $cap_dir (not run uncapped)"
+                failures+=("$tag (cpu cap)")
+                stop_server || true
+                continue
+            fi
+            stat0=$(cap_stat)
+        fi
         status=0
         run_cell "$name" "$io" "$layout" "$scenario" "$rate" "$k" "$variant" || status=$?
+        if [[ -n $stat0 && -s $dir/$tag.json ]]; then
+            cap_annotate "$dir/$tag.json" "$stat0" "$(cap_stat)" || note "$tag: cpu.stat not recorded"
+        fi
         local stop=0
         stop_server || stop=$?
         if ((status != 0)); then
@@ -534,6 +666,11 @@ syscall_run() {
 }
 
 # ---- the matrix -------------------------------------------------------------------------------
+# Where the cap cannot be made, capped-connect is a line in skipped.txt, not a failure.
+if [[ " $scenarios " == *" capped-connect "* && " $layouts " == *" split "* ]] && ! cap_create; then
+    note "SKIPPED capped-connect: $cap_why"
+    echo "capped-connect skipped: $cap_why" >>"$dir/skipped.txt"
+fi
 servers=()
 for io in $ios; do
     for p in $patterns; do servers+=("$p:$io"); done
@@ -569,6 +706,11 @@ for entry in "${servers[@]}"; do
                     cell "$name" "$io" "$layout" tls-connect "" "tls=$t" || status=$?
                     ((status == 3)) && break
                 done
+            elif [[ $scenario == capped-connect ]]; then
+                # The connect storm again, the server capped (split only: the shared layout
+                # has no loader core of its own to show the server's limit against).
+                [[ $layout == split && -n $cap_dir ]] || continue
+                cell "$name" "$io" "$layout" capped-connect "" "cpu_cap=$storm_cap" || status=$?
             elif [[ $scenario == deflate ]]; then
                 # Of the baselines only node-ws has --deflate.
                 is_baseline "$name" && [[ $name != node-ws ]] && continue
