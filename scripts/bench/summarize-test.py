@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tests for scripts/bench/summarize.py: the kernel floor beside the chat tables and the
+"""Tests for scripts/bench/summarize.py: the kernel floor beside the chat tables, the capped
+connect storm's table (and its known-answer column), which runs results/README.md shows, and the
 generated measured block of the pattern pages. Each case builds a small run directory (a
 machine.json, a few bench-client JSON files, a kernel-floor.json) in a temporary directory;
 the end-to-end case also runs scripts/check-claims.py on the pages it generated. The real tree
@@ -30,6 +31,7 @@ MACHINE = {"machine": "test-2cpu", "cpu_model": "Test CPU", "cpus_online": 2, "h
            "kernel": "6.1.0", "fd_limit": {"hard": 20000}, "sysctls": {"net.core.somaxconn": "4096"},
            "bench": {"command": "scripts/bench.sh", "mode": "full", "git_head": "0123456789abcdef0123",
                      "started_utc": STAMP, "runs": "2", "duration_s": "5",
+                     "scenarios": "chat saturate connect ping cpu",
                      "split_server_cpus": "0", "split_loader_cpus": "1"}}
 FLOOR = {"probe": "sendcost", "machine": {"cpu": "Test CPU", "cpus": 2}, "frame_bytes": 80,
          "runs": [{"frames_per_call": 1, "sender_ns_per_frame": 1531.0, "other_load_pct": 1.2},
@@ -64,6 +66,28 @@ def connect_doc(pattern, io, run, hs):
                            "upgrade_us": {"percentiles": {"p50": 300, "p99": 1200}}},
             "correct": None, "loader": {"busy_per_thread": 0.97, "loader_bound": True},
             "server": {"user_s": 0.2, "sys_s": 0.3}}
+
+
+def capped_doc(pattern, io, run, hs, server_s, cap="50", handshakes=20000, loader_busy=0.55):
+    """A capped-connect run: server_s of server CPU (user+sys) over `handshakes` handshakes."""
+    d = connect_doc(pattern, io, run, hs)
+    d["labels"].update(scenario="capped-connect", cpu_cap=cap)
+    d["config"]["conns"] = handshakes
+    d["counters"].update(handshakes=handshakes, attempted=handshakes)
+    d["server"] = {"user_s": round(server_s * 0.3, 6), "sys_s": round(server_s * 0.7, 6)}
+    d["loader"] = {"busy_per_thread": loader_busy, "loader_bound": False}
+    d["cpu_cap"] = {"pct_of_one_cpu": int(cap), "quota_us": 100 * int(cap), "period_us": 10000,
+                    "cgroup": "v1", "periods": 60, "throttled_periods": 58, "throttled_ms": 150.0}
+    return d
+
+
+def write_doc(run, d):
+    """d under the file name bench.sh gives it."""
+    lab = d["labels"]
+    rate = "" if lab["rate"] == "na" else "-" + lab["rate"]
+    variant = f"-cpu_cap_{lab['cpu_cap']}" if "cpu_cap" in lab else ""
+    write(os.path.join(run, f"{lab['pattern']}-{lab['io']}-{lab['layout']}-{lab['scenario']}{rate}{variant}"
+                            f"-run{lab['run']}.json"), d)
 
 
 def write(path, doc):
@@ -173,6 +197,103 @@ class KernelFloor(unittest.TestCase):
             write(path, FLOOR)
             self.assertEqual(summarize.one_line(path),
                              "sender CPU per frame: 1 531 ns at 1/call, 396 ns at 4/call, 126 ns at 16/call")
+
+
+def make_storm_run(root, stamp="2026-12-06T180000Z", mode="full"):
+    """A run of the connect storms alone (bench.sh --scenarios "connect capped-connect")."""
+    run = os.path.join(root, "results", "test-2cpu", stamp)
+    bench = dict(MACHINE["bench"], mode=mode, started_utc=stamp, scenarios="connect capped-connect",
+                 command='scripts/bench.sh --scenarios "connect capped-connect"')
+    write(os.path.join(run, "machine.json"), dict(MACHINE, bench=bench))
+    # 14.5 µs and 15.5 µs of server CPU per handshake
+    write_doc(run, capped_doc("single-thread", "epoll", 1, 34029.0, 0.29))
+    write_doc(run, capped_doc("single-thread", "epoll", 2, 31001.0, 0.31))
+    write_doc(run, capped_doc("uws-js", "uws", 1, 23863.0, 0.42))
+    write_doc(run, connect_doc("single-thread", "epoll", 1, 50111.0))
+    return run
+
+
+class CappedConnect(unittest.TestCase):
+    def test_known_answer(self):
+        d = capped_doc("single-thread", "epoll", 1, 34029.0, 0.29)
+        self.assertAlmostEqual(summarize.server_us_per_handshake(d), 14.5)
+        # 34 029/s x 14.5 µs = 0.493 of a core, at a cap of half a core
+        self.assertAlmostEqual(summarize.cap_ratio(d), 34029 * 14.5e-6 / 0.5)
+        # a quarter of a core: the same server CPU is twice the cap
+        self.assertAlmostEqual(summarize.cap_ratio(capped_doc("x", "y", 1, 34029.0, 0.29, cap="25")),
+                               34029 * 14.5e-6 / 0.25)
+        # the cap from the JSON when the label is missing; none at all: no answer
+        del d["labels"]["cpu_cap"]
+        self.assertEqual(summarize.cpu_cap(d), 50)
+        del d["cpu_cap"]
+        self.assertIsNone(summarize.cap_ratio(d))
+        self.assertIsNone(summarize.server_us_per_handshake({"server": {}, "counters": {"handshakes": 5}}))
+
+    def test_table_and_caption(self):
+        with tempfile.TemporaryDirectory() as root:
+            run = make_storm_run(root)
+            text = summarize.summary(run)
+            self.assertIn("#### Connect storm, server held to half a core (cgroup CPU quota 50 %; 20000 "
+                          "handshakes then close, 100 in flight, 8 source IPs) — split", text)
+            self.assertIn("| pattern | io | runs | handshakes/s | server µs/handshake | server CPU / cap | "
+                          "failed/attempted | loader-bound | other load |", text)
+            # medians: 32 515/s, 15.0 µs, (0.987 + 0.961) / 2
+            self.assertIn("| **single-thread** | epoll | 2 | 32 515 [31 001–34 029] | 15.0 [14.5–15.5] | "
+                          "0.97 [0.96–0.99] | 0/40000 | no (0/2, max 55%) | – |", text)
+            self.assertIn("| **uws-js** | uws | 1 | 23 863 | 21.0 | 1.00 | 0/20000 |", text)
+            # the why, in the paragraph of the source link
+            self.assertIn("runs the server's half of each TCP handshake", text)
+            self.assertRegex(text, r"about 1\.0 when the server limited the storm[^\n]*Source: ")
+            # and the plain storm's table beside it, from the same run directory
+            self.assertIn("#### Connect storm on /echo (5000 handshakes then close", text)
+            self.assertIn("| **single-thread** | epoll | 1 | 50 111 |", text)
+            self.assertNotIn("Kernel floor", text)
+
+    def test_another_cap_is_said(self):
+        group = {("single-thread", "epoll", "na"): [capped_doc("single-thread", "epoll", 1, 20000.0, 0.5,
+                                                              cap="25")]}
+        self.assertIn("server held to 25 % of a core (cgroup CPU quota 25 %;",
+                      summarize.title("capped-connect", group))
+        # 20 000/s x 25 µs = half a core, twice a cap of a quarter
+        self.assertIn("| 25.0 | 2.00 |", summarize.capped_connect_table(group))
+
+    def test_a_storm_only_run_renders_on_the_command_line(self):
+        with tempfile.TemporaryDirectory() as root:
+            run = make_storm_run(root)
+            r = subprocess.run([sys.executable, os.path.join(HERE, "summarize.py"), "--run-dir", run],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("server CPU / cap", read(os.path.join(run, "summary.md")))
+
+
+class Readme(unittest.TestCase):
+    def test_a_later_storm_only_run_does_not_head_the_machine(self):
+        with tempfile.TemporaryDirectory() as root:
+            matrix = make_run(root)
+            storm = make_storm_run(root)  # newer, also mode full
+            quietly(summarize.readme, os.path.join(root, "results"))
+            text = read(os.path.join(root, "results", "README.md"))
+            sections = [l for l in text.splitlines() if l.startswith("## test-2cpu: ")]
+            self.assertEqual(sections, [f"## test-2cpu: {STAMP}", "## test-2cpu: 2026-12-06T180000Z"])
+            head = text[text.index(sections[0]):text.index(sections[1])]
+            # the matrix keeps its connect table; the storm run adds only what it lacks
+            self.assertIn("| **single-thread** | epoll | 1 | 48 232 |", head)
+            tail = text[text.index(sections[1]):text.index("## Every run")]
+            self.assertIn("server CPU / cap", tail)
+            self.assertNotIn("50 111", tail)
+            self.assertNotIn("#### Connect storm on /echo", tail)
+            # both are in the index
+            self.assertIn(f"[test-2cpu/{os.path.basename(storm)}]", text)
+            self.assertIn(f"[test-2cpu/{os.path.basename(matrix)}]", text)
+
+    def test_without_a_matrix_the_newest_full_run_comes_first(self):
+        with tempfile.TemporaryDirectory() as root:
+            make_storm_run(root, "2026-12-06T170000Z")
+            make_storm_run(root, "2026-12-06T180000Z")
+            quietly(summarize.readme, os.path.join(root, "results"))
+            text = read(os.path.join(root, "results", "README.md"))
+            sections = [l for l in text.splitlines() if l.startswith("## test-2cpu: ")]
+            self.assertEqual(sections, ["## test-2cpu: 2026-12-06T180000Z"])
 
 
 class MeasuredBlock(unittest.TestCase):

@@ -32,7 +32,8 @@ import sys
 
 PATTERN_ORDER = ["single-thread", "acceptor-readers", "work-queue", "multi-accept", "reuseport", "node-ws",
                  "uws-js", "fastwebsockets", "fastwebsockets-mt"]
-SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect", "tls-chat", "tls-connect", "deflate-chat"]
+SCENARIOS = ["chat", "cpu", "saturate", "ping", "connect", "capped-connect", "tls-chat", "tls-connect",
+             "deflate-chat"]
 # Labels of the scenarios that run each cell twice (off and on): shown beside the io.
 VARIANT_LABELS = ["tls", "deflate"]
 SYSCALL_GROUPS = [
@@ -341,21 +342,72 @@ def ping_table(group):
     return table(headers, rows)
 
 
+def server_us_per_handshake(d):
+    """Server CPU (user+sys over the storm) per completed handshake, µs; None without them."""
+    s, c = d.get("server") or {}, d.get("counters", {})
+    if s.get("user_s") is None or not c.get("handshakes"):
+        return None
+    return (s["user_s"] + s["sys_s"]) * 1e6 / c["handshakes"]
+
+
 def connect_table(group):
     headers = ["pattern", "io", "runs", "handshakes/s", "connect p99 µs", "upgrade p50 µs",
                "upgrade p99 µs", "server µs/handshake", "failed/attempted", "loader-bound", "other load"]
     rows = []
     for (pattern, io, _), docs in sorted_cells(group):
-        per_hs = []
-        for d in docs:
-            s, c = d.get("server") or {}, d.get("counters", {})
-            if s.get("user_s") is not None and c.get("handshakes"):
-                per_hs.append((s["user_s"] + s["sys_s"]) * 1e6 / c["handshakes"])
         rows.append([f"**{pattern}**", io, len(docs), handshakes_col(docs),
                      pctl_col(docs, "p99", "connect_us"), pctl_col(docs, "p50", "upgrade_us"),
-                     pctl_col(docs, "p99", "upgrade_us"), med(per_hs, 1), failed_col(docs),
-                     loader_col(docs), noise_col(docs)])
+                     pctl_col(docs, "p99", "upgrade_us"), med([server_us_per_handshake(d) for d in docs], 1),
+                     failed_col(docs), loader_col(docs), noise_col(docs)])
     return table(headers, rows)
+
+
+# ---- the capped connect storm (bench.sh capped-connect) ---------------------------------------
+
+def cpu_cap(d):
+    """The run's CPU cap in % of one CPU (label cpu_cap, else the JSON's cpu_cap), or None."""
+    v = d.get("labels", {}).get("cpu_cap") or (d.get("cpu_cap") or {}).get("pct_of_one_cpu")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def cap_ratio(d):
+    """The known answer: server CPU over the storm ÷ its cap = handshakes/s × server
+    µs/handshake ÷ (cap/100 × 10⁶ µs/s). About 1.0 when the server is what limits the storm."""
+    hs, us, cap = d["rates"].get("handshakes_per_s"), server_us_per_handshake(d), cpu_cap(d)
+    if not hs or us is None or not cap:
+        return None
+    return hs * us / 1e6 / (cap / 100)
+
+
+def caps_of(group):
+    """The caps of a group's runs, "50" (or "25 and 50" if they differ)."""
+    caps = sorted({cpu_cap(d) for docs in group.values() for d in docs} - {None})
+    return " and ".join(fmt(c) for c in caps) or "?"
+
+
+def capped_connect_table(group):
+    headers = ["pattern", "io", "runs", "handshakes/s", "server µs/handshake", "server CPU / cap",
+               "failed/attempted", "loader-bound", "other load"]
+    rows = []
+    for (pattern, io, _), docs in sorted_cells(group):
+        rows.append([f"**{pattern}**", io, len(docs), handshakes_col(docs),
+                     med([server_us_per_handshake(d) for d in docs], 1), med([cap_ratio(d) for d in docs], 2),
+                     failed_col(docs), loader_col(docs), noise_col(docs)])
+    return table(headers, rows)
+
+
+def capped_note(group):
+    """The capped storm's caption: what was capped, how, and why."""
+    return (f"The server process, every thread of it, in a cgroup whose CPU quota is {caps_of(group)} % of one "
+            "CPU (moved in after it listened, before the loader started). Why: on loopback the loader's core "
+            "also runs the server's half of each TCP handshake (SYN handling, the child socket, wake-ups), "
+            "so the uncapped storm is loader-bound for a fast server and does not show its capacity; "
+            "capped, the server is the bottleneck. Known answer: server CPU / cap = handshakes/s × server "
+            "µs/handshake ÷ the cap, about 1.0 when the server limited the storm (below, something else "
+            "did: read loader-bound and other load).")
 
 
 def parse_perf(path):
@@ -439,6 +491,11 @@ def title(scenario, group):
         return f"CPU-bound chat (server --work-us {work} per message; {conns} connections, {per})"
     if scenario == "saturate":
         return f"Saturation (closed loop, {conns} connections, {per}, window {c.get('window')})"
+    if scenario == "capped-connect":
+        caps = caps_of(group)
+        held = "half a core" if caps == "50" else f"{caps} % of a core"
+        return (f"Connect storm, server held to {held} (cgroup CPU quota {caps} %; {conns} handshakes then "
+                f"close, {c.get('concurrency')} in flight, {c.get('source_ips')} source IPs)")
     if scenario == "ping":
         return f"Ping round trip on /echo ({conns} connections, {fmt(c.get('rate'))} msg/s in total)"
     return (f"Connect storm on /echo ({conns} handshakes then close, {c.get('concurrency')} in flight, "
@@ -452,7 +509,7 @@ LAYOUT_NOTES = {
                "patterns compete with the loader for the second core: read the loader-bound column."),
 }
 RENDER = {"chat": chat_table, "cpu": chat_table, "saturate": saturate_table, "ping": ping_table,
-          "connect": connect_table, "tls-chat": chat_table, "tls-connect": connect_table,
+          "connect": connect_table, "capped-connect": capped_connect_table, "tls-chat": chat_table, "tls-connect": connect_table,
           "deflate-chat": lambda group: chat_table(group, wire=True)}
 
 
@@ -529,9 +586,10 @@ def summary(run_dir, bench=None, link_prefix="", only=None, groups=None):
                     floor += " " + floor_ratio_sentence(kf)
             rendered = (chat_table(group, floor_us=kf["us"][floor_unit(kf)]) if kf and scenario == "chat"
                         else RENDER[scenario](group))
+            why = capped_note(group) + " " if scenario == "capped-connect" else ""
             parts.append(f"#### {title(scenario, group)} — {layout}\n\n{LAYOUT_NOTES[layout]} "
                          f"Messages: {messages_of(group)}. Command (per run, server address elided): `{command_of(group)}`. "
-                         f"{source}{floor}\n\n"
+                         f"{why}{source}{floor}\n\n"
                          + rendered
                          + (f"\n\nPer-run rows and plots: [{sub}/report.md]({link_prefix}{sub}/report.md), "
                             f"[latency]({link_prefix}{sub}/latency.svg), [throughput]({link_prefix}{sub}/throughput.svg)."
@@ -592,6 +650,13 @@ server's start-up line and every bench-client summary). Re-render with
   this VM under heavy load (values over 100 %), a known open question of the pipeline.
 - <!-- not-measured: threshold --> **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
   numbers may describe the loader rather than the server; max is its busiest run.
+- **server µs/handshake** (connect storms): server CPU over the storm divided by the
+  handshakes completed. On loopback the loader's core also runs the server's half of each TCP
+  handshake (SYN handling, the child socket, wake-ups), so the plain storm is loader-bound for
+  a fast server; the **capped** storm (`capped-connect`) holds the server process, all its
+  threads, to a cgroup CPU quota (default half a core), so that the server is the bottleneck.
+  Its **server CPU / cap** is handshakes/s × server µs/handshake ÷ the cap: the known answer is
+  about 1.0 when the server limited the storm; well below 1, something else did.
 - Rates rise until latency breaks: where delivered/s stops following the offered rate × 49,
   the server (or, on this machine, the one core it has) is saturated and latency grows with the
   backlog of the run.
@@ -640,10 +705,19 @@ def readme(root):
             b = load(os.path.join(root, mach, r, "machine.json")).get("bench", {})
             info.append((r, b))
         # Each table from the newest full run that has it (a run of one scenario does not hide
-        # the matrix before it); with no full run, the newest run of any mode.
+        # the matrix before it); with no full run, the newest run of any mode. The matrix, the
+        # newest full run with the chat scenario, comes first and shows every table it has: a
+        # later full-mode run of a few scenarios (a connect storm alone, say) adds the tables
+        # the matrix lacks but neither heads the machine's section nor replaces a table of the
+        # matrix with one of fewer servers (it is in the "Every run" index).
         full = [r for r, b in info if b.get("mode") == "full"] or runs[-1:]
+        order = list(reversed(full))
+        matrix = [r for r, b in info if r in full and "chat" in str(b.get("scenarios", "")).split()]
+        if matrix:
+            order.remove(matrix[-1])
+            order.insert(0, matrix[-1])
         covered = set()
-        for shown in reversed(full):
+        for shown in order:
             run_dir = os.path.join(root, mach, shown)
             groups = cells(run_dir)
             keys = set(groups) - covered
