@@ -65,6 +65,7 @@ run "tune-kernel test" bash scripts/tune-kernel-test.sh
 run "claim check" python3 scripts/check-claims.py
 run "claim check self-test" python3 scripts/check-claims-test.py
 run "summarize self-test" python3 scripts/bench/summarize-test.py
+run "A/B comparison self-test" python3 scripts/bench/ab-compare-test.py
 run "cargo test" cargo test --workspace --all-targets
 run "doc tests" cargo test --workspace --doc
 
