@@ -650,7 +650,7 @@ server's start-up line and every bench-client summary). Re-render with
   this VM under heavy load (values over 100 %), a known open question of the pipeline.
 - <!-- not-measured: threshold --> **loader-bound**: runs in which bench-client used more than 90 % of its core, so that the
   numbers may describe the loader rather than the server; max is its busiest run.
-- **server µs/handshake** (connect storms): server CPU over the storm divided by the
+- <!-- not-measured: definitions and the known answer --> **server µs/handshake** (connect storms): server CPU over the storm divided by the
   handshakes completed. On loopback the loader's core also runs the server's half of each TCP
   handshake (SYN handling, the child socket, wake-ups), so the plain storm is loader-bound for
   a fast server; the **capped** storm (`capped-connect`) holds the server process, all its
