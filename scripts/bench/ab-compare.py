@@ -7,7 +7,7 @@ For each rate found in DIR (files <label>-r<rate>-<round>.json), prints a markdo
 the median over runs of server CPU per delivery and of p99, B's median relative to A's, the
 p99 of all of a side's runs together (bench-client merge, written as
 DIR/pooled-<label>-r<rate>.json), and a rank-sum (Mann-Whitney) comparison of the run p99s.
-On this 2-core machine one run's p99 swings 2-4x within either backend, so a median of a
+On this 2-core machine one run's p99 can be 2-5x another's within one backend, so a median of a
 few runs can rank two equal servers either way; U near half of n_a * n_b (z near 0) means
 the two sets of runs cannot be told apart.
 """
