@@ -35,8 +35,10 @@ class Runs(unittest.TestCase):
             for name in ("epoll-r2000-10.json", "epoll-r2000-2.json", "epoll-r2000-1.json",
                          "epoll-r1000-3.json", "uring-r2000-1.json"):
                 open(os.path.join(d, name), "w").close()
-            got = [os.path.basename(p) for p in ab.runs_of(d, "epoll", 2000)]
+            runs = ab.runs_of(d)
+            got = [os.path.basename(p) for p in runs[("epoll", 2000)]]
             self.assertEqual(got, ["epoll-r2000-1.json", "epoll-r2000-2.json", "epoll-r2000-10.json"])
+            self.assertEqual(sorted(runs), [("epoll", 1000), ("epoll", 2000), ("uring", 2000)])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ few runs can rank two equal servers either way; U near half of n_a * n_b (z near
 the two sets of runs cannot be told apart.
 """
 
+import argparse
 import glob
 import json
 import math
@@ -22,9 +23,18 @@ import subprocess
 import sys
 
 
-def runs_of(directory, label, rate):
-    paths = glob.glob(os.path.join(directory, f"{label}-r{rate}-*.json"))
-    return sorted(paths, key=lambda p: int(re.search(r"-(\d+)\.json$", p).group(1)))
+# One run of an ab.sh set: <label>-r<rate>-<round>.json.
+RUN = re.compile(r"^(?P<label>.+)-r(?P<rate>\d+)-(?P<round>\d+)\.json$")
+
+
+def runs_of(directory):
+    """{(label, rate): [paths in round order]} of every run in `directory`."""
+    found = {}
+    for path in glob.glob(os.path.join(directory, "*.json")):
+        m = RUN.match(os.path.basename(path))
+        if m:
+            found.setdefault((m["label"], int(m["rate"])), []).append((int(m["round"]), path))
+    return {key: [p for _, p in sorted(runs)] for key, runs in found.items()}
 
 
 def p99(doc):
@@ -51,17 +61,21 @@ def pooled_p99(loader, directory, label, rate, paths):
 
 
 def main(argv):
-    args = [a for a in argv if not a.startswith("--")]
-    loader = "target/release/bench-client"
-    if "--loader" in argv:
-        loader = argv[argv.index("--loader") + 1]
-        args.remove(loader)
-    if len(args) != 3:
-        sys.exit(__doc__.strip().splitlines()[2].strip())
-    directory, a_label, b_label = args
-    rates = sorted({int(m.group(1)) for p in glob.glob(os.path.join(directory, "*.json"))
-                    if (m := re.search(rf"^{re.escape(a_label)}-r(\d+)-\d+\.json$",
-                                       os.path.basename(p)))})
+    parser = argparse.ArgumentParser(description="Compare the two sides of an ab.sh set.")
+    parser.add_argument("directory")
+    parser.add_argument("a_label")
+    parser.add_argument("b_label")
+    parser.add_argument("--loader", default="target/release/bench-client",
+                        help="bench-client, for merging each side's runs")
+    args = parser.parse_args(argv)
+    directory, a_label, b_label, loader = args.directory, args.a_label, args.b_label, args.loader
+    runs = runs_of(directory)
+    rates = sorted(rate for label, rate in runs if label == a_label)
+    if not rates:
+        sys.exit(f"ab-compare.py: no {a_label}-r<rate>-<round>.json in {directory}")
+    missing = [rate for rate in rates if (b_label, rate) not in runs]
+    if missing:
+        sys.exit(f"ab-compare.py: no {b_label} runs at rate(s) {missing} in {directory}")
     print(f"| rate msg/s | runs | CPU µs/delivery, {b_label} vs {a_label} (median) | "
           f"p99 µs, median of runs | p99 µs, all runs pooled | rank-sum of run p99s, "
           f"{b_label} above {a_label} |")
@@ -69,7 +83,7 @@ def main(argv):
     for rate in rates:
         side = {}
         for label in (a_label, b_label):
-            paths = runs_of(directory, label, rate)
+            paths = runs[(label, rate)]
             docs = [json.load(open(p)) for p in paths]
             side[label] = {
                 "n": len(docs),
